@@ -1,0 +1,113 @@
+/* The Backend: device memory plus the table of kernels the model is written against.
+ * The CPU backend (core/cpu) is the reference; a CUDA backend fills the same table.
+ *
+ * Conventions for every kernel below:
+ *   - all pointers are backend memory, float32, row-major, contiguous unless a
+ *     leading dimension is given;
+ *   - activation gradients are WRITTEN (=), parameter gradients ACCUMULATE (+=);
+ *   - N = number of token rows (B * T), D = width, H / Hkv = query / key-value heads,
+ *     Dh = head dim, F = MLP width, V = vocab, R = LoRA rank.
+ */
+#ifndef TV_BACKEND_H
+#define TV_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Backend Backend;
+
+struct Backend {
+  const char *name;
+  void *ctx; /* backend-private state (threads, cuBLAS handle, stream, ...) */
+
+  /* ---- memory ---- */
+  void *(*alloc)(Backend *be, size_t bytes); /* zero-filled, aligned to 64 bytes */
+  void (*free)(Backend *be, void *p);
+  void (*copy)(Backend *be, void *dst, const void *src, size_t bytes); /* device -> device */
+  void (*to_host)(Backend *be, void *host_dst, const void *src, size_t bytes);
+  void (*from_host)(Backend *be, void *dst, const void *host_src, size_t bytes);
+  void (*zero)(Backend *be, void *p, size_t bytes);
+  void (*sync)(Backend *be);
+  void (*destroy)(Backend *be); /* frees ctx and the Backend itself */
+
+  /* ---- dense algebra ---- */
+  /* C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when trans_* != 0.
+   * A is [M,K] (or [K,M] transposed) with leading dim lda, likewise B, C. */
+  void (*gemm)(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta, float *C,
+               int ldc);
+  void (*axpy)(Backend *be, size_t n, float alpha, const float *x, float *y); /* y += a x */
+  void (*scale)(Backend *be, size_t n, float alpha, float *x);                /* x *= a   */
+  /* Sum of squares of x, accumulated in double so the result does not depend on the
+   * thread count (fixed-block partial sums added in order). */
+  double (*sum_squares)(Backend *be, size_t n, const float *x);
+
+  /* ---- embedding ---- */
+  /* out[N,D] = table[tokens[n], :]. Tokens are validated by the caller. */
+  void (*embedding_forward)(Backend *be, float *out, const float *table,
+                            const int32_t *tokens, int N, int D);
+
+  /* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ---- */
+  void (*rmsnorm_forward)(Backend *be, float *y /* [N,D] */, float *inv_rms /* [N] */,
+                          const float *x /* [N,D] */, const float *w /* [D] */, int N, int D,
+                          float eps);
+  /* dx written; dw (may be NULL) accumulated. */
+  void (*rmsnorm_backward)(Backend *be, float *dx, float *dw, const float *dy, const float *x,
+                           const float *w, const float *inv_rms, int N, int D);
+
+  /* ---- rotary embedding, half-split pairs (i, i + Dh/2), in place ---- */
+  /* x is [B, T, nh, Dh]; position of row (b, t) is t. cos/sin are [T, Dh/2]. */
+  void (*rope_forward)(Backend *be, float *x, const float *cos_t, const float *sin_t, int B,
+                       int T, int nh, int Dh);
+  /* The inverse rotation applied to a gradient (rotation is orthogonal). */
+  void (*rope_backward)(Backend *be, float *dx, const float *cos_t, const float *sin_t, int B,
+                        int T, int nh, int Dh);
+
+  /* ---- causal grouped-query attention ---- */
+  /* q [B,T,H,Dh], k/v [B,T,Hkv,Dh] (already rotated), out [B,T,H,Dh],
+   * lse [B,H,T] = log-sum-exp of each scaled score row, kept for backward. */
+  void (*attention_forward)(Backend *be, float *out, float *lse, const float *q, const float *k,
+                            const float *v, int B, int T, int H, int Hkv, int Dh);
+  /* dq written; dk, dv written (summed over the query heads of each group). */
+  void (*attention_backward)(Backend *be, float *dq, float *dk, float *dv, const float *dout,
+                             const float *out, const float *lse, const float *q,
+                             const float *k, const float *v, int B, int T, int H, int Hkv,
+                             int Dh);
+
+  /* ---- SwiGLU: out = silu(gate) * up ---- */
+  void (*swiglu_forward)(Backend *be, float *out, const float *gate, const float *up, size_t n);
+  void (*swiglu_backward)(Backend *be, float *dgate, float *dup, const float *dout,
+                          const float *gate, const float *up, size_t n);
+
+  /* ---- bias add over rows: y[N,C] += b[C] ---- */
+  void (*add_bias)(Backend *be, float *y, const float *b, int N, int C);
+
+  /* ---- inverted dropout with a counter-based mask ----
+   * out[N,C] = x * keep / (1 - p), keep = u_i >= p for element i = (row_offset + n) * C + c
+   * (row_offset places a micro-batch inside its batch), where u_i is
+   * word (i % 4) of philox4x32(seed, stream, i / 4) scaled to [0, 1) with 24 bits.
+   * The same (seed, stream) regenerates the same mask, so backward needs no stored mask
+   * and a recomputed forward is identical. In place (out == x) is allowed. */
+  void (*dropout)(Backend *be, float *out, const float *x, int N, int C, float p,
+                  uint64_t seed, uint64_t stream, int64_t row_offset);
+
+  /* ---- cross-entropy over non-ignored targets (target < 0 = ignored) ----
+   * Returns sum_n CE_n over non-ignored rows (unscaled, double). When dlogits is not NULL
+   * it receives dLoss/dlogits for loss = scale * sum_n CE_n (zero rows where ignored);
+   * dlogits may equal logits (in place). */
+  double (*cross_entropy)(Backend *be, const float *logits, float *dlogits,
+                          const int32_t *targets, int N, int V, float scale);
+
+  /* ---- AdamW, one parameter block (SPEC section 4) ----
+   * p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+   * p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), g already multiplied by grad_scale. */
+  void (*adamw)(Backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                float bias_correction1, float bias_correction2);
+};
+
+/* The CPU reference backend (OpenBLAS + OpenMP). threads <= 0: use OpenMP's default. */
+Backend *backend_cpu_create(int threads);
+static inline void backend_destroy(Backend *be) { be->destroy(be); }
+
+#endif

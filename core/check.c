@@ -1,0 +1,49 @@
+/* Fatal-error reporting and the abort hook (see check.h). */
+#include "check.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static void default_abort(int code) { exit(code); }
+static tv_abort_hook abort_hook = default_abort;
+
+void tv_set_abort_hook(tv_abort_hook hook) { abort_hook = hook ? hook : default_abort; }
+
+static void __attribute__((noreturn)) finish(int code) {
+  fflush(stdout);
+  fflush(stderr);
+  abort_hook(code);
+  exit(code); /* a hook that returns still ends the process */
+}
+
+void tv_fatal_at(const char *file, int line, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "tvaccine: internal error at %s:%d: ", file, line);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  finish(2);
+}
+
+void tv_die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "tvaccine: error: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  finish(1);
+}
+
+void *tv_malloc(size_t bytes) {
+  void *p = malloc(bytes ? bytes : 1);
+  if (!p) tv_die("out of host memory allocating %zu bytes", bytes);
+  return p;
+}
+
+void *tv_calloc(size_t count, size_t size) {
+  void *p = calloc(count ? count : 1, size ? size : 1);
+  if (!p) tv_die("out of host memory allocating %zu x %zu bytes", count, size);
+  return p;
+}

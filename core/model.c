@@ -1,0 +1,319 @@
+/* Llama configuration rules and the Stage's lifecycle: memory layout, rotary tables,
+ * random initialisation. The passes themselves are in stage_pass.c. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "check.h"
+#include "rng.h"
+#include "stage_internal.h"
+
+LlamaConfig llama_config_default(int vocab, int D, int F, int L, int H, int Hkv) {
+  LlamaConfig c = {0};
+  c.vocab_size = vocab;
+  c.hidden_size = D;
+  c.intermediate_size = F;
+  c.num_layers = L;
+  c.num_heads = H;
+  c.num_kv_heads = Hkv;
+  c.head_dim = H > 0 ? D / H : 0;
+  c.rms_norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.rope_scaling = ROPE_SCALING_NONE;
+  c.rope_factor = 1.0f;
+  c.rope_low_freq_factor = 1.0f;
+  c.rope_high_freq_factor = 4.0f;
+  c.rope_original_max_pos = 8192;
+  return c;
+}
+
+#define REJECT(...) return (snprintf(buf, buflen, __VA_ARGS__), buf)
+
+const char *llama_config_validate(const LlamaConfig *c, char *buf, size_t buflen) {
+  /* Upper bounds keep every size product far from overflow and catch absurd files. */
+  if (c->vocab_size < 2 || c->vocab_size > (1 << 24))
+    REJECT("vocab_size %d is out of range [2, 16777216]", c->vocab_size);
+  if (c->hidden_size < 1 || c->hidden_size > (1 << 17))
+    REJECT("hidden_size %d is out of range [1, 131072]", c->hidden_size);
+  if (c->intermediate_size < 1 || c->intermediate_size > (1 << 19))
+    REJECT("intermediate_size %d is out of range [1, 524288]", c->intermediate_size);
+  if (c->num_layers < 1 || c->num_layers > 1024)
+    REJECT("num_hidden_layers %d is out of range [1, 1024]", c->num_layers);
+  if (c->num_heads < 1 || c->num_heads > 4096)
+    REJECT("num_attention_heads %d is out of range [1, 4096]", c->num_heads);
+  if (c->num_kv_heads < 1 || c->num_kv_heads > c->num_heads)
+    REJECT("num_key_value_heads %d must be in [1, num_attention_heads %d]", c->num_kv_heads,
+           c->num_heads);
+  if (c->num_heads % c->num_kv_heads)
+    REJECT("num_key_value_heads %d does not divide num_attention_heads %d", c->num_kv_heads,
+           c->num_heads);
+  if (c->head_dim < 2 || c->head_dim > 4096 || c->head_dim % 2)
+    REJECT("head_dim %d must be even and in [2, 4096] (hidden_size %d, num_attention_heads %d)",
+           c->head_dim, c->hidden_size, c->num_heads);
+  if ((long long)c->num_heads * c->head_dim > (1 << 18))
+    REJECT("num_attention_heads * head_dim = %lld is too large",
+           (long long)c->num_heads * c->head_dim);
+  if (!(c->rms_norm_eps > 0) || !isfinite(c->rms_norm_eps))
+    REJECT("rms_norm_eps must be a positive number (got %g)", c->rms_norm_eps);
+  if (!(c->rope_theta > 1) || !isfinite(c->rope_theta))
+    REJECT("rope_theta must be a number > 1 (got %g)", c->rope_theta);
+  if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+    if (!(c->rope_factor >= 1) || !isfinite(c->rope_factor))
+      REJECT("rope_scaling.factor must be >= 1 (got %g)", c->rope_factor);
+    if (!(c->rope_low_freq_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor))
+      REJECT("rope_scaling needs 0 < low_freq_factor (%g) < high_freq_factor (%g)",
+             c->rope_low_freq_factor, c->rope_high_freq_factor);
+    if (c->rope_original_max_pos < 1)
+      REJECT("rope_scaling.original_max_position_embeddings must be >= 1 (got %d)",
+             c->rope_original_max_pos);
+  } else if (c->rope_scaling != ROPE_SCALING_NONE) {
+    REJECT("rope_scaling type %d is not supported (none or llama3)", (int)c->rope_scaling);
+  }
+  return NULL;
+}
+
+/* inv_freq_i = theta^(-2i/Dh), then the llama3 rule: long wavelengths are slowed by
+ * `factor`, short ones kept, and the band between is interpolated smoothly. */
+static double rope_inv_freq(const LlamaConfig *c, int i) {
+  double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+  if (c->rope_scaling != ROPE_SCALING_LLAMA3) return f;
+  double old_ctx = c->rope_original_max_pos;
+  double low_wavelen = old_ctx / c->rope_low_freq_factor;
+  double high_wavelen = old_ctx / c->rope_high_freq_factor;
+  double wavelen = 2.0 * 3.14159265358979323846 / f;
+  if (wavelen < high_wavelen) return f;
+  if (wavelen > low_wavelen) return f / c->rope_factor;
+  double smooth = (old_ctx / wavelen - c->rope_low_freq_factor) /
+                  (c->rope_high_freq_factor - c->rope_low_freq_factor);
+  return (1.0 - smooth) * f / c->rope_factor + smooth * f;
+}
+
+/* Bytes the activation arena needs when every layer keeps everything for max_B x max_T. */
+static size_t activation_capacity(const Stage *s) {
+  const LlamaConfig *c = &s->cfg;
+  size_t N = (size_t)s->max_B * s->max_T, D = c->hidden_size, F = c->intermediate_size;
+  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+  size_t r = s->lora_cfg.r;
+  size_t per_layer = 4 * N * D + 2 * N + 2 * N * HD + 2 * N * KD + N * c->num_heads +
+                     2 * N * F + 7 * N * r;
+  size_t floats = per_layer * (size_t)(s->l1 - s->l0) + N * D + N;
+  /* Each allocation is rounded up to 64 bytes: allow for that slack. */
+  return floats * sizeof(float) + (size_t)(s->l1 - s->l0 + 1) * 32 * 64;
+}
+
+Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0, int l1,
+                    int max_B, int max_T) {
+  char msg[256];
+  const char *err = llama_config_validate(cfg, msg, sizeof msg);
+  if (err) tv_die("model config: %s", err);
+  if ((err = lora_config_validate(lora, msg, sizeof msg))) tv_die("LoRA config: %s", err);
+  if (l0 < 0 || l1 > cfg->num_layers || l0 >= l1)
+    tv_die("stage layers [%d, %d) are not a non-empty range inside [0, %d)", l0, l1,
+           cfg->num_layers);
+  if (max_B < 1 || max_T < 1 || (long long)max_B * max_T > (1LL << 26))
+    tv_die("micro-batch of %d x %d tokens is out of range", max_B, max_T);
+
+  Stage *s = tv_calloc(1, sizeof(Stage));
+  s->be = be;
+  s->cfg = *cfg;
+  s->lora_cfg = *lora;
+  s->l0 = l0;
+  s->l1 = l1;
+  s->max_B = max_B;
+  s->max_T = max_T;
+  int nl = l1 - l0, first = l0 == 0, last = l1 == cfg->num_layers;
+  size_t D = cfg->hidden_size, F = cfg->intermediate_size, V = cfg->vocab_size;
+  size_t HD = (size_t)cfg->num_heads * cfg->head_dim, KD = (size_t)cfg->num_kv_heads * cfg->head_dim;
+
+  /* Weights: one arena, views into it. */
+  size_t per_layer = 2 * D + HD * D + 2 * KD * D + D * HD + 3 * F * D +
+                     (cfg->attention_bias ? HD + 2 * KD : 0);
+  int need_embed = first || (last && cfg->tie_word_embeddings);
+  int need_head = last && !cfg->tie_word_embeddings;
+  size_t total = per_layer * nl + (need_embed ? V * D : 0) + (need_head ? V * D : 0) +
+                 (last ? D : 0);
+  s->weight_bytes = total * sizeof(float);
+  s->weight_arena = be->alloc(be, s->weight_bytes);
+  float *p = s->weight_arena;
+#define TAKE(n) (p += (n), p - (n))
+  s->w.layers = tv_calloc((size_t)nl, sizeof(LayerWeights));
+  for (int i = 0; i < nl; i++) {
+    LayerWeights *lw = &s->w.layers[i];
+    lw->attn_norm = TAKE(D);
+    lw->wq = TAKE(HD * D);
+    lw->wk = TAKE(KD * D);
+    lw->wv = TAKE(KD * D);
+    lw->wo = TAKE(D * HD);
+    if (cfg->attention_bias) {
+      lw->bq = TAKE(HD);
+      lw->bk = TAKE(KD);
+      lw->bv = TAKE(KD);
+    }
+    lw->mlp_norm = TAKE(D);
+    lw->w_gate = TAKE(F * D);
+    lw->w_up = TAKE(F * D);
+    lw->w_down = TAKE(D * F);
+  }
+  if (need_embed) s->w.embed = TAKE(V * D);
+  if (need_head) s->w.lm_head = TAKE(V * D);
+  if (last) {
+    s->w.final_norm = TAKE(D);
+    if (cfg->tie_word_embeddings) s->w.lm_head = s->w.embed;
+  }
+#undef TAKE
+
+  s->lora = lora_set_create(be, lora, l0, l1, (int)D, (int)F, cfg->num_heads, cfg->num_kv_heads,
+                            cfg->head_dim);
+
+  /* Rotary tables for positions 0..max_T-1, computed in double. */
+  int half = cfg->head_dim / 2;
+  float *cs = tv_malloc((size_t)max_T * half * sizeof(float));
+  float *sn = tv_malloc((size_t)max_T * half * sizeof(float));
+  for (int t = 0; t < max_T; t++)
+    for (int i = 0; i < half; i++) {
+      double ang = (double)t * rope_inv_freq(cfg, i);
+      cs[(size_t)t * half + i] = (float)cos(ang);
+      sn[(size_t)t * half + i] = (float)sin(ang);
+    }
+  s->rope_cos = be->alloc(be, (size_t)max_T * half * sizeof(float));
+  s->rope_sin = be->alloc(be, (size_t)max_T * half * sizeof(float));
+  be->from_host(be, s->rope_cos, cs, (size_t)max_T * half * sizeof(float));
+  be->from_host(be, s->rope_sin, sn, (size_t)max_T * half * sizeof(float));
+  free(cs);
+  free(sn);
+
+  s->act_capacity = activation_capacity(s);
+  s->act_arena = be->alloc(be, s->act_capacity);
+  s->acts = tv_calloc((size_t)nl, sizeof(LayerActs));
+
+  /* Workspace: sized once, reused by every layer. */
+  size_t N = (size_t)max_B * max_T, r = lora->r;
+  size_t wide = F > HD ? F : HD, widest = wide > D ? wide : D;
+  size_t ws = 0;
+#define WS(ptr, n) (s->ptr = be->alloc(be, (n) * sizeof(float)), ws += (n) * sizeof(float))
+  WS(ping, N * D);
+  WS(pong, N * D);
+  WS(dh, N * D);
+  WS(dxn, N * D);
+  WS(dbig1, N * wide);
+  WS(dbig2, N * wide);
+  WS(dq, N * HD);
+  WS(dk, N * KD);
+  WS(dv, N * KD);
+  WS(du, N * r);
+  WS(lora_tmp, N * widest);
+  WS(x_out, N * D);
+  WS(dx_out, N * D);
+  /* The scratch record for layers that keep nothing. */
+  WS(tmp.inv1, N);
+  WS(tmp.inv2, N);
+  WS(tmp.xn1, N * D);
+  WS(tmp.xn2, N * D);
+  WS(tmp.q, N * HD);
+  WS(tmp.k, N * KD);
+  WS(tmp.v, N * KD);
+  WS(tmp.att, N * HD);
+  WS(tmp.lse, N * cfg->num_heads);
+  WS(tmp.h, N * D);
+  WS(tmp.gate, N * F);
+  WS(tmp.up, N * F);
+  for (int t = 0; t < LORA_NUM_TARGETS; t++) WS(tmp.u[t], N * r);
+  if (last) {
+    WS(logits, N * V);
+    s->targets = be->alloc(be, N * sizeof(int32_t));
+  }
+  if (first) s->tokens = be->alloc(be, N * sizeof(int32_t));
+#undef WS
+  s->workspace_bytes = ws;
+  return s;
+}
+
+void stage_destroy(Stage *s) {
+  if (!s) return;
+  Backend *be = s->be;
+  float **bufs[] = {&s->ping, &s->pong, &s->dh, &s->dxn, &s->dbig1, &s->dbig2, &s->dq, &s->dk,
+                    &s->dv, &s->du, &s->lora_tmp, &s->x_out, &s->dx_out, &s->tmp.inv1,
+                    &s->tmp.inv2, &s->tmp.xn1, &s->tmp.xn2, &s->tmp.q, &s->tmp.k, &s->tmp.v,
+                    &s->tmp.att, &s->tmp.lse, &s->tmp.h, &s->tmp.gate, &s->tmp.up, &s->logits,
+                    &s->rope_cos, &s->rope_sin, &s->weight_arena};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    if (*bufs[i]) be->free(be, *bufs[i]);
+  for (int t = 0; t < LORA_NUM_TARGETS; t++) be->free(be, s->tmp.u[t]);
+  be->free(be, s->act_arena);
+  lora_set_destroy(be, s->lora);
+  if (s->targets) be->free(be, s->targets);
+  if (s->tokens) be->free(be, s->tokens);
+  free(s->acts);
+  free(s->w.layers);
+  free(s);
+}
+
+int stage_first_layer(const Stage *s) { return s->l0; }
+int stage_end_layer(const Stage *s) { return s->l1; }
+int stage_is_first(const Stage *s) { return s->l0 == 0; }
+int stage_is_last(const Stage *s) { return s->l1 == s->cfg.num_layers; }
+const LlamaConfig *stage_config(const Stage *s) { return &s->cfg; }
+StageWeights *stage_weights(Stage *s) { return &s->w; }
+Backend *stage_backend(Stage *s) { return s->be; }
+LoraSet *stage_lora(Stage *s) { return s->lora; }
+const float *stage_logits(const Stage *s) { return s->logits; }
+
+StageMemory stage_memory(const Stage *s) {
+  StageMemory m;
+  size_t lora_bytes = (size_t)(s->l1 - s->l0) * s->lora->layer_numel * sizeof(float);
+  m.weights = s->weight_bytes;
+  m.lora = lora_bytes;
+  m.grads = lora_bytes;
+  m.optimizer = 2 * lora_bytes;
+  m.activations = s->act_peak;
+  m.workspace = s->workspace_bytes;
+  return m;
+}
+
+void stage_reset_memory_peak(Stage *s) { s->act_peak = 0; }
+
+/* Normal(0, std) by Box-Muller from two counter-based uniforms per element. */
+static void fill_normal(Backend *be, float *dst, size_t n, uint64_t seed, uint64_t stream,
+                        float std) {
+  float *host = tv_malloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) {
+    uint32_t w[4];
+    philox4x32(seed, stream, i, w);
+    double u1 = ((double)w[0] + 1.0) / 4294967297.0, u2 = (double)w[1] / 4294967296.0;
+    host[i] = (float)(std * sqrt(-2.0 * log(u1)) * cos(2.0 * 3.14159265358979323846 * u2));
+  }
+  be->from_host(be, dst, host, n * sizeof(float));
+  free(host);
+}
+
+static void fill_ones(Backend *be, float *dst, size_t n) {
+  float *host = tv_malloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) host[i] = 1.0f;
+  be->from_host(be, dst, host, n * sizeof(float));
+  free(host);
+}
+
+void stage_init_random_weights(Stage *s, uint64_t seed, float std) {
+  const LlamaConfig *c = &s->cfg;
+  Backend *be = s->be;
+  size_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+  uint32_t L = (uint32_t)c->num_layers;
+  for (int l = s->l0; l < s->l1; l++) {
+    LayerWeights *w = &s->w.layers[l - s->l0];
+    float *mats[] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down, w->bq, w->bk, w->bv};
+    size_t sizes[] = {HD * D, KD * D, KD * D, D * HD, F * D, F * D, D * F, HD, KD, KD};
+    for (uint32_t j = 0; j < 10; j++)
+      if (mats[j])
+        fill_normal(be, mats[j], sizes[j], seed, rng_stream_id(RNG_TAG_WEIGHTS, (uint32_t)l, j, 0),
+                    std);
+    fill_ones(be, w->attn_norm, D);
+    fill_ones(be, w->mlp_norm, D);
+  }
+  /* Embedding and head use layer ids past the last layer, so every stage that holds a copy
+   * of the (tied) embedding draws the same numbers. */
+  if (s->w.embed) fill_normal(be, s->w.embed, V * D, seed, rng_stream_id(RNG_TAG_WEIGHTS, L, 0, 0), std);
+  if (s->w.lm_head && s->w.lm_head != s->w.embed)
+    fill_normal(be, s->w.lm_head, V * D, seed, rng_stream_id(RNG_TAG_WEIGHTS, L + 1, 0, 0), std);
+  if (s->w.final_norm) fill_ones(be, s->w.final_norm, D);
+}

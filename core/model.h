@@ -1,0 +1,141 @@
+/* The Llama-family model as pipeline stages: a Stage owns decoder layers [l0, l1), plus the
+ * embedding when l0 == 0 and the final norm, LM head and loss when l1 == L.
+ * stage_forward / stage_backward run one micro-batch under a per-layer PassPlan. */
+#ifndef TV_MODEL_H
+#define TV_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "lora.h"
+
+/* Letters: B batch rows of the micro-batch, T time, N = B*T, D width, H heads,
+ * Hkv kv heads, Dh head dim, F MLP width, V vocab, L layers. */
+
+typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LLAMA3 = 1 } RopeScalingType;
+
+typedef struct {
+  int vocab_size;        /* V */
+  int hidden_size;       /* D */
+  int intermediate_size; /* F */
+  int num_layers;        /* L */
+  int num_heads;         /* H */
+  int num_kv_heads;      /* Hkv, divides H */
+  int head_dim;          /* Dh; H * Dh need not equal D (head_dim in config.json) */
+  float rms_norm_eps;
+  float rope_theta;
+  RopeScalingType rope_scaling;
+  float rope_factor;            /* llama3: factor */
+  float rope_low_freq_factor;   /* llama3: low_freq_factor */
+  float rope_high_freq_factor;  /* llama3: high_freq_factor */
+  int rope_original_max_pos;    /* llama3: original_max_position_embeddings */
+  int tie_word_embeddings;      /* LM head shares the embedding matrix */
+  int attention_bias;           /* q, k, v projections carry biases (Qwen2) */
+} LlamaConfig;
+
+/* Fills defaults for a model of the given shape (theta 10000, eps 1e-5, untied, no bias). */
+LlamaConfig llama_config_default(int vocab, int D, int F, int L, int H, int Hkv);
+
+/* Checks every shape rule. Returns NULL when valid, else a static message naming the
+ * field (e.g. "hidden_size 510 is not divisible by num_attention_heads 8"), written into buf. */
+const char *llama_config_validate(const LlamaConfig *c, char *buf, size_t buflen);
+
+/* Frozen base weights of one decoder layer, HF layout [out, in]. */
+typedef struct {
+  float *attn_norm; /* [D] input_layernorm */
+  float *wq;        /* [H*Dh, D] */
+  float *wk;        /* [Hkv*Dh, D] */
+  float *wv;        /* [Hkv*Dh, D] */
+  float *wo;        /* [D, H*Dh] */
+  float *bq, *bk, *bv; /* [H*Dh], [Hkv*Dh], [Hkv*Dh] when attention_bias, else NULL */
+  float *mlp_norm;  /* [D] post_attention_layernorm */
+  float *w_gate;    /* [F, D] */
+  float *w_up;      /* [F, D] */
+  float *w_down;    /* [D, F] */
+} LayerWeights;
+
+typedef struct {
+  float *embed;      /* [V, D] first stage, or last stage when tied */
+  float *final_norm; /* [D] last stage */
+  float *lm_head;    /* [V, D] last stage; == embed when tied */
+  LayerWeights *layers; /* [l1 - l0] */
+} StageWeights;
+
+/* What one pass does with each layer of the stage. Index by (l - l0). */
+typedef struct {
+  /* dLoss/da_l is written here during backward (caller memory [N, D]) when not NULL. */
+  float *record_grad_a;
+  /* Added to a_l in forward (caller memory [N, D], constant) when not NULL. */
+  const float *perturb;
+  /* Keep this layer's activations for backward (1), or keep only its input and recompute
+   * the layer in backward (0). Either gives identical numbers. */
+  int keep_activations;
+  /* Accumulate LoRA gradients of this layer (1), or treat it as frozen (0). */
+  int train_lora;
+} LayerPlan;
+
+typedef struct {
+  LayerPlan *layers; /* [l1 - l0] */
+  /* Backward runs for layers >= backward_stop only; layers below it keep nothing in forward
+   * and get no gradient work. backward_stop >= l1 on a stage: no backward in that stage
+   * (but the stage still forwards). Use a huge value for forward-only passes. */
+  int backward_stop;
+  /* The forward of this pass: dropout stream id mixes in pass_seed, so two passes of one
+   * step draw different masks while a recompute inside a pass draws the same ones. */
+  uint64_t pass_seed;
+} PassPlan;
+
+typedef struct Stage Stage;
+
+/* A stage of layers [l0, l1) for micro-batches of up to max_B rows of max_T tokens.
+ * Allocates weights (zero), LoRA, gradients and the activation arena on the backend. */
+Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0, int l1,
+                    int max_B, int max_T);
+void stage_destroy(Stage *s);
+
+int stage_first_layer(const Stage *s);
+int stage_end_layer(const Stage *s); /* l1 */
+int stage_is_first(const Stage *s);
+int stage_is_last(const Stage *s);
+const LlamaConfig *stage_config(const Stage *s);
+Backend *stage_backend(Stage *s);
+StageWeights *stage_weights(Stage *s);
+LoraSet *stage_lora(Stage *s);
+
+/* Random base weights (normal(0, std), norms = 1) from the counter RNG; for tests, demos
+ * and benchmarks. Deterministic per (seed, global layer), independent of the stage split. */
+void stage_init_random_weights(Stage *s, uint64_t seed, float std);
+
+/* One micro-batch forward.
+ *  first stage: tokens [B, T] (int32, validated < V) is the input; x_in is ignored.
+ *  other stages: x_in [B*T, D] backend memory is the input hidden state.
+ *  last stage: targets [B, T] (next-token ids, < 0 ignored); returns scale * sum CE.
+ *  not last: the output hidden state is at *x_out (stage-owned [B*T, D]).
+ * row_offset = index of this micro-batch's first row within the whole batch (for dropout
+ * streams, so the split into micro-batches does not change the masks). */
+double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, const float *x_in,
+                     const int32_t *targets, int B, int T, int row_offset, float loss_scale,
+                     float **x_out);
+
+/* Backward of the last stage_forward (same plan). dy_in: gradient of this stage's output
+ * (ignored on the last stage, which starts from the loss). LoRA gradients accumulate (+=)
+ * into the LoRA set's gradients for layers with train_lora; dLoss/da_l is written for layers
+ * with record_grad_a. When the stage below needs a gradient (not the first stage and
+ * backward_stop < l0), *dx_out points at it (stage-owned [B*T, D]); otherwise NULL. */
+void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out);
+
+/* Logits [B*T, V] of the last forward on the last stage (backend memory). Valid between
+ * stage_forward and stage_backward, which overwrites them with dLoss/dlogits. */
+const float *stage_logits(const Stage *s);
+
+/* Bytes held on the stage's backend, by class. */
+typedef struct {
+  size_t weights, lora, grads, optimizer;
+  size_t activations; /* peak bytes kept for backward since the last reset */
+  size_t workspace;   /* fixed per-layer working buffers, the same for every plan */
+} StageMemory;
+StageMemory stage_memory(const Stage *s);
+void stage_reset_memory_peak(Stage *s);
+
+#endif

@@ -1,0 +1,75 @@
+/* AdamW, the warmup + cosine schedule and global-norm clipping over a LoRA set. */
+#include "optim.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "check.h"
+
+OptimConfig optim_config_default(int64_t total_steps) {
+  OptimConfig c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.1f, 1.0f, total_steps};
+  return c;
+}
+
+const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen) {
+  if (!(c->lr >= 0) || !isfinite(c->lr))
+    return snprintf(buf, buflen, "lr must be a finite number >= 0 (got %g)", c->lr), buf;
+  if (!(c->beta1 >= 0 && c->beta1 < 1))
+    return snprintf(buf, buflen, "adam_beta1 must be in [0, 1) (got %g)", c->beta1), buf;
+  if (!(c->beta2 >= 0 && c->beta2 < 1))
+    return snprintf(buf, buflen, "adam_beta2 must be in [0, 1) (got %g)", c->beta2), buf;
+  if (!(c->eps > 0)) return snprintf(buf, buflen, "adam_epsilon must be > 0 (got %g)", c->eps), buf;
+  if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
+    return snprintf(buf, buflen, "weight_decay must be >= 0 (got %g)", c->weight_decay), buf;
+  if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1))
+    return snprintf(buf, buflen, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio), buf;
+  if (isnan(c->max_grad_norm))
+    return snprintf(buf, buflen, "max_grad_norm must be a number"), buf;
+  if (c->total_steps < 1)
+    return snprintf(buf, buflen, "total steps must be >= 1 (got %lld)", (long long)c->total_steps),
+           buf;
+  return NULL;
+}
+
+double lr_at_step(const OptimConfig *c, int64_t t) {
+  int64_t T = c->total_steps;
+  int64_t W = (int64_t)ceil((double)c->warmup_ratio * (double)T);
+  if (t < W) return (double)c->lr * (double)t / (double)(W > 1 ? W : 1);
+  double progress = (double)(t - W) / (double)(T - W > 1 ? T - W : 1);
+  double f = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
+  return (double)c->lr * (f > 0 ? f : 0);
+}
+
+double lora_grad_sum_squares(Backend *be, const LoraSet *s, const uint8_t *trainable) {
+  double total = 0;
+  for (int i = 0; i < s->l1 - s->l0; i++)
+    if (!trainable || trainable[i])
+      total += be->sum_squares(be, s->layer_numel, s->grads + (size_t)i * s->layer_numel);
+  return total;
+}
+
+float optim_clip_scale(const OptimConfig *c, double total_sq) {
+  if (!(c->max_grad_norm > 0)) return 1.0f;
+  double scale = c->max_grad_norm / (sqrt(total_sq) + 1e-6);
+  return scale < 1.0 ? (float)scale : 1.0f;
+}
+
+void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const uint8_t *trainable,
+                int64_t t, float grad_scale) {
+  float lr = (float)lr_at_step(c, t);
+  for (int i = 0; i < s->l1 - s->l0; i++) {
+    if (trainable && !trainable[i]) continue;
+    int64_t k = ++s->steps[i];
+    float bc1 = (float)(1.0 - pow(c->beta1, (double)k));
+    float bc2 = (float)(1.0 - pow(c->beta2, (double)k));
+    size_t off = (size_t)i * s->layer_numel;
+    be->adamw(be, s->params + off, s->grads + off, s->m + off, s->v + off, s->layer_numel, lr,
+              c->beta1, c->beta2, c->eps, c->weight_decay, grad_scale, bc1, bc2);
+  }
+}
+
+void lora_zero_grads(Backend *be, LoraSet *s, const uint8_t *trainable) {
+  for (int i = 0; i < s->l1 - s->l0; i++)
+    if (!trainable || trainable[i])
+      be->zero(be, s->grads + (size_t)i * s->layer_numel, s->layer_numel * sizeof(float));
+}

@@ -1,0 +1,42 @@
+/* AdamW with decoupled weight decay, linear warmup + cosine schedule and global grad-norm
+ * clipping, exactly as SPEC section 4 (Hugging Face Trainer's arithmetic). */
+#ifndef TV_OPTIM_H
+#define TV_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "lora.h"
+
+typedef struct {
+  float lr;            /* peak learning rate */
+  float beta1, beta2, eps;
+  float weight_decay;  /* decoupled */
+  float warmup_ratio;  /* W = ceil(warmup_ratio * T) */
+  float max_grad_norm; /* <= 0 disables clipping */
+  int64_t total_steps; /* T */
+} OptimConfig;
+
+OptimConfig optim_config_default(int64_t total_steps); /* SPEC alignment defaults */
+const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen);
+
+/* Learning rate at 0-based optimizer step t. */
+double lr_at_step(const OptimConfig *c, int64_t t);
+
+/* Sum of squared LoRA gradients of the layers with trainable[l - l0] != 0 (double).
+ * On many ranks, the caller allreduces these partial sums before optim_clip_scale. */
+double lora_grad_sum_squares(Backend *be, const LoraSet *s, const uint8_t *trainable);
+
+/* min(1, clip / (sqrt(total_sq) + 1e-6)), or 1 when clipping is off. */
+float optim_clip_scale(const OptimConfig *c, double total_sq);
+
+/* One AdamW update of every trainable layer at step t with gradients multiplied by
+ * grad_scale; frozen layers are not touched (no decay, no moments, count unchanged). */
+void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const uint8_t *trainable,
+                int64_t t, float grad_scale);
+
+/* Zero the gradients of the given layers (all when trainable == NULL). */
+void lora_zero_grads(Backend *be, LoraSet *s, const uint8_t *trainable);
+
+#endif

@@ -1,0 +1,64 @@
+/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011).
+ * Mapping: key = (seed lo, seed hi); counter = (stream lo, stream hi, index lo, index hi). */
+#include "rng.h"
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+void philox4x32(uint64_t seed, uint64_t stream, uint64_t index, uint32_t out[4]) {
+  uint32_t c0 = (uint32_t)stream, c1 = (uint32_t)(stream >> 32);
+  uint32_t c2 = (uint32_t)index, c3 = (uint32_t)(index >> 32);
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+  for (int round = 0; round < 10; round++) {
+    uint64_t p0 = (uint64_t)PHILOX_M0 * c0;
+    uint64_t p1 = (uint64_t)PHILOX_M1 * c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+    uint32_t n1 = (uint32_t)p1;
+    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+    uint32_t n3 = (uint32_t)p0;
+    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+    k0 += PHILOX_W0;
+    k1 += PHILOX_W1;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+float rng_uniform_at(uint64_t seed, uint64_t stream, uint64_t index) {
+  uint32_t w[4];
+  philox4x32(seed, stream, index, w);
+  return (float)(w[0] >> 8) * (1.0f / 16777216.0f);
+}
+
+Rng rng_make(uint64_t seed, uint64_t stream) {
+  Rng r = {seed, stream, 0};
+  return r;
+}
+
+uint64_t rng_next_u64(Rng *r) {
+  uint32_t w[4];
+  philox4x32(r->seed, r->stream, r->counter++, w);
+  return ((uint64_t)w[1] << 32) | w[0];
+}
+
+double rng_next_double(Rng *r) { return (double)(rng_next_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+float rng_next_uniform(Rng *r) { return (float)(rng_next_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+/* splitmix64 finaliser: a bijective mix, so distinct inputs chain to well-spread ids. */
+static uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+uint64_t rng_stream_id(uint32_t tag, uint32_t a, uint32_t b, uint32_t c) {
+  uint64_t h = mix64(tag);
+  h = mix64(h ^ a);
+  h = mix64(h ^ ((uint64_t)b << 32 | c));
+  return h;
+}
+
+uint64_t rng_mix(uint64_t stream, uint64_t value) { return mix64(stream ^ mix64(value)); }

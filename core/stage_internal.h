@@ -1,0 +1,59 @@
+/* Private to model.c and stage_pass.c: the Stage's memory and per-layer activation records. */
+#ifndef TV_STAGE_INTERNAL_H
+#define TV_STAGE_INTERNAL_H
+
+#include "model.h"
+
+/* What one layer's forward produces and its backward reads ([N, ...] rows). */
+typedef struct {
+  float *x_in;        /* [N, D] layer input (kept whenever the layer has backward) */
+  float *inv1, *inv2; /* [N] RMSNorm reciprocal rms of attention and MLP norms */
+  float *xn1, *xn2;   /* [N, D] normed inputs of attention and MLP */
+  float *q;           /* [N, H*Dh] rotated queries */
+  float *k, *v;       /* [N, Hkv*Dh] rotated keys, values */
+  float *att;         /* [N, H*Dh] attention output before o_proj */
+  float *lse;         /* [B, H, T] softmax log-sum-exp */
+  float *h;           /* [N, D] residual stream after attention */
+  float *gate, *up;   /* [N, F] MLP projections before SwiGLU */
+  float *u[7];        /* [N, r] LoRA down-projections A dropout(x) per target */
+} LayerActs;
+
+struct Stage {
+  Backend *be;
+  LlamaConfig cfg;
+  LoraConfig lora_cfg;
+  int l0, l1, max_B, max_T;
+  StageWeights w;
+  float *weight_arena;
+  size_t weight_bytes;
+  LoraSet *lora;
+  float *rope_cos, *rope_sin; /* [max_T, Dh/2] */
+
+  /* Activation arena: a bump allocator reset by every forward; sized for the worst plan. */
+  char *act_arena;
+  size_t act_capacity, act_used, act_peak;
+
+  LayerActs *acts;     /* [l1 - l0] this pass's records (pointers into arena or tmp) */
+  LayerActs tmp;       /* scratch record for layers that keep nothing / are recomputed */
+  float *x_final;      /* [N, D] last stage: input of the final norm (kept for backward) */
+  float *inv_final;    /* [N] */
+  float *logits;       /* [N, V] last stage */
+  int32_t *tokens;     /* [N] first stage: this pass's tokens (backend memory) */
+  int32_t *targets;    /* [N] last stage: this pass's targets (backend memory) */
+
+  /* Workspace for backward and for hidden states that are not kept. */
+  float *ping, *pong;  /* [N, D] */
+  float *dh, *dxn;     /* [N, D] */
+  float *dbig1, *dbig2; /* [N, max(F, H*Dh)] */
+  float *dq, *dk, *dv;  /* [N, H*Dh], [N, Hkv*Dh] x2 */
+  float *du;            /* [N, r] */
+  float *lora_tmp;      /* [N, max(D, F, H*Dh)] dropout(x) regenerated / dropout backward */
+  float *x_out, *dx_out; /* [N, D] stage outputs */
+  size_t workspace_bytes;
+
+  /* Remembered from the last forward for the matching backward. */
+  int B, T, row_offset, has_forward;
+  float loss_scale;
+};
+
+#endif

@@ -1,0 +1,301 @@
+/* One micro-batch through a stage: forward and backward of the decoder layers under a
+ * PassPlan (record dLoss/da_l, add e_l, keep or recompute, train or freeze, stop early).
+ * Shapes: N = B*T rows, D width, HD = H*Dh, KD = Hkv*Dh, F MLP width, r LoRA rank. */
+#include <string.h>
+
+#include "check.h"
+#include "rng.h"
+#include "stage_internal.h"
+
+static float *act_take(Stage *s, size_t floats) {
+  size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+  TV_CHECK(s->act_used + bytes <= s->act_capacity, "activation arena overflow (%zu + %zu > %zu)",
+           s->act_used, bytes, s->act_capacity);
+  float *p = (float *)(s->act_arena + s->act_used);
+  s->act_used += bytes;
+  if (s->act_used > s->act_peak) s->act_peak = s->act_used;
+  return p;
+}
+
+typedef struct {
+  int in, out;
+  const LoraAdapter *a; /* NULL when this target is not adapted */
+} Proj;
+
+static Proj proj_of(const Stage *s, int l, LoraTarget t) {
+  Proj p;
+  const LlamaConfig *c = &s->cfg;
+  lora_target_shape(t, c->hidden_size, c->intermediate_size, c->num_heads, c->num_kv_heads,
+                    c->head_dim, &p.in, &p.out);
+  const LoraAdapter *a = &s->lora->layers[l - s->l0][t];
+  p.a = a->in ? a : NULL;
+  return p;
+}
+
+/* dropout(x) for target t of layer l into lora_tmp, or x itself when dropout is off. */
+static const float *dropped_input(Stage *s, const PassPlan *plan, int l, LoraTarget t,
+                                  const float *x, int N, int in) {
+  float p = s->lora_cfg.dropout;
+  if (p <= 0) return x;
+  s->be->dropout(s->be, s->lora_tmp, x, N, in, p, plan->pass_seed,
+                 rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)l, (uint32_t)t, 0), s->row_offset);
+  return s->lora_tmp;
+}
+
+/* y[N,out] = x W^T (+ bias) + (alpha/r) (dropout(x) A^T) B^T; u[N,r] = dropout(x) A^T. */
+static void proj_forward(Stage *s, const PassPlan *plan, int l, LoraTarget t, float *y,
+                         const float *x, const float *W, const float *bias, float *u, int N) {
+  Backend *be = s->be;
+  Proj p = proj_of(s, l, t);
+  be->gemm(be, 0, 1, N, p.out, p.in, 1.0f, x, p.in, W, p.in, 0.0f, y, p.out);
+  if (bias) be->add_bias(be, y, bias, N, p.out);
+  if (!p.a) return;
+  int r = s->lora_cfg.r;
+  float scaling = s->lora_cfg.alpha / (float)r;
+  const float *xd = dropped_input(s, plan, l, t, x, N, p.in);
+  be->gemm(be, 0, 1, N, r, p.in, 1.0f, xd, p.in, p.a->A, p.in, 0.0f, u, r);
+  be->gemm(be, 0, 1, N, p.out, r, scaling, u, r, p.a->B, r, 1.0f, y, p.out);
+}
+
+/* Backward of proj_forward. LoRA gradients accumulate when train; when dx is not NULL it
+ * gets dy W + dropout'((alpha/r) (dy B) A), written (accumulate = 0) or added (1). */
+static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t, float *dx,
+                          int accumulate, const float *dy, const float *x, const float *W,
+                          const float *u, int N, int train) {
+  Backend *be = s->be;
+  Proj p = proj_of(s, l, t);
+  int r = s->lora_cfg.r;
+  float scaling = s->lora_cfg.alpha / (float)r;
+  if (p.a && (train || dx)) {
+    LoraAdapter *a = (LoraAdapter *)p.a;
+    if (train) /* dB[out,r] += scaling dy^T u */
+      be->gemm(be, 1, 0, p.out, r, N, scaling, dy, p.out, u, r, 1.0f, a->dB, r);
+    /* du[N,r] = scaling dy B */
+    be->gemm(be, 0, 0, N, r, p.out, scaling, dy, p.out, a->B, r, 0.0f, s->du, r);
+    if (train) { /* dA[r,in] += du^T dropout(x) */
+      const float *xd = dropped_input(s, plan, l, t, x, N, p.in);
+      be->gemm(be, 1, 0, r, p.in, N, 1.0f, s->du, r, xd, p.in, 1.0f, a->dA, p.in);
+    }
+  }
+  if (!dx) return;
+  be->gemm(be, 0, 0, N, p.in, p.out, 1.0f, dy, p.out, W, p.in, accumulate ? 1.0f : 0.0f, dx,
+           p.in);
+  if (!p.a) return;
+  if (s->lora_cfg.dropout <= 0) {
+    be->gemm(be, 0, 0, N, p.in, r, 1.0f, s->du, r, p.a->A, p.in, 1.0f, dx, p.in);
+  } else { /* the same mask again: dropout is its own adjoint */
+    be->gemm(be, 0, 0, N, p.in, r, 1.0f, s->du, r, p.a->A, p.in, 0.0f, s->lora_tmp, p.in);
+    dropped_input(s, plan, l, t, s->lora_tmp, N, p.in);
+    be->axpy(be, (size_t)N * p.in, 1.0f, s->lora_tmp, dx);
+  }
+}
+
+/* y = h + MLP(norm(h)), h = x + a_l (+ e_l), a_l = o_proj(Attn(norm(x))). A->x_in is set. */
+static void layer_forward(Stage *s, const PassPlan *plan, int l, LayerActs *A, float *y, int B,
+                          int T) {
+  Backend *be = s->be;
+  const LlamaConfig *c = &s->cfg;
+  const LayerWeights *w = &s->w.layers[l - s->l0];
+  const LayerPlan *lp = &plan->layers[l - s->l0];
+  int N = B * T, D = c->hidden_size, F = c->intermediate_size;
+  be->rmsnorm_forward(be, A->xn1, A->inv1, A->x_in, w->attn_norm, N, D, c->rms_norm_eps);
+  proj_forward(s, plan, l, LORA_Q, A->q, A->xn1, w->wq, w->bq, A->u[LORA_Q], N);
+  proj_forward(s, plan, l, LORA_K, A->k, A->xn1, w->wk, w->bk, A->u[LORA_K], N);
+  proj_forward(s, plan, l, LORA_V, A->v, A->xn1, w->wv, w->bv, A->u[LORA_V], N);
+  be->rope_forward(be, A->q, s->rope_cos, s->rope_sin, B, T, c->num_heads, c->head_dim);
+  be->rope_forward(be, A->k, s->rope_cos, s->rope_sin, B, T, c->num_kv_heads, c->head_dim);
+  be->attention_forward(be, A->att, A->lse, A->q, A->k, A->v, B, T, c->num_heads,
+                        c->num_kv_heads, c->head_dim);
+  /* a_l goes straight into h, then the residual and the perturbation are added. */
+  proj_forward(s, plan, l, LORA_O, A->h, A->att, w->wo, NULL, A->u[LORA_O], N);
+  if (lp->perturb) be->axpy(be, (size_t)N * D, 1.0f, lp->perturb, A->h);
+  be->axpy(be, (size_t)N * D, 1.0f, A->x_in, A->h);
+  be->rmsnorm_forward(be, A->xn2, A->inv2, A->h, w->mlp_norm, N, D, c->rms_norm_eps);
+  proj_forward(s, plan, l, LORA_GATE, A->gate, A->xn2, w->w_gate, NULL, A->u[LORA_GATE], N);
+  proj_forward(s, plan, l, LORA_UP, A->up, A->xn2, w->w_up, NULL, A->u[LORA_UP], N);
+  float *act = s->dbig1; /* [N, F], rebuilt in backward */
+  be->swiglu_forward(be, act, A->gate, A->up, (size_t)N * F);
+  proj_forward(s, plan, l, LORA_DOWN, y, act, w->w_down, NULL, A->u[LORA_DOWN], N);
+  be->axpy(be, (size_t)N * D, 1.0f, A->h, y);
+}
+
+/* dy = dLoss/dy of the layer output. dx (NULL when not needed) gets dLoss/dx_in. */
+static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerActs *A,
+                           const float *dy, float *dx, int B, int T) {
+  Backend *be = s->be;
+  const LlamaConfig *c = &s->cfg;
+  const LayerWeights *w = &s->w.layers[l - s->l0];
+  const LayerPlan *lp = &plan->layers[l - s->l0];
+  int N = B * T, D = c->hidden_size, F = c->intermediate_size, train = lp->train_lora;
+
+  /* MLP branch: dh = dy + norm2'(gate'/up'(swiglu'(down'(dy)))). */
+  float *act = s->dbig2;
+  be->swiglu_forward(be, act, A->gate, A->up, (size_t)N * F);
+  proj_backward(s, plan, l, LORA_DOWN, s->dbig1, 0, dy, act, w->w_down, A->u[LORA_DOWN], N, train);
+  be->swiglu_backward(be, s->dbig1, s->dbig2, s->dbig1, A->gate, A->up, (size_t)N * F);
+  proj_backward(s, plan, l, LORA_GATE, s->dxn, 0, s->dbig1, A->xn2, w->w_gate, A->u[LORA_GATE], N,
+                train);
+  proj_backward(s, plan, l, LORA_UP, s->dxn, 1, s->dbig2, A->xn2, w->w_up, A->u[LORA_UP], N, train);
+  be->rmsnorm_backward(be, s->dh, NULL, s->dxn, A->h, w->mlp_norm, A->inv2, N, D);
+  be->axpy(be, (size_t)N * D, 1.0f, dy, s->dh);
+
+  /* h = x + a_l + e_l, so dLoss/da_l = dLoss/dh. */
+  if (lp->record_grad_a) be->copy(be, lp->record_grad_a, s->dh, (size_t)N * D * sizeof(float));
+  if (!train && !dx) return; /* nothing below a_l is wanted from this layer */
+
+  float *datt = s->dbig1;
+  proj_backward(s, plan, l, LORA_O, datt, 0, s->dh, A->att, w->wo, A->u[LORA_O], N, train);
+  be->attention_backward(be, s->dq, s->dk, s->dv, datt, A->att, A->lse, A->q, A->k, A->v, B, T,
+                         c->num_heads, c->num_kv_heads, c->head_dim);
+  be->rope_backward(be, s->dq, s->rope_cos, s->rope_sin, B, T, c->num_heads, c->head_dim);
+  be->rope_backward(be, s->dk, s->rope_cos, s->rope_sin, B, T, c->num_kv_heads, c->head_dim);
+  float *dxn = dx ? s->dxn : NULL;
+  proj_backward(s, plan, l, LORA_Q, dxn, 0, s->dq, A->xn1, w->wq, A->u[LORA_Q], N, train);
+  proj_backward(s, plan, l, LORA_K, dxn, 1, s->dk, A->xn1, w->wk, A->u[LORA_K], N, train);
+  proj_backward(s, plan, l, LORA_V, dxn, 1, s->dv, A->xn1, w->wv, A->u[LORA_V], N, train);
+  if (!dx) return;
+  be->rmsnorm_backward(be, dx, NULL, s->dxn, A->x_in, w->attn_norm, A->inv1, N, D);
+  be->axpy(be, (size_t)N * D, 1.0f, s->dh, dx);
+}
+
+static void take_layer_record(Stage *s, LayerActs *A, int N) {
+  const LlamaConfig *c = &s->cfg;
+  size_t D = c->hidden_size, F = c->intermediate_size, r = s->lora_cfg.r;
+  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+  A->inv1 = act_take(s, N);
+  A->inv2 = act_take(s, N);
+  A->xn1 = act_take(s, N * D);
+  A->xn2 = act_take(s, N * D);
+  A->q = act_take(s, N * HD);
+  A->k = act_take(s, N * KD);
+  A->v = act_take(s, N * KD);
+  A->att = act_take(s, N * HD);
+  A->lse = act_take(s, (size_t)N * c->num_heads);
+  A->h = act_take(s, N * D);
+  A->gate = act_take(s, N * F);
+  A->up = act_take(s, N * F);
+  for (int t = 0; t < LORA_NUM_TARGETS; t++)
+    A->u[t] = s->lora->layers[0][t].in ? act_take(s, N * r) : NULL;
+}
+
+static float *other(Stage *s, const float *p) { return p == s->ping ? s->pong : s->ping; }
+
+static void check_ids(const int32_t *ids, int n, int V, int allow_negative, const char *what) {
+  for (int i = 0; i < n; i++)
+    if (ids[i] >= V || (ids[i] < 0 && !allow_negative))
+      tv_die("%s[%d] = %d is outside the vocabulary [0, %d)", what, i, ids[i], V);
+}
+
+double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, const float *x_in,
+                     const int32_t *targets, int B, int T, int row_offset, float loss_scale,
+                     float **x_out) {
+  Backend *be = s->be;
+  const LlamaConfig *c = &s->cfg;
+  TV_CHECK(plan && plan->layers, "stage_forward needs a plan with one entry per layer");
+  TV_CHECK(B >= 1 && B <= s->max_B && T >= 1 && T <= s->max_T,
+           "micro-batch %d x %d exceeds the stage's %d x %d", B, T, s->max_B, s->max_T);
+  int N = B * T, D = c->hidden_size, first = stage_is_first(s), last = stage_is_last(s);
+  int bstop = plan->backward_stop;
+  s->B = B, s->T = T, s->row_offset = row_offset, s->loss_scale = loss_scale;
+  s->act_used = 0;
+  s->has_forward = 1;
+
+  /* A layer's input is kept in the arena when the layer will run backward; otherwise
+   * hidden states bounce between the ping and pong workspace buffers. */
+  float *cur = s->ping;
+  if (bstop <= s->l0) cur = act_take(s, (size_t)N * D);
+  if (first) {
+    check_ids(tokens, N, c->vocab_size, 0, "input token");
+    be->from_host(be, s->tokens, tokens, (size_t)N * sizeof(int32_t));
+    be->embedding_forward(be, cur, s->w.embed, s->tokens, N, D);
+  } else {
+    TV_CHECK(x_in, "a stage after the first needs its input hidden state");
+    be->copy(be, cur, x_in, (size_t)N * D * sizeof(float));
+  }
+
+  for (int l = s->l0; l < s->l1; l++) {
+    const LayerPlan *lp = &plan->layers[l - s->l0];
+    LayerActs *A = &s->acts[l - s->l0];
+    int has_backward = l >= bstop;
+    if (has_backward && lp->keep_activations) {
+      take_layer_record(s, A, N);
+    } else {
+      *A = s->tmp; /* recomputed in backward, or never needed */
+    }
+    A->x_in = cur;
+    float *dest;
+    if (l + 1 < s->l1)
+      dest = l + 1 >= bstop ? act_take(s, (size_t)N * D) : other(s, cur);
+    else if (last)
+      dest = has_backward ? act_take(s, (size_t)N * D) : other(s, cur);
+    else
+      dest = s->x_out;
+    layer_forward(s, plan, l, A, dest, B, T);
+    cur = dest;
+  }
+
+  if (!last) {
+    if (x_out) *x_out = cur;
+    return 0.0;
+  }
+  /* Final norm, head, loss. The normed state is only an input of the frozen head's GEMM,
+   * so it lives in workspace; x_final and its rms are kept for backward. */
+  s->x_final = cur;
+  s->inv_final = s->l1 - 1 >= bstop ? act_take(s, (size_t)N) : s->tmp.inv1;
+  float *xnf = s->tmp.xn1;
+  be->rmsnorm_forward(be, xnf, s->inv_final, cur, s->w.final_norm, N, D, c->rms_norm_eps);
+  be->gemm(be, 0, 1, N, c->vocab_size, D, 1.0f, xnf, D, s->w.lm_head, D, 0.0f, s->logits,
+           c->vocab_size);
+  if (x_out) *x_out = NULL;
+  if (!targets) return 0.0;
+  check_ids(targets, N, c->vocab_size, 1, "target token");
+  be->from_host(be, s->targets, targets, (size_t)N * sizeof(int32_t));
+  double sum = be->cross_entropy(be, s->logits, NULL, s->targets, N, c->vocab_size, 1.0f);
+  return sum * loss_scale;
+}
+
+void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out) {
+  Backend *be = s->be;
+  const LlamaConfig *c = &s->cfg;
+  TV_CHECK(s->has_forward, "stage_backward without a matching stage_forward");
+  s->has_forward = 0;
+  int B = s->B, T = s->T, N = B * T, D = c->hidden_size, V = c->vocab_size;
+  int bstop = plan->backward_stop;
+  if (dx_out) *dx_out = NULL;
+  if (bstop >= s->l1) return; /* no layer of this stage runs backward */
+
+  const float *dy = dy_in;
+  if (stage_is_last(s)) {
+    /* dlogits in place over the logits, then through the frozen head and the final norm. */
+    be->cross_entropy(be, s->logits, s->logits, s->targets, N, V, s->loss_scale);
+    be->gemm(be, 0, 0, N, D, V, 1.0f, s->logits, V, s->w.lm_head, D, 0.0f, s->dh, D);
+    be->rmsnorm_backward(be, s->ping, NULL, s->dh, s->x_final, s->w.final_norm, s->inv_final, N,
+                         D);
+    dy = s->ping;
+  }
+  TV_CHECK(dy, "a stage before the last needs the gradient of its output");
+
+  int lowest = bstop > s->l0 ? bstop : s->l0;
+  for (int l = s->l1 - 1; l >= lowest; l--) {
+    const LayerPlan *lp = &plan->layers[l - s->l0];
+    LayerActs *A = &s->acts[l - s->l0];
+    if (!lp->keep_activations) {
+      /* Rebuild the record from the kept input; dropout masks and e_l come out the same. */
+      float *x_saved = A->x_in;
+      *A = s->tmp;
+      A->x_in = x_saved;
+      layer_forward(s, plan, l, A, s->dxn, B, T);
+    }
+    /* The input gradient is needed by the layer below, or by the stage below. */
+    float *dx = NULL;
+    if (l > bstop) {
+      if (l > s->l0)
+        dx = dy == s->ping ? s->pong : s->ping;
+      else if (!stage_is_first(s))
+        dx = s->dx_out;
+    }
+    layer_backward(s, plan, l, A, dy, dx, B, T);
+    dy = dx;
+  }
+  if (dx_out && !stage_is_first(s) && bstop < s->l0) *dx_out = s->dx_out;
+}

@@ -1,0 +1,84 @@
+/* MPI world, layer split and collectives (see comm.h). */
+#include "comm.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "check.h"
+
+struct Comm {
+  int rank, size, local_rank;
+  int initialized_here;
+  MPI_Comm world;
+};
+
+#define MPI_CHECK(call)                                                   \
+  do {                                                                    \
+    int mpi_rc_ = (call);                                                 \
+    if (mpi_rc_ != MPI_SUCCESS) {                                         \
+      char mpi_msg_[MPI_MAX_ERROR_STRING];                                \
+      int mpi_len_ = 0;                                                   \
+      MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                     \
+      tv_fatal_at(__FILE__, __LINE__, "%s failed: %s", #call, mpi_msg_); \
+    }                                                                     \
+  } while (0)
+
+static void abort_all_ranks(int code) {
+  int up = 0, down = 0;
+  MPI_Initialized(&up);
+  MPI_Finalized(&down);
+  if (up && !down) MPI_Abort(MPI_COMM_WORLD, code);
+  exit(code);
+}
+
+Comm *comm_init(int *argc, char ***argv) {
+  Comm *c = tv_calloc(1, sizeof(Comm));
+  int up = 0;
+  MPI_CHECK(MPI_Initialized(&up));
+  if (!up) {
+    MPI_CHECK(MPI_Init(argc, argv));
+    c->initialized_here = 1;
+  }
+  tv_set_abort_hook(abort_all_ranks);
+  c->world = MPI_COMM_WORLD;
+  MPI_CHECK(MPI_Comm_rank(c->world, &c->rank));
+  MPI_CHECK(MPI_Comm_size(c->world, &c->size));
+  MPI_Comm node;
+  MPI_CHECK(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+  MPI_CHECK(MPI_Comm_rank(node, &c->local_rank));
+  MPI_CHECK(MPI_Comm_free(&node));
+  return c;
+}
+
+void comm_finalize(Comm *c) {
+  if (!c) return;
+  tv_set_abort_hook(NULL);
+  if (c->initialized_here) MPI_Finalize();
+  free(c);
+}
+
+int comm_rank(const Comm *c) { return c->rank; }
+int comm_size(const Comm *c) { return c->size; }
+int comm_local_rank(const Comm *c) { return c->local_rank; }
+
+void comm_split_layers(int L, int ranks, int rank, int *l0, int *l1) {
+  if (ranks < 1 || ranks > L)
+    tv_die("cannot split %d decoder layers over %d ranks: every rank needs at least one layer",
+           L, ranks);
+  TV_CHECK(rank >= 0 && rank < ranks, "rank %d outside [0, %d)", rank, ranks);
+  int base = L / ranks, extra = L % ranks;
+  *l0 = rank * base + (rank < extra ? rank : extra);
+  *l1 = *l0 + base + (rank < extra ? 1 : 0);
+}
+
+void comm_allreduce_sum(Comm *c, double *values, int n) {
+  if (n > 0) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, c->world));
+}
+
+void comm_broadcast(Comm *c, void *buf, size_t bytes, int root) {
+  TV_CHECK(bytes <= (size_t)2147483647, "broadcast of %zu bytes is too large", bytes);
+  MPI_CHECK(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, c->world));
+}
+
+void comm_barrier(Comm *c) { MPI_CHECK(MPI_Barrier(c->world)); }

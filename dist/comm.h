@@ -1,0 +1,29 @@
+/* The MPI world of a run: ranks, the split of decoder layers into pipeline stages,
+ * the few collectives the trainer needs, and the abort hook that stops every rank. */
+#ifndef TV_COMM_H
+#define TV_COMM_H
+
+#include <stddef.h>
+
+typedef struct Comm Comm;
+
+/* Initialises MPI when nobody has yet and routes fatal errors to MPI_Abort. */
+Comm *comm_init(int *argc, char ***argv);
+void comm_finalize(Comm *c);
+
+int comm_rank(const Comm *c);
+int comm_size(const Comm *c);
+int comm_local_rank(const Comm *c); /* rank among the ranks of this node = its GPU index */
+
+/* Contiguous, balanced split of L layers over `ranks` stages: stage `rank` owns [l0, l1).
+ * Earlier stages get the extra layer when L is not divisible. Fails (one error line) when
+ * there are more ranks than layers. */
+void comm_split_layers(int L, int ranks, int rank, int *l0, int *l1);
+
+/* Element-wise sum over all ranks, in place. Doubles, so the result of adding per-rank
+ * partial sums does not depend on float rounding of the transport. */
+void comm_allreduce_sum(Comm *c, double *values, int n);
+void comm_broadcast(Comm *c, void *buf, size_t bytes, int root);
+void comm_barrier(Comm *c);
+
+#endif

@@ -1,0 +1,21 @@
+/* The run log: one JSON object per line (JSON Lines), flushed as each line ends so a
+ * killed run keeps every finished line. */
+#ifndef TV_RUNLOG_H
+#define TV_RUNLOG_H
+
+#include <stdint.h>
+
+typedef struct RunLog RunLog;
+
+/* Opens (truncates) path; one clear error line when it cannot. NULL path = no log. */
+RunLog *runlog_open(const char *path);
+void runlog_close(RunLog *log);
+
+/* Build one line: begin, any number of fields, end. Keys are plain identifiers. */
+void runlog_begin(RunLog *log);
+void runlog_int(RunLog *log, const char *key, int64_t value);
+void runlog_num(RunLog *log, const char *key, double value); /* NaN/inf written as null */
+void runlog_str(RunLog *log, const char *key, const char *value);
+void runlog_end(RunLog *log);
+
+#endif

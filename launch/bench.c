@@ -1,0 +1,203 @@
+/* `tvaccine bench`: times one LoRA training step (forward + backward + AdamW) on a fixed
+ * model config, next to the machine's sgemm rate measured in the same run, and optionally
+ * next to a reference program (the PyTorch step in bench/ref_step.py) run by this command.
+ * It reports; it never fails on a timing. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "backend.h"
+#include "check.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "sft_step.h"
+#include "subcommands.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static void bench_usage(FILE *out) {
+  fprintf(out,
+          "usage: tvaccine bench [--config M|S] [--steps N] [--warmup N] [--threads N]\n"
+          "                      [--reference CMD]\n"
+          "\n"
+          "Times one LoRA training step (forward + backward + AdamW, dropout 0) and prints step\n"
+          "time, tokens/s, achieved GFLOP/s, the OpenBLAS sgemm rate measured in the same run and\n"
+          "peak memory. Reports only: never fails on a timing.\n"
+          "\n"
+          "  --config M|S      M: width 512, 8 layers, 8 heads, 8 kv heads, MLP 1376, vocab 8192,\n"
+          "                    256 tokens, batch 4, LoRA r 8 on all seven targets (default);\n"
+          "                    S: a small config for a quick check\n"
+          "  --steps N         timed steps (default 5; the median is reported)\n"
+          "  --warmup N        untimed steps first (default 1)\n"
+          "  --threads N       CPU threads (default: all cores)\n"
+          "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
+          "                    must print one JSON line with \"step_s\", and report the ratio\n");
+}
+
+typedef struct {
+  const char *name;
+  int V, D, L, H, Hkv, F, T, B, r;
+} BenchConfig;
+
+static const BenchConfig configs[] = {
+    {"M", 8192, 512, 8, 8, 8, 1376, 256, 4, 8},
+    {"S", 1024, 128, 2, 4, 2, 344, 64, 2, 8},
+};
+
+/* Useful floating-point work of one step: base GEMMs forward and input-gradient backward
+ * (frozen weights need no weight gradient), LoRA terms, causal attention, head. */
+static double step_flops(const BenchConfig *c) {
+  double N = (double)c->B * c->T, D = c->D, F = c->F, V = c->V, r = c->r;
+  double Dh = (double)c->D / c->H, HD = c->H * Dh, KD = c->Hkv * Dh;
+  double base = 2 * N * (D * HD + 2 * D * KD + HD * D + 3 * D * F);
+  double lora_io = (D + HD) + 2 * (D + KD) + (HD + D) + 2 * (D + F) + (F + D);
+  double lora_fwd = 2 * N * r * lora_io, lora_bwd = 4 * N * r * lora_io;
+  double pairs = (double)c->B * c->H * c->T * (c->T + 1) / 2.0;
+  double attn_fwd = 4 * pairs * Dh, attn_bwd = 10 * pairs * Dh;
+  double per_layer = base + lora_fwd + attn_fwd + base + lora_bwd + attn_bwd;
+  double skipped = 2 * N * D * (HD + 2 * KD); /* layer 0 needs no input gradient */
+  return c->L * per_layer - skipped + 4 * N * D * V;
+}
+
+/* GFLOP/s of C[M,N] = A[M,K] B[K,N]^T repeated until ~0.5 s have passed. */
+static double sgemm_rate(Backend *be, int M, int N, int K) {
+  float *A = be->alloc(be, sizeof(float) * M * K), *B = be->alloc(be, sizeof(float) * N * K);
+  float *C = be->alloc(be, sizeof(float) * M * N);
+  for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
+  for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 5) * 0.1f;
+  be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+  int reps = 0;
+  double t0 = now_s(), el;
+  do {
+    be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+    reps++;
+  } while ((el = now_s() - t0) < 0.5);
+  be->free(be, A);
+  be->free(be, B);
+  be->free(be, C);
+  return 2.0 * M * N * K * reps / el / 1e9;
+}
+
+static double run_reference(const char *cmd) {
+  printf("reference: running %s\n", cmd);
+  fflush(stdout);
+  FILE *p = popen(cmd, "r");
+  if (!p) {
+    printf("reference: could not start it\n");
+    return 0;
+  }
+  char line[4096];
+  double step = 0;
+  while (fgets(line, sizeof line, p)) {
+    char *k = strstr(line, "\"step_s\":");
+    if (k) step = strtod(k + 9, NULL);
+    if (line[0] == '{') printf("reference: %s", line);
+  }
+  int rc = pclose(p);
+  if (rc != 0 || step <= 0) {
+    printf("reference: failed (exit status %d) or printed no step_s\n", rc);
+    return 0;
+  }
+  return step;
+}
+
+int cmd_bench(int argc, char **argv) {
+  const BenchConfig *bc = &configs[0];
+  int steps = 5, warmup = 1, threads = 0;
+  const char *reference = NULL;
+  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+                                       {"steps", required_argument, 0, 's'},
+                                       {"warmup", required_argument, 0, 'w'},
+                                       {"threads", required_argument, 0, 't'},
+                                       {"reference", required_argument, 0, 'r'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'c':
+        bc = NULL;
+        for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
+          if (!strcmp(optarg, configs[i].name)) bc = &configs[i];
+        if (!bc) tv_die("--config must be M or S, got '%s'", optarg);
+        break;
+      case 's': steps = (int)parse_int_option("steps", optarg, 1, 10000); break;
+      case 'w': warmup = (int)parse_int_option("warmup", optarg, 0, 10000); break;
+      case 't': threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
+      case 'r': reference = optarg; break;
+      case 'h': bench_usage(stdout); return 0;
+      default: bench_usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) tv_die("bench: unexpected argument '%s'", argv[optind]);
+
+  Backend *be = backend_cpu_create(threads);
+  LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
+  LoraConfig lc = lora_config_default();
+  lc.r = bc->r;
+  lc.dropout = 0.0f;
+  OptimConfig oc = optim_config_default(warmup + steps);
+  printf("bench: config %s: V %d, D %d, L %d, H %d, Hkv %d, F %d, batch %d x %d tokens, LoRA r %d\n",
+         bc->name, bc->V, bc->D, bc->L, bc->H, bc->Hkv, bc->F, bc->B, bc->T, bc->r);
+  double peak_model = sgemm_rate(be, bc->B * bc->T, bc->F, bc->D);
+  double peak_square = sgemm_rate(be, 2048, 2048, 2048);
+  double peak = peak_model > peak_square ? peak_model : peak_square;
+  printf("sgemm: %.1f GFLOP/s at %dx%dx%d (model shape), %.1f GFLOP/s at 2048^3\n", peak_model,
+         bc->B * bc->T, bc->F, bc->D, peak_square);
+
+  Stage *stage = stage_create(be, &cfg, &lc, 0, bc->L, bc->B, bc->T);
+  stage_init_random_weights(stage, 7, 0.02f);
+  lora_set_init(be, stage_lora(stage), 7);
+  SftStepper *st = sft_stepper_create(stage, bc->B);
+  size_t n = (size_t)bc->B * bc->T;
+  int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
+  Rng rng = rng_make(7, rng_stream_id(RNG_TAG_DATA, 0, 0, 0));
+  for (size_t i = 0; i < n; i++) tokens[i] = (int32_t)(rng_next_u64(&rng) % (uint64_t)bc->V);
+  for (size_t i = 0; i < n; i++) targets[i] = (i + 1) % bc->T ? tokens[i + 1] : -1;
+
+  double *times = tv_malloc(sizeof(double) * steps);
+  double loss = 0;
+  for (int i = 0; i < warmup + steps; i++) {
+    double t0 = now_s();
+    loss = sft_step(st, &oc, tokens, targets, bc->B, bc->T, i, 7).loss;
+    if (i >= warmup) times[i - warmup] = now_s() - t0;
+  }
+  qsort(times, steps, sizeof(double), cmp_double);
+  double med = times[steps / 2], flops = step_flops(bc);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  StageMemory m = stage_memory(stage);
+  printf("step: %.4f s median (min %.4f) over %d steps, loss %.4f\n", med, times[0], steps, loss);
+  printf("throughput: %.0f tokens/s, %.1f GFLOP/s achieved = %.0f %% of the measured sgemm rate\n",
+         n / med, flops / med / 1e9, 100.0 * flops / med / 1e9 / peak);
+  printf("memory: peak RSS %.1f MiB; weights %.1f MiB, LoRA+grads+Adam %.1f MiB, activations %.1f "
+         "MiB, workspace %.1f MiB\n",
+         ru.ru_maxrss / 1024.0, m.weights / 1048576.0,
+         (m.lora + m.grads + m.optimizer) / 1048576.0, m.activations / 1048576.0,
+         m.workspace / 1048576.0);
+  if (reference) {
+    double ref = run_reference(reference);
+    if (ref > 0) printf("ratio: reference step / tvaccine step = %.2fx\n", ref / med);
+  }
+  free(times);
+  free(tokens);
+  free(targets);
+  sft_stepper_destroy(st);
+  stage_destroy(stage);
+  backend_destroy(be);
+  return 0;
+}

@@ -1,0 +1,114 @@
+/* `tvaccine demo`: the built-in default job until alignment lands. Trains LoRA adapters on
+ * a tiny random Llama to continue arithmetic sequences (a, a+k, a+2k, ... mod V), printing
+ * the loss as it falls, and logs every step as JSON Lines. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "backend.h"
+#include "check.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "runlog.h"
+#include "sft_step.h"
+#include "subcommands.h"
+
+static void demo_usage(FILE *out) {
+  fprintf(out,
+          "usage: tvaccine demo [--steps N] [--seed S] [--threads N] [--log FILE]\n"
+          "\n"
+          "Trains rank-8 LoRA adapters on a tiny random Llama (vocab 64, width 64, 2 layers,\n"
+          "4 heads, 2 kv heads) to continue arithmetic sequences, and prints the loss per step.\n"
+          "\n"
+          "  --steps N     optimizer steps (default 150)\n"
+          "  --seed S      seed of weights, LoRA init and data (default 1)\n"
+          "  --threads N   CPU threads (default: all cores)\n"
+          "  --log FILE    also write one JSON line per step to FILE\n");
+}
+
+/* One batch: each row an arithmetic progression mod V with its own start and step. */
+static void make_batch(int32_t *tokens, int32_t *targets, int B, int T, int V, uint64_t seed,
+                       int64_t step) {
+  Rng r = rng_make(seed, rng_stream_id(RNG_TAG_DATA, (uint32_t)step, 0, 0));
+  for (int b = 0; b < B; b++) {
+    int start = (int)(rng_next_u64(&r) % (uint64_t)V), inc = 1 + (int)(rng_next_u64(&r) % 3);
+    for (int t = 0; t < T; t++) tokens[b * T + t] = (start + inc * t) % V;
+    for (int t = 0; t < T; t++) targets[b * T + t] = t + 1 < T ? tokens[b * T + t + 1] : -1;
+  }
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+int cmd_demo(int argc, char **argv) {
+  int steps = 150, threads = 0;
+  uint64_t seed = 1;
+  const char *log_path = NULL;
+  static const struct option opts[] = {{"steps", required_argument, 0, 's'},
+                                       {"seed", required_argument, 0, 'e'},
+                                       {"threads", required_argument, 0, 't'},
+                                       {"log", required_argument, 0, 'l'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 's': steps = (int)parse_int_option("steps", optarg, 1, 1000000); break;
+      case 'e': seed = (uint64_t)parse_int_option("seed", optarg, 0, (1LL << 62)); break;
+      case 't': threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
+      case 'l': log_path = optarg; break;
+      case 'h': demo_usage(stdout); return 0;
+      default: demo_usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) tv_die("demo: unexpected argument '%s'", argv[optind]);
+
+  const int V = 64, B = 16, T = 24;
+  LlamaConfig cfg = llama_config_default(V, 64, 128, 2, 4, 2);
+  LoraConfig lc = lora_config_default();
+  lc.alpha = 16; /* a random base needs the adapters to move it quickly */
+  OptimConfig oc = optim_config_default(steps);
+  oc.lr = 1e-2f;
+  oc.weight_decay = 0.0f;
+
+  Backend *be = backend_cpu_create(threads);
+  Stage *stage = stage_create(be, &cfg, &lc, 0, cfg.num_layers, B, T);
+  stage_init_random_weights(stage, seed, 0.3f);
+  lora_set_init(be, stage_lora(stage), seed);
+  SftStepper *st = sft_stepper_create(stage, B);
+  RunLog *log = runlog_open(log_path);
+
+  int32_t *tokens = tv_malloc(sizeof(int32_t) * B * T), *targets = tv_malloc(sizeof(int32_t) * B * T);
+  printf("demo: %d steps of LoRA r=%d on a %d-layer width-%d model, batch %d x %d tokens\n",
+         steps, lc.r, cfg.num_layers, cfg.hidden_size, B, T);
+  double t0 = now_s(), first_loss = 0, last_loss = 0;
+  for (int64_t t = 0; t < steps; t++) {
+    make_batch(tokens, targets, B, T, V, seed, t);
+    SftStepResult r = sft_step(st, &oc, tokens, targets, B, T, t, seed);
+    if (t == 0) first_loss = r.loss;
+    last_loss = r.loss;
+    if (t % 10 == 0 || t == steps - 1)
+      printf("step %5lld/%d  loss %.4f  grad_norm %.3f  lr %.2e  %.1f s\n", (long long)t + 1,
+             steps, r.loss, r.grad_norm, r.lr, now_s() - t0);
+    runlog_begin(log);
+    runlog_int(log, "step", t + 1);
+    runlog_num(log, "loss", r.loss);
+    runlog_num(log, "grad_norm", r.grad_norm);
+    runlog_num(log, "lr", r.lr);
+    runlog_end(log);
+  }
+  printf("demo: loss %.4f -> %.4f in %.1f s\n", first_loss, last_loss, now_s() - t0);
+  runlog_close(log);
+  free(tokens);
+  free(targets);
+  sft_stepper_destroy(st);
+  stage_destroy(stage);
+  backend_destroy(be);
+  return 0;
+}

@@ -1,0 +1,12 @@
+/* One function per subcommand, each in its own file; argv[0] is the command name. */
+#ifndef TV_SUBCOMMANDS_H
+#define TV_SUBCOMMANDS_H
+
+int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Option value parsers shared by the subcommands: one error line naming the option. */
+long long parse_int_option(const char *option, const char *text, long long lo, long long hi);
+double parse_num_option(const char *option, const char *text, double lo, double hi);
+
+#endif
