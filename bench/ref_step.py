@@ -5,25 +5,31 @@ Config M: hidden 512, 8 layers, 8 heads / 8 kv heads (head_dim 64), SwiGLU ffn 1
 vocab 8192, untied LM head, RMSNorm eps 1e-5, rope theta 10000, seq 256, batch 4,
 LoRA r 8 alpha 1 dropout 0 on q,k,v,o,gate,up,down (base frozen), AdamW on LoRA only,
 grad-norm clip 1.0, mean next-token cross-entropy on random tokens. float32, eager.
+One step = zero_grad, forward, loss, backward, clip, optimizer.step. One JSON line out.
 
-One step = zero_grad, forward, loss, backward, clip, optimizer.step.
-Prints exactly one JSON line on stdout; progress goes to stderr.
-
-Measured with Debian's torch 1.13.0a0 (CPU), which lacks
-F.scaled_dot_product_attention, so the explicit masked-softmax path is used there;
-torch >= 2.0 takes the SDPA path (is_causal=True).
+Measured with Debian's torch 1.13.0a0 (CPU, OpenMP + pthread OpenBLAS), which lacks
+F.scaled_dot_product_attention, so the masked-softmax path runs; torch >= 2 uses SDPA.
+torch.set_num_threads does not reach OpenBLAS's own pool, so --threads n also sets
+OPENBLAS_NUM_THREADS/OMP_NUM_THREADS to n before torch loads (unless already set).
 """
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--threads", type=int, default=2)
+_n = str(_pre.parse_known_args()[0].threads)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _n)
+os.environ.setdefault("OMP_NUM_THREADS", _n)
+
+import torch  # noqa: E402  (after the thread environment is set)
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 
@@ -152,7 +158,8 @@ def main():
     opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
     ids = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
     inp, tgt = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-    print(f"torch {torch.__version__} threads {a.threads} sdpa {HAS_SDPA} "
+    print(f"torch {torch.__version__} threads {a.threads} openblas "
+          f"{os.environ['OPENBLAS_NUM_THREADS']} sdpa {HAS_SDPA} "
           f"trainable {sum(q.numel() for q in params)}", file=sys.stderr)
 
     def step():

@@ -7,7 +7,7 @@
 #include "check.h"
 
 OptimConfig optim_config_default(int64_t total_steps) {
-  OptimConfig c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.1f, 1.0f, total_steps};
+  OptimConfig c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.1, 1.0f, total_steps};
   return c;
 }
 
@@ -33,7 +33,7 @@ const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen
 
 double lr_at_step(const OptimConfig *c, int64_t t) {
   int64_t T = c->total_steps;
-  int64_t W = (int64_t)ceil((double)c->warmup_ratio * (double)T);
+  int64_t W = (int64_t)ceil(c->warmup_ratio * (double)T);
   if (t < W) return (double)c->lr * (double)t / (double)(W > 1 ? W : 1);
   double progress = (double)(t - W) / (double)(T - W > 1 ? T - W : 1);
   double f = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));

@@ -13,7 +13,7 @@ typedef struct {
   float lr;            /* peak learning rate */
   float beta1, beta2, eps;
   float weight_decay;  /* decoupled */
-  float warmup_ratio;  /* W = ceil(warmup_ratio * T) */
+  double warmup_ratio; /* W = ceil(warmup_ratio * T); double as in HF, so 0.1 * 10 is 1 */
   float max_grad_norm; /* <= 0 disables clipping */
   int64_t total_steps; /* T */
 } OptimConfig;

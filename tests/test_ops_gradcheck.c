@@ -937,6 +937,24 @@ static void test_sum_squares(Backend *be) {
     be->free(be, d_x);
     free(x);
   }
+  /* Float accumulation would drop the small squares: every 1000th element is 1000
+   * (square 1e6) and the rest 0.1 (square 0.01, under half an ulp of a float sum >= 1e6),
+   * so a float running sum loses ~1e-5 of the total; double keeps it to ~1e-15. */
+  {
+    const size_t n = 1000003;
+    float *x = hnew(n);
+    double want = 0;
+    for (size_t i = 0; i < n; i++) {
+      x[i] = i % 1000 == 0 ? 1000.0f : 0.1f;
+      want += (double)x[i] * x[i];
+    }
+    float *d_x = dev_upload(be, x, n);
+    double got = be->sum_squares(be, n, d_x);
+    EXPECT(fabs(got - want) <= 1e-6 * want, "[%s] sum_squares is not accumulated in double: "
+           "%.15g want %.15g", g_label, got, want);
+    be->free(be, d_x);
+    free(x);
+  }
 }
 
 /* The header promises a result independent of the thread count: compare bit for bit. */
