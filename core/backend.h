@@ -110,4 +110,9 @@ struct Backend {
 Backend *backend_cpu_create(int threads);
 static inline void backend_destroy(Backend *be) { be->destroy(be); }
 
+/* The OpenBLAS kernel set in use (e.g. "SkylakeX"), and a better OPENBLAS_CORETYPE for this
+ * CPU when OpenBLAS fell back to its generic kernels, else NULL. */
+const char *backend_cpu_blas_name(void);
+const char *backend_cpu_blas_upgrade(void);
+
 #endif

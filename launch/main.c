@@ -1,7 +1,10 @@
 /* tvaccine: entry point and subcommand dispatch. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "backend.h"
 #include "subcommands.h"
 
 #define TV_VERSION "0.1.0"
@@ -20,7 +23,24 @@ static void usage(FILE *out) {
           "Other options: --help, --version.\n");
 }
 
+/* When OpenBLAS fell back to generic kernels on a CPU with AVX2/AVX-512, restart once with
+ * OPENBLAS_CORETYPE set (OpenBLAS reads it only at load time). A value the user or the
+ * environment already set is always respected. */
+static void upgrade_blas_kernels(char **argv) {
+  if (getenv("OPENBLAS_CORETYPE")) return;
+  const char *better = backend_cpu_blas_upgrade();
+  if (!better) return;
+  fprintf(stderr,
+          "tvaccine: note: OpenBLAS picked its %s kernels on this CPU; restarting with "
+          "OPENBLAS_CORETYPE=%s (set OPENBLAS_CORETYPE to choose yourself)\n",
+          backend_cpu_blas_name(), better);
+  setenv("OPENBLAS_CORETYPE", better, 1);
+  execv("/proc/self/exe", argv);
+  /* exec failed: carry on with the kernels we have */
+}
+
 int main(int argc, char **argv) {
+  upgrade_blas_kernels(argv);
   if (argc < 2) {
     usage(stderr);
     return 2;
@@ -31,7 +51,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(cmd, "--version")) {
-    printf("tvaccine %s\n", TV_VERSION);
+    printf("tvaccine %s (OpenBLAS kernels: %s)\n", TV_VERSION, backend_cpu_blas_name());
     return 0;
   }
   if (!strcmp(cmd, "demo")) return cmd_demo(argc - 1, argv + 1);

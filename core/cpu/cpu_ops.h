@@ -3,6 +3,9 @@
 #ifndef TV_CPU_OPS_H
 #define TV_CPU_OPS_H
 
+#include <stdint.h>
+#include <string.h>
+
 #include "../backend.h"
 
 typedef struct {
@@ -20,6 +23,66 @@ typedef struct {
  * inside a parallel region: call cpu_reserve_scratch first). */
 void cpu_reserve_scratch(Backend *be, size_t floats_per_thread);
 float *cpu_thread_scratch(Backend *be);
+
+/* exp(x) for float x, vectorisable (no libm call) so softmax, cross-entropy and SiLU loops
+ * compile to SIMD code. Cody-Waite reduction x = n ln2 + r and a degree-6 polynomial for
+ * e^r (the Cephes single-precision coefficients); relative error a few ulp, inputs clamped to
+ * the finite float range so e^x never overflows to inf. */
+static inline float cpu_expf(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.7f ? 88.7f : x;
+  /* n = round(x / ln 2), via truncation of a positive number (x / ln 2 > -127 here) */
+  int32_t n = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
+  float nf = (float)n;
+  float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (n + 127) << 23; /* 2^n as a float */
+  float two_n;
+  memcpy(&two_n, &bits, sizeof two_n);
+  return p * two_n;
+}
+
+/* Row reductions in 16 fixed lanes: the compiler turns the lanes into SIMD registers, and
+ * the summation order depends only on n, never on the machine's vector width. */
+#define CPU_LANES 16
+
+static inline float cpu_row_max(const float *x, int n) {
+  float lane[CPU_LANES];
+  for (int j = 0; j < CPU_LANES; j++) lane[j] = -3.402823466e38f;
+  int i = 0;
+  for (; i + CPU_LANES <= n; i += CPU_LANES)
+    for (int j = 0; j < CPU_LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+  float m = -3.402823466e38f;
+  for (int j = 0; j < CPU_LANES; j++) m = lane[j] > m ? lane[j] : m;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+/* out[i] = exp(x[i] - shift) (out may be x); returns the sum of out, accumulated per lane in
+ * float and the lanes added in double. */
+static inline double cpu_exp_shift_sum(float *out, const float *x, int n, float shift) {
+  float lane[CPU_LANES] = {0};
+  int i = 0;
+  for (; i + CPU_LANES <= n; i += CPU_LANES)
+    for (int j = 0; j < CPU_LANES; j++) {
+      float e = cpu_expf(x[i + j] - shift);
+      out[i + j] = e;
+      lane[j] += e;
+    }
+  double sum = 0;
+  for (int j = 0; j < CPU_LANES; j++) sum += lane[j];
+  for (; i < n; i++) {
+    out[i] = cpu_expf(x[i] - shift);
+    sum += out[i];
+  }
+  return sum;
+}
 
 void cpu_install_dense(Backend *be);
 void cpu_install_norm(Backend *be);

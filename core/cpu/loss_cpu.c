@@ -9,6 +9,7 @@ static double cpu_cross_entropy(Backend *be, const float *logits, float *dlogits
                                 const int32_t *targets, int N, int V, float scale) {
   CpuContext *c = be->ctx;
   int chunk = (N + CPU_REDUCE_CHUNKS - 1) / CPU_REDUCE_CHUNKS;
+  if (!dlogits) cpu_reserve_scratch(be, (size_t)V);
 #pragma omp parallel for schedule(static)
   for (int k = 0; k < CPU_REDUCE_CHUNKS; k++) {
     double part = 0;
@@ -21,21 +22,18 @@ static double cpu_cross_entropy(Backend *be, const float *logits, float *dlogits
         if (grad) memset(grad, 0, (size_t)V * sizeof(float));
         continue;
       }
-      float mx = -INFINITY;
-      for (int i = 0; i < V; i++) mx = row[i] > mx ? row[i] : mx;
+      float mx = cpu_row_max(row, V);
       float target_logit = row[tgt];
-      double sum = 0;
+      double sum;
       if (grad) {
         /* exp once per element: keep the exponentials in the gradient row. */
-        for (int i = 0; i < V; i++) {
-          grad[i] = expf(row[i] - mx);
-          sum += grad[i];
-        }
+        sum = cpu_exp_shift_sum(grad, row, V, mx);
         float norm = (float)(scale / sum);
         for (int i = 0; i < V; i++) grad[i] *= norm;
         grad[tgt] -= scale;
       } else {
-        for (int i = 0; i < V; i++) sum += expf(row[i] - mx);
+        /* loss only: exponentials into per-thread scratch, logits untouched */
+        sum = cpu_exp_shift_sum(cpu_thread_scratch(be), row, V, mx);
       }
       part += mx + log(sum) - target_logit;
     }

@@ -4,7 +4,7 @@
 #include "../rng.h"
 #include "cpu_ops.h"
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + cpu_expf(-x)); }
 
 static void cpu_swiglu_forward(Backend *be, float *out, const float *gate, const float *up,
                                size_t n) {
