@@ -317,3 +317,20 @@ void stage_init_random_weights(Stage *s, uint64_t seed, float std) {
     fill_normal(be, s->w.lm_head, V * D, seed, rng_stream_id(RNG_TAG_WEIGHTS, L + 1, 0, 0), std);
   if (s->w.final_norm) fill_ones(be, s->w.final_norm, D);
 }
+
+void stage_merge_lora(Stage *s) {
+  Backend *be = s->be;
+  int r = s->lora_cfg.r;
+  float scaling = s->lora_cfg.alpha / (float)r;
+  for (int l = s->l0; l < s->l1; l++) {
+    LayerWeights *w = &s->w.layers[l - s->l0];
+    float *base[LORA_NUM_TARGETS] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+      LoraAdapter *a = &s->lora->layers[l - s->l0][t];
+      if (!a->in) continue;
+      /* W[out, in] += scaling * B[out, r] A[r, in] */
+      be->gemm(be, 0, 0, a->out, a->in, r, scaling, a->B, r, a->A, a->in, 1.0f, base[t], a->in);
+      be->zero(be, a->B, (size_t)a->out * r * sizeof(float));
+    }
+  }
+}

@@ -125,6 +125,11 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
  * backward_stop < l0), *dx_out points at it (stage-owned [B*T, D]); otherwise NULL. */
 void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out);
 
+/* Folds every adapter into its base weight, W += (alpha / r) B A, and sets B = 0 so the
+ * stage computes the same function with the LoRA term contributing nothing (A is kept, so
+ * training can resume from a zero-B adapter exactly as PEFT's fresh LoRA does). */
+void stage_merge_lora(Stage *s);
+
 /* Logits [B*T, V] of the last forward on the last stage (backend memory). Valid between
  * stage_forward and stage_backward, which overwrites them with dLoss/dlogits. */
 const float *stage_logits(const Stage *s);

@@ -241,7 +241,34 @@ static void test_microbatch_split(void) {
   fixture_free(&f);
 }
 
+/* Merging the adapters into the base weights keeps the function: same loss, B now zero. */
+static void test_merge_lora(void) {
+  Fixture f;
+  LlamaConfig cfg = test_config();
+  LoraConfig lc = test_lora(0.0f);
+  fixture_init(&f, &cfg, &lc, 0, 4, 2, 8, 55);
+  double before = fixture_forward_only(&f, NULL);
+  stage_merge_lora(f.stage);
+  double after = fixture_forward_only(&f, NULL);
+  EXPECT_CLOSE(after, before, 1e-5, 0, "loss after merging LoRA into the base");
+  LoraAdapter *a = &stage_lora(f.stage)->layers[1][LORA_DOWN];
+  int zero = 1;
+  for (int i = 0; i < a->out * lc.r; i++) zero &= a->B[i] == 0.0f;
+  EXPECT(zero, "B is zero after the merge");
+  /* and the LoRA path really mattered before: removing it without merging changes the loss */
+  fixture_free(&f);
+  fixture_init(&f, &cfg, &lc, 0, 4, 2, 8, 55);
+  for (int l = 0; l < 4; l++)
+    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+      LoraAdapter *b = &stage_lora(f.stage)->layers[l][t];
+      memset(b->B, 0, (size_t)b->out * lc.r * sizeof(float));
+    }
+  EXPECT(fabs(fixture_forward_only(&f, NULL) - before) > 1e-3, "LoRA had no effect to merge");
+  fixture_free(&f);
+}
+
 int main(void) {
+  test_merge_lora();
   test_recompute_equals_keep();
   test_frozen_layers();
   test_perturb_equals_by_hand();
