@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "rng.h"
@@ -53,7 +54,7 @@ LoraSet *lora_set_create(Backend *be, const LoraConfig *cfg, int l0, int l1, int
   s->l0 = l0;
   s->l1 = l1;
   s->layers = tv_calloc(nl > 0 ? (size_t)nl : 1, sizeof(*s->layers));
-  s->steps = tv_calloc(nl > 0 ? (size_t)nl : 1, sizeof(int64_t));
+  s->steps = tv_calloc(nl > 0 ? (size_t)nl : 1, sizeof(*s->steps));
   size_t per_layer = 0;
   for (int t = 0; t < LORA_NUM_TARGETS; t++) {
     if (!(cfg->target_mask & (1u << t))) continue;
@@ -114,7 +115,7 @@ void lora_set_init(Backend *be, LoraSet *s, uint64_t seed) {
     }
   be->zero(be, s->m, (size_t)(s->l1 - s->l0) * s->layer_numel * sizeof(float));
   be->zero(be, s->v, (size_t)(s->l1 - s->l0) * s->layer_numel * sizeof(float));
-  for (int i = 0; i < s->l1 - s->l0; i++) s->steps[i] = 0;
+  memset(s->steps, 0, (size_t)(s->l1 - s->l0) * sizeof(*s->steps));
 }
 
 float *lora_layer_params(LoraSet *s, int l) {

@@ -12,6 +12,10 @@ typedef enum {
   LORA_Q = 0, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_NUM_TARGETS
 } LoraTarget;
 
+#define LORA_ALL_TARGETS 0x7fu        /* bit t = target t */
+#define LORA_ATTENTION_TARGETS 0x0fu  /* q, k, v, o */
+#define LORA_MLP_TARGETS 0x70u        /* gate, up, down */
+
 /* HF module names: "q_proj", ..., "down_proj". */
 const char *lora_target_name(LoraTarget t);
 /* "self_attn" or "mlp". */
@@ -43,7 +47,8 @@ typedef struct {
   LoraAdapter (*layers)[LORA_NUM_TARGETS]; /* [l1 - l0][target]; in == 0 when not adapted */
   size_t layer_numel; /* parameters per layer (all adapted targets, A and B) */
   float *params, *grads, *m, *v; /* arenas [(l1 - l0) * layer_numel] */
-  int64_t *steps; /* [l1 - l0] AdamW update count of each layer (SPEC: k per parameter) */
+  int64_t (*steps)[LORA_NUM_TARGETS]; /* [l1 - l0][target] AdamW update counts (SPEC: k per
+                                        * parameter; a target is updated as a whole) */
 } LoraSet;
 
 /* in/out of each target for this model shape. */

@@ -71,8 +71,9 @@ typedef struct {
   /* Keep this layer's activations for backward (1), or keep only its input and recompute
    * the layer in backward (0). Either gives identical numbers. */
   int keep_activations;
-  /* Accumulate LoRA gradients of this layer (1), or treat it as frozen (0). */
-  int train_lora;
+  /* Bitmask of the LoRA targets (1u << LoraTarget) whose gradients this pass accumulates;
+   * 0 = the layer is frozen (no weight-gradient work), LORA_ALL_TARGETS = all seven. */
+  unsigned train_targets;
 } LayerPlan;
 
 typedef struct {
@@ -120,7 +121,7 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
 
 /* Backward of the last stage_forward (same plan). dy_in: gradient of this stage's output
  * (ignored on the last stage, which starts from the loss). LoRA gradients accumulate (+=)
- * into the LoRA set's gradients for layers with train_lora; dLoss/da_l is written for layers
+ * into the LoRA set's gradients for the targets in train_targets; dLoss/da_l is written for layers
  * with record_grad_a. When the stage below needs a gradient (not the first stage and
  * backward_stop < l0), *dx_out points at it (stage-owned [B*T, D]); otherwise NULL. */
 void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out);

@@ -40,11 +40,23 @@ double lr_at_step(const OptimConfig *c, int64_t t) {
   return (double)c->lr * (f > 0 ? f : 0);
 }
 
-double lora_grad_sum_squares(Backend *be, const LoraSet *s, const uint8_t *trainable) {
+static int is_trained(const unsigned *train, int i, int t) {
+  return !train || ((train[i] >> t) & 1u);
+}
+
+/* The A and B gradients of one adapter are adjacent: dB follows dA. */
+static size_t adapter_numel(const LoraSet *s, const LoraAdapter *a) {
+  return (size_t)s->cfg.r * a->in + (size_t)a->out * s->cfg.r;
+}
+
+double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train) {
   double total = 0;
   for (int i = 0; i < s->l1 - s->l0; i++)
-    if (!trainable || trainable[i])
-      total += be->sum_squares(be, s->layer_numel, s->grads + (size_t)i * s->layer_numel);
+    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+      const LoraAdapter *a = &s->layers[i][t];
+      if (a->in && is_trained(train, i, t))
+        total += be->sum_squares(be, adapter_numel(s, a), a->dA);
+    }
   return total;
 }
 
@@ -54,22 +66,25 @@ float optim_clip_scale(const OptimConfig *c, double total_sq) {
   return scale < 1.0 ? (float)scale : 1.0f;
 }
 
-void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const uint8_t *trainable,
-                int64_t t, float grad_scale) {
+void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const unsigned *train, int64_t t,
+                float grad_scale) {
   float lr = (float)lr_at_step(c, t);
-  for (int i = 0; i < s->l1 - s->l0; i++) {
-    if (trainable && !trainable[i]) continue;
-    int64_t k = ++s->steps[i];
-    float bc1 = (float)(1.0 - pow(c->beta1, (double)k));
-    float bc2 = (float)(1.0 - pow(c->beta2, (double)k));
-    size_t off = (size_t)i * s->layer_numel;
-    be->adamw(be, s->params + off, s->grads + off, s->m + off, s->v + off, s->layer_numel, lr,
-              c->beta1, c->beta2, c->eps, c->weight_decay, grad_scale, bc1, bc2);
-  }
+  for (int i = 0; i < s->l1 - s->l0; i++)
+    for (int tg = 0; tg < LORA_NUM_TARGETS; tg++) {
+      LoraAdapter *a = &s->layers[i][tg];
+      if (!a->in || !is_trained(train, i, tg)) continue;
+      int64_t k = ++s->steps[i][tg];
+      float bc1 = (float)(1.0 - pow(c->beta1, (double)k));
+      float bc2 = (float)(1.0 - pow(c->beta2, (double)k));
+      be->adamw(be, a->A, a->dA, a->mA, a->vA, adapter_numel(s, a), lr, c->beta1, c->beta2,
+                c->eps, c->weight_decay, grad_scale, bc1, bc2);
+    }
 }
 
-void lora_zero_grads(Backend *be, LoraSet *s, const uint8_t *trainable) {
+void lora_zero_grads(Backend *be, LoraSet *s, const unsigned *train) {
   for (int i = 0; i < s->l1 - s->l0; i++)
-    if (!trainable || trainable[i])
-      be->zero(be, s->grads + (size_t)i * s->layer_numel, s->layer_numel * sizeof(float));
+    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+      LoraAdapter *a = &s->layers[i][t];
+      if (a->in && is_trained(train, i, t)) be->zero(be, a->dA, adapter_numel(s, a) * sizeof(float));
+    }
 }

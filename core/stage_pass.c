@@ -126,36 +126,40 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   const LlamaConfig *c = &s->cfg;
   const LayerWeights *w = &s->w.layers[l - s->l0];
   const LayerPlan *lp = &plan->layers[l - s->l0];
-  int N = B * T, D = c->hidden_size, F = c->intermediate_size, train = lp->train_lora;
+  int N = B * T, D = c->hidden_size, F = c->intermediate_size;
+  unsigned train = lp->train_targets;
+#define TRAIN(t) ((int)((train >> (t)) & 1u))
 
   /* MLP branch: dh = dy + norm2'(gate'/up'(swiglu'(down'(dy)))). */
   float *act = s->dbig2;
   be->swiglu_forward(be, act, A->gate, A->up, (size_t)N * F);
-  proj_backward(s, plan, l, LORA_DOWN, s->dbig1, 0, dy, act, w->w_down, A->u[LORA_DOWN], N, train);
+  proj_backward(s, plan, l, LORA_DOWN, s->dbig1, 0, dy, act, w->w_down, A->u[LORA_DOWN], N, TRAIN(LORA_DOWN));
   be->swiglu_backward(be, s->dbig1, s->dbig2, s->dbig1, A->gate, A->up, (size_t)N * F);
   proj_backward(s, plan, l, LORA_GATE, s->dxn, 0, s->dbig1, A->xn2, w->w_gate, A->u[LORA_GATE], N,
-                train);
-  proj_backward(s, plan, l, LORA_UP, s->dxn, 1, s->dbig2, A->xn2, w->w_up, A->u[LORA_UP], N, train);
+                TRAIN(LORA_GATE));
+  proj_backward(s, plan, l, LORA_UP, s->dxn, 1, s->dbig2, A->xn2, w->w_up, A->u[LORA_UP], N, TRAIN(LORA_UP));
   be->rmsnorm_backward(be, s->dh, NULL, s->dxn, A->h, w->mlp_norm, A->inv2, N, D);
   be->axpy(be, (size_t)N * D, 1.0f, dy, s->dh);
 
   /* h = x + a_l + e_l, so dLoss/da_l = dLoss/dh. */
   if (lp->record_grad_a) be->copy(be, lp->record_grad_a, s->dh, (size_t)N * D * sizeof(float));
-  if (!train && !dx) return; /* nothing below a_l is wanted from this layer */
+  /* Nothing below a_l is wanted from this layer: no attention LoRA to train, no dx. */
+  if (!(train & LORA_ATTENTION_TARGETS) && !dx) return;
 
   float *datt = s->dbig1;
-  proj_backward(s, plan, l, LORA_O, datt, 0, s->dh, A->att, w->wo, A->u[LORA_O], N, train);
+  proj_backward(s, plan, l, LORA_O, datt, 0, s->dh, A->att, w->wo, A->u[LORA_O], N, TRAIN(LORA_O));
   be->attention_backward(be, s->dq, s->dk, s->dv, datt, A->att, A->lse, A->q, A->k, A->v, B, T,
                          c->num_heads, c->num_kv_heads, c->head_dim);
   be->rope_backward(be, s->dq, s->rope_cos, s->rope_sin, B, T, c->num_heads, c->head_dim);
   be->rope_backward(be, s->dk, s->rope_cos, s->rope_sin, B, T, c->num_kv_heads, c->head_dim);
   float *dxn = dx ? s->dxn : NULL;
-  proj_backward(s, plan, l, LORA_Q, dxn, 0, s->dq, A->xn1, w->wq, A->u[LORA_Q], N, train);
-  proj_backward(s, plan, l, LORA_K, dxn, 1, s->dk, A->xn1, w->wk, A->u[LORA_K], N, train);
-  proj_backward(s, plan, l, LORA_V, dxn, 1, s->dv, A->xn1, w->wv, A->u[LORA_V], N, train);
+  proj_backward(s, plan, l, LORA_Q, dxn, 0, s->dq, A->xn1, w->wq, A->u[LORA_Q], N, TRAIN(LORA_Q));
+  proj_backward(s, plan, l, LORA_K, dxn, 1, s->dk, A->xn1, w->wk, A->u[LORA_K], N, TRAIN(LORA_K));
+  proj_backward(s, plan, l, LORA_V, dxn, 1, s->dv, A->xn1, w->wv, A->u[LORA_V], N, TRAIN(LORA_V));
   if (!dx) return;
   be->rmsnorm_backward(be, dx, NULL, s->dxn, A->x_in, w->attn_norm, A->inv1, N, D);
   be->axpy(be, (size_t)N * D, 1.0f, s->dh, dx);
+#undef TRAIN
 }
 
 static void take_layer_record(Stage *s, LayerActs *A, int N) {

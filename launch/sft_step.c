@@ -15,11 +15,11 @@ SftStepper *sft_stepper_create(Stage *stage, int micro_B) {
   st->stage = stage;
   st->micro_B = micro_B;
   st->layers = tv_calloc((size_t)nl, sizeof(LayerPlan));
-  st->trainable = tv_malloc((size_t)nl);
+  st->train = tv_malloc((size_t)nl * sizeof(unsigned));
   for (int i = 0; i < nl; i++) {
     st->layers[i].keep_activations = 1;
-    st->layers[i].train_lora = 1;
-    st->trainable[i] = 1;
+    st->layers[i].train_targets = LORA_ALL_TARGETS;
+    st->train[i] = LORA_ALL_TARGETS;
   }
   st->plan.layers = st->layers;
   st->plan.backward_stop = 0;
@@ -29,7 +29,7 @@ SftStepper *sft_stepper_create(Stage *stage, int micro_B) {
 void sft_stepper_destroy(SftStepper *st) {
   if (!st) return;
   free(st->layers);
-  free(st->trainable);
+  free(st->train);
   free(st);
 }
 
@@ -53,6 +53,6 @@ SftStepResult sft_step(SftStepper *st, const OptimConfig *oc, const int32_t *tok
   double sq = lora_grad_sum_squares(stage_backend(s), lora, NULL);
   res.grad_norm = sqrt(sq);
   res.lr = lr_at_step(oc, t);
-  optim_step(stage_backend(s), oc, lora, st->trainable, t, optim_clip_scale(oc, sq));
+  optim_step(stage_backend(s), oc, lora, st->train, t, optim_clip_scale(oc, sq));
   return res;
 }

@@ -12,7 +12,7 @@ typedef struct {
   Stage *stage;
   PassPlan plan;      /* every layer trains and keeps activations */
   LayerPlan *layers;
-  uint8_t *trainable; /* all ones */
+  unsigned *train;    /* every target of every layer */
   int micro_B;
 } SftStepper;
 

@@ -240,7 +240,7 @@ static void run_file(const char *path) {
     lora_zero_grads(be, ls, NULL);
     for (int l = 0; l < L; l++) {
       be->zero(be, grad_a[l], N * D * sizeof(float));
-      lp[l] = (LayerPlan){grad_a[l], NULL, keep, 1};
+      lp[l] = (LayerPlan){grad_a[l], NULL, keep, LORA_ALL_TARGETS};
     }
 
     float *x_out = NULL;

@@ -42,7 +42,7 @@ static void test_step_and_clip(void) {
   size_t per = s->layer_numel, n = 3 * per;
   for (size_t i = 0; i < n; i++) s->grads[i] = (float)((int)(i % 11) - 5) * 0.01f;
   /* Clip norm over trainable layers only. */
-  uint8_t trainable[3] = {1, 0, 1};
+  unsigned trainable[3] = {LORA_ALL_TARGETS, 0, LORA_ALL_TARGETS};
   double sq = 0;
   for (size_t i = 0; i < per; i++) sq += (double)s->grads[i] * s->grads[i];
   for (size_t i = 2 * per; i < 3 * per; i++) sq += (double)s->grads[i] * s->grads[i];
@@ -60,16 +60,29 @@ static void test_step_and_clip(void) {
   memcpy(before, s->params, n * sizeof(float));
   optim_step(be, &oc, s, trainable, 1, 1.0f);
   optim_step(be, &oc, s, trainable, 2, 1.0f);
-  EXPECT(s->steps[0] == 2 && s->steps[1] == 0 && s->steps[2] == 2,
-         "per-layer update counts %lld %lld %lld", (long long)s->steps[0],
-         (long long)s->steps[1], (long long)s->steps[2]);
+  EXPECT(s->steps[0][LORA_Q] == 2 && s->steps[1][LORA_Q] == 0 && s->steps[2][LORA_DOWN] == 2,
+         "per-layer update counts %lld %lld %lld", (long long)s->steps[0][LORA_Q],
+         (long long)s->steps[1][LORA_Q], (long long)s->steps[2][LORA_DOWN]);
   EXPECT(!memcmp(before + per, s->params + per, per * sizeof(float)), "frozen layer params changed");
   int moments_zero = 1;
   for (size_t i = per; i < 2 * per; i++) moments_zero &= s->m[i] == 0 && s->v[i] == 0;
   EXPECT(moments_zero, "frozen layer moments changed");
   EXPECT(memcmp(before, s->params, per * sizeof(float)) != 0, "trainable layer did not move");
+
+  /* Only the MLP targets of layer 1 train now: its attention adapters stay untouched. */
+  unsigned mlp_only[3] = {0, LORA_MLP_TARGETS, 0};
+  optim_step(be, &oc, s, mlp_only, 3, 1.0f);
+  EXPECT(s->steps[1][LORA_GATE] == 1 && s->steps[1][LORA_O] == 0 && s->steps[0][LORA_GATE] == 2,
+         "per-target update counts");
+  const LoraAdapter *q1 = &s->layers[1][LORA_Q], *g1 = &s->layers[1][LORA_GATE];
+  size_t q_off = (size_t)(q1->A - s->params), g_off = (size_t)(g1->A - s->params);
+  size_t q_len = (size_t)(q1->in + q1->out) * lc.r, g_len = (size_t)(g1->in + g1->out) * lc.r;
+  EXPECT(!memcmp(before + q_off, q1->A, q_len * sizeof(float)),
+         "attention LoRA of layer 1 moved although only its MLP trains");
+  EXPECT(memcmp(before + g_off, g1->A, g_len * sizeof(float)) != 0, "MLP LoRA of layer 1 did not move");
+
   /* Zeroing gradients respects the mask too. */
-  lora_zero_grads(be, s, (uint8_t[]){0, 1, 0});
+  lora_zero_grads(be, s, (unsigned[]){0, LORA_ALL_TARGETS, 0});
   EXPECT(s->grads[0] != 0 && s->grads[per + 5] == 0, "lora_zero_grads mask");
   free(before);
   lora_set_destroy(be, s);

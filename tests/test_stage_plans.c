@@ -85,8 +85,8 @@ static void test_frozen_layers(void) {
   for (size_t i = 3 * per; i < 4 * per; i++) part[i] = 0;
   f.be->from_host(f.be, stage_lora(f.stage)->grads, part, n * sizeof(float));
   fixture_plan_full(&f);
-  f.layer_plans[0].train_lora = 0;
-  f.layer_plans[2].train_lora = 0;
+  f.layer_plans[0].train_targets = 0;
+  f.layer_plans[2].train_targets = 0;
   fixture_pass(&f, NULL, NULL, NULL);
   fixture_get_lora_grads(&f, part);
   int untouched = 1;
