@@ -255,6 +255,11 @@ int stage_is_last(const Stage *s) { return s->l1 == s->cfg.num_layers; }
 const LlamaConfig *stage_config(const Stage *s) { return &s->cfg; }
 StageWeights *stage_weights(Stage *s) { return &s->w; }
 Backend *stage_backend(Stage *s) { return s->be; }
+
+void stage_max_shape(const Stage *s, int *max_B, int *max_T) {
+  *max_B = s->max_B;
+  *max_T = s->max_T;
+}
 LoraSet *stage_lora(Stage *s) { return s->lora; }
 const float *stage_logits(const Stage *s) { return s->logits; }
 

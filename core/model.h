@@ -101,6 +101,7 @@ int stage_is_first(const Stage *s);
 int stage_is_last(const Stage *s);
 const LlamaConfig *stage_config(const Stage *s);
 Backend *stage_backend(Stage *s);
+void stage_max_shape(const Stage *s, int *max_B, int *max_T);
 StageWeights *stage_weights(Stage *s);
 LoraSet *stage_lora(Stage *s);
 

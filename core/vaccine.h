@@ -1,0 +1,37 @@
+/* Vaccine and T-Vaccine method logic as pure functions (SPEC sections 5-6): layer
+ * probabilities from harmful-gradient norms, weighted sampling without replacement, the
+ * perturbation scale, and which layers a pass records, perturbs, trains and keeps. */
+#ifndef TV_VACCINE_H
+#define TV_VACCINE_H
+
+#include <stdint.h>
+
+#include "model.h"
+#include "rng.h"
+
+typedef enum { METHOD_SFT = 0, METHOD_VACCINE = 1, METHOD_TVACCINE = 2 } Method;
+typedef enum { FREEZE_LAYER = 0, FREEZE_ATTENTION = 1 } FreezeScope;
+
+const char *method_name(Method m); /* "sft", "vaccine", "tvaccine" */
+
+/* p_l = n_l / sum_j n_j over L layers. When every norm is zero (or the sum is not finite)
+ * the probabilities are uniform, so sampling still has a defined answer. */
+void tvaccine_probabilities(const double *norms, int L, double *probs);
+
+/* Draws S distinct layers with probabilities p, sequentially without replacement: draw one,
+ * remove it, renormalise the rest, repeat (torch.multinomial's rule). Layers of probability
+ * zero are drawn (uniformly) only after every positive one is taken. One rng_next_double per
+ * draw. out[S] receives the layers sorted ascending. */
+void tvaccine_sample_layers(const double *probs, int L, int S, Rng *rng, int *out);
+
+/* e_l = scale * g_l with scale = rho / (N + 1e-7), N = sqrt(sum over recorded layers of
+ * ||g_l||^2), given that sum. */
+double vaccine_perturb_scale(double rho, double grad_sum_squares);
+
+/* Which LoRA targets of `layer` train in a step whose active set is `active` (mask over L):
+ * sft and vaccine train everything; tvaccine trains the layers in A (freeze_scope layer), or
+ * the attention targets of A plus the MLP targets of every layer (freeze_scope attention,
+ * the reference code's behaviour). */
+unsigned method_train_targets(Method m, FreezeScope scope, const uint8_t *active, int layer);
+
+#endif

@@ -1,0 +1,219 @@
+/* The alignment step of every method across ranks (see trainer.h). */
+#include "trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "lora.h"
+
+struct Trainer {
+  Comm *comm;
+  Stage *stage;
+  Pipeline *pipe;
+  TrainerConfig cfg;
+  int L, l0, nl;
+  LayerPlan *layers;  /* [nl] */
+  unsigned *train;    /* [nl] trainable targets of the current step */
+  float **g;          /* [nl] whole-batch dLoss/da_l buffers (allocated on first use) */
+  size_t g_rows;      /* rows each g buffer holds */
+  double *probs;      /* [L] */
+  double *norms;      /* [L] scratch */
+  uint8_t *active;    /* [L] membership of A */
+  int *active_list;   /* [S] */
+  int num_active;
+  Rng sampling;
+};
+
+Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int micro_B) {
+  Trainer *t = tv_calloc(1, sizeof(Trainer));
+  t->comm = comm;
+  t->stage = stage;
+  t->cfg = *cfg;
+  t->L = stage_config(stage)->num_layers;
+  t->l0 = stage_first_layer(stage);
+  t->nl = stage_end_layer(stage) - t->l0;
+  t->pipe = pipeline_create(comm, stage, micro_B);
+  t->layers = tv_calloc((size_t)t->nl, sizeof(LayerPlan));
+  t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));
+  t->g = tv_calloc((size_t)t->nl, sizeof(float *));
+  t->probs = tv_calloc((size_t)t->L, sizeof(double));
+  t->norms = tv_calloc((size_t)t->L, sizeof(double));
+  t->active = tv_calloc((size_t)t->L, 1);
+  t->active_list = tv_calloc((size_t)t->L, sizeof(int));
+  t->sampling = rng_make(cfg->seed, rng_stream_id(RNG_TAG_SAMPLING, 0, 0, 0));
+  if (cfg->method == METHOD_TVACCINE) {
+    if (cfg->num_fixed > 0) {
+      for (int i = 0; i < cfg->num_fixed; i++) {
+        int l = cfg->fixed_layers[i];
+        if (l < 0 || l >= t->L) tv_die("tvaccine.layers: layer %d is outside [0, %d)", l, t->L);
+        t->active[l] = 1;
+      }
+    } else if (cfg->S < 1 || cfg->S > t->L) {
+      tv_die("tvaccine.S = %d must be between 1 and the model's %d layers", cfg->S, t->L);
+    }
+  }
+  for (int l = 0; l < t->L; l++) {
+    if (cfg->method != METHOD_TVACCINE) t->active[l] = 1;
+    if (t->active[l]) t->active_list[t->num_active++] = l;
+  }
+  for (int l = 0; l < t->L; l++) t->probs[l] = 1.0 / t->L;
+  return t;
+}
+
+void trainer_destroy(Trainer *t) {
+  if (!t) return;
+  Backend *be = stage_backend(t->stage);
+  for (int i = 0; i < t->nl; i++)
+    if (t->g[i]) be->free(be, t->g[i]);
+  pipeline_destroy(t->pipe);
+  free(t->layers);
+  free(t->train);
+  free(t->g);
+  free(t->probs);
+  free(t->norms);
+  free(t->active);
+  free(t->active_list);
+  free(t);
+}
+
+static int samples_layers(const Trainer *t) {
+  return t->cfg.method == METHOD_TVACCINE && t->cfg.num_fixed == 0;
+}
+
+int trainer_needs_probe(const Trainer *t, int64_t step) {
+  return samples_layers(t) && step % t->cfg.K == 0;
+}
+
+/* The whole-batch record buffer of local layer i, grown to `rows` rows when needed. */
+static float *grad_buffer(Trainer *t, int i, size_t rows) {
+  Backend *be = stage_backend(t->stage);
+  size_t D = stage_config(t->stage)->hidden_size;
+  if (rows > t->g_rows) {
+    for (int j = 0; j < t->nl; j++)
+      if (t->g[j]) be->free(be, t->g[j]), t->g[j] = NULL;
+    t->g_rows = rows;
+  }
+  if (!t->g[i]) t->g[i] = be->alloc(be, t->g_rows * D * sizeof(float));
+  return t->g[i];
+}
+
+static uint64_t pass_seed(const Trainer *t, int64_t step, int pass) {
+  return rng_mix(rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)pass, 0, 0), t->cfg.seed ^ ((uint64_t)step << 8));
+}
+
+/* Sum over the recorded local layers of ||g_l||^2 into norms[l] (others 0), then allreduce. */
+static void recorded_norms_sq(Trainer *t, size_t n) {
+  Backend *be = stage_backend(t->stage);
+  memset(t->norms, 0, (size_t)t->L * sizeof(double));
+  for (int i = 0; i < t->nl; i++)
+    if (t->layers[i].record_grad_a) t->norms[t->l0 + i] = be->sum_squares(be, n, t->g[i]);
+  comm_allreduce_sum(t->comm, t->norms, t->L);
+}
+
+static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepReport *r) {
+  size_t rows = (size_t)probe->B * probe->T, D = stage_config(t->stage)->hidden_size;
+  if (step % t->cfg.K == 0) {
+    /* Probe: gradients of every layer's attention output, nothing trained. */
+    TV_CHECK(probe && probe->B > 0, "step %lld needs a probe batch", (long long)step);
+    for (int i = 0; i < t->nl; i++)
+      t->layers[i] = (LayerPlan){grad_buffer(t, i, rows), NULL, 1, 0};
+    PassPlan plan = {t->layers, 0, pass_seed(t, step, 0)};
+    pipeline_pass(t->pipe, &plan, probe, 1);
+    recorded_norms_sq(t, rows * D);
+    for (int l = 0; l < t->L; l++) t->norms[l] = sqrt(t->norms[l]);
+    tvaccine_probabilities(t->norms, t->L, t->probs);
+    r->probed = 1;
+  }
+  if (step % t->cfg.J == 0) {
+    tvaccine_sample_layers(t->probs, t->L, t->cfg.S, &t->sampling, t->active_list);
+    t->num_active = t->cfg.S;
+    memset(t->active, 0, (size_t)t->L);
+    for (int k = 0; k < t->num_active; k++) t->active[t->active_list[k]] = 1;
+    r->resampled = 1;
+  }
+}
+
+void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *probe,
+                  StepReport *r) {
+  memset(r, 0, sizeof *r);
+  Backend *be = stage_backend(t->stage);
+  LoraSet *lora = stage_lora(t->stage);
+  const TrainerConfig *c = &t->cfg;
+  size_t rows = (size_t)batch->B * batch->T, D = stage_config(t->stage)->hidden_size;
+  if (samples_layers(t)) probe_and_sample(t, step, probe, r);
+
+  /* Nothing below the lowest recording layer (pass 1) or the lowest trainable or perturbed
+   * layer (pass 2) needs backward. */
+  int lowest_active = t->L, lowest = t->L;
+  for (int l = t->L - 1; l >= 0; l--) {
+    if (t->active[l]) lowest_active = l;
+    if (t->active[l] || method_train_targets(c->method, c->freeze_scope, t->active, l)) lowest = l;
+  }
+  /* Active layers keep their activations; others in the backward range are recomputed. */
+  for (int i = 0; i < t->nl; i++) {
+    int l = t->l0 + i;
+    t->train[i] = method_train_targets(c->method, c->freeze_scope, t->active, l);
+    t->layers[i] = (LayerPlan){NULL, NULL, t->active[l] || t->train[i], 0};
+  }
+
+  if (c->method != METHOD_SFT) {
+    /* Pass 1: record g_l on the active layers; its weight gradients are not wanted. */
+    for (int i = 0; i < t->nl; i++)
+      if (t->active[t->l0 + i]) t->layers[i].record_grad_a = grad_buffer(t, i, rows);
+    PassPlan plan1 = {t->layers, lowest_active, pass_seed(t, step, 1)};
+    r->loss_pass1 = pipeline_pass(t->pipe, &plan1, batch, 1);
+    recorded_norms_sq(t, rows * D);
+    double sum_sq = 0;
+    for (int l = 0; l < t->L; l++) sum_sq += t->norms[l];
+    r->perturb_norm = sqrt(sum_sq);
+    float scale = (float)vaccine_perturb_scale(c->rho, sum_sq);
+    for (int i = 0; i < t->nl; i++)
+      if (t->layers[i].record_grad_a) {
+        be->scale(be, rows * D, scale, t->g[i]);
+        t->layers[i].perturb = t->g[i];
+        t->layers[i].record_grad_a = NULL;
+      }
+  }
+
+  /* Pass 2 (the only pass of sft): train the trainable set with e_l in place. */
+  for (int i = 0; i < t->nl; i++) t->layers[i].train_targets = t->train[i];
+  lora_zero_grads(be, lora, t->train);
+  PassPlan plan2 = {t->layers, lowest, pass_seed(t, step, 2)};
+  r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
+  double sq = lora_grad_sum_squares(be, lora, t->train);
+  comm_allreduce_sum(t->comm, &sq, 1);
+  r->grad_norm = sqrt(sq);
+  r->lr = lr_at_step(&c->optim, step);
+  optim_step(be, &c->optim, lora, t->train, step, optim_clip_scale(&c->optim, sq));
+  for (int i = 0; i < t->nl; i++) t->layers[i].perturb = NULL;
+}
+
+const double *trainer_layer_probs(const Trainer *t) { return t->probs; }
+
+const int *trainer_active_layers(const Trainer *t, int *count) {
+  *count = t->num_active;
+  return t->active_list;
+}
+
+Rng *trainer_sampling_rng(Trainer *t) { return &t->sampling; }
+
+void trainer_restore(Trainer *t, const double *probs, const int *active, int count) {
+  memcpy(t->probs, probs, (size_t)t->L * sizeof(double));
+  if (t->cfg.method != METHOD_TVACCINE || count <= 0) return;
+  memset(t->active, 0, (size_t)t->L);
+  t->num_active = 0;
+  for (int k = 0; k < count; k++) {
+    TV_CHECK(active[k] >= 0 && active[k] < t->L, "restored layer %d outside [0, %d)", active[k], t->L);
+    t->active[active[k]] = 1;
+  }
+  for (int l = 0; l < t->L; l++)
+    if (t->active[l]) t->active_list[t->num_active++] = l;
+}
+
+size_t trainer_take_activation_peak(Trainer *t) {
+  size_t peak = stage_memory(t->stage).activations;
+  stage_reset_memory_peak(t->stage);
+  return peak;
+}

@@ -1,0 +1,57 @@
+/* One optimizer step of sft / vaccine / tvaccine across the ranks of a pipeline:
+ * probe -> allreduce norms -> sample -> pass 1 -> allreduce N -> pass 2 -> clip -> AdamW
+ * (SPEC sections 4-7). Every rank runs the same calls; each works on its own layers. */
+#ifndef TV_TRAINER_H
+#define TV_TRAINER_H
+
+#include <stdint.h>
+
+#include "comm.h"
+#include "optim.h"
+#include "pipeline.h"
+#include "rng.h"
+#include "vaccine.h"
+
+typedef struct {
+  Method method;
+  FreezeScope freeze_scope;
+  double rho;     /* perturbation intensity */
+  int S, J, K;    /* layers activated, resample interval, probe interval */
+  const int *fixed_layers; /* a fixed T-Vaccine set that bypasses probing and sampling */
+  int num_fixed;
+  OptimConfig optim;
+  uint64_t seed;
+} TrainerConfig;
+
+typedef struct {
+  double loss;       /* of the pass whose gradients were applied */
+  double loss_pass1; /* vaccine / tvaccine: the unperturbed pass */
+  double grad_norm;  /* global norm of the trainable gradients before clipping */
+  double perturb_norm; /* N of the recorded g_l (vaccine / tvaccine) */
+  double lr;
+  int probed, resampled;
+} StepReport;
+
+typedef struct Trainer Trainer;
+
+Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int micro_B);
+void trainer_destroy(Trainer *t);
+
+/* Whether step t starts with a probe pass (then trainer_step needs a probe batch). */
+int trainer_needs_probe(const Trainer *t, int64_t step);
+
+/* One optimizer step at 0-based step `step` on `batch`; `probe` is the harmful probe batch
+ * when trainer_needs_probe(step), else ignored. */
+void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *probe,
+                  StepReport *report);
+
+/* State a checkpoint saves and restores. */
+const double *trainer_layer_probs(const Trainer *t);  /* [L] */
+const int *trainer_active_layers(const Trainer *t, int *count); /* current A, ascending */
+Rng *trainer_sampling_rng(Trainer *t);
+void trainer_restore(Trainer *t, const double *probs, const int *active, int count);
+
+/* Peak activation bytes of the local stage since the last call (and reset). */
+size_t trainer_take_activation_peak(Trainer *t);
+
+#endif
