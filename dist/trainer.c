@@ -135,6 +135,24 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
   }
 }
 
+/* Global sum of squared trainable gradients, reduced per layer and then added in layer
+ * order, so the clipping factor is bit-identical for any number of ranks. */
+static double trainable_grad_sum_squares(Trainer *t) {
+  Backend *be = stage_backend(t->stage);
+  unsigned *one = tv_calloc((size_t)t->nl, sizeof(unsigned));
+  memset(t->norms, 0, (size_t)t->L * sizeof(double));
+  for (int i = 0; i < t->nl; i++) {
+    one[i] = t->train[i];
+    t->norms[t->l0 + i] = lora_grad_sum_squares(be, stage_lora(t->stage), one);
+    one[i] = 0;
+  }
+  free(one);
+  comm_allreduce_sum(t->comm, t->norms, t->L);
+  double sq = 0;
+  for (int l = 0; l < t->L; l++) sq += t->norms[l];
+  return sq;
+}
+
 void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *probe,
                   StepReport *r) {
   memset(r, 0, sizeof *r);
@@ -182,8 +200,7 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
   lora_zero_grads(be, lora, t->train);
   PassPlan plan2 = {t->layers, lowest, pass_seed(t, step, 2)};
   r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
-  double sq = lora_grad_sum_squares(be, lora, t->train);
-  comm_allreduce_sum(t->comm, &sq, 1);
+  double sq = trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
   r->lr = lr_at_step(&c->optim, step);
   optim_step(be, &c->optim, lora, t->train, step, optim_clip_scale(&c->optim, sq));

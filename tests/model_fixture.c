@@ -37,7 +37,7 @@ void fixture_init(Fixture *f, const LlamaConfig *cfg, const LoraConfig *lora, in
       if (!a->in) continue;
       size_t nb = (size_t)a->out * lora->r;
       float *tmp = tv_malloc(nb * sizeof(float));
-      fill_random_normal(tmp, nb, seed * 131 + i * 7 + t, 0.2f);
+      fill_random_normal(tmp, nb, seed * 131 + (l0 + i) * 7 + t, 0.2f);
       f->be->from_host(f->be, a->B, tmp, nb * sizeof(float));
       free(tmp);
     }

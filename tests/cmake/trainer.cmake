@@ -1,0 +1,20 @@
+# The alignment trainer (dist/trainer, dist/pipeline) on one rank and across ranks.
+tv_test(test_trainer test_trainer.c)
+target_link_libraries(test_trainer PRIVATE tv_test_fixture tv_dist)
+target_include_directories(test_trainer PRIVATE ${PROJECT_SOURCE_DIR}/dist)
+add_test(NAME trainer COMMAND test_trainer)
+
+# 1, 2 and 4 ranks must agree bit for bit with the single-rank reference.
+tv_test(test_trainer_mpi test_trainer_mpi.c)
+target_link_libraries(test_trainer_mpi PRIVATE tv_test_fixture tv_dist)
+target_include_directories(test_trainer_mpi PRIVATE ${PROJECT_SOURCE_DIR}/dist)
+set(TV_TRAINER_REF ${CMAKE_CURRENT_BINARY_DIR}/trainer_mpi_reference.bin)
+add_test(NAME trainer_mpi_reference COMMAND test_trainer_mpi write ${TV_TRAINER_REF})
+set_tests_properties(trainer_mpi_reference PROPERTIES FIXTURES_SETUP trainer_mpi_ref)
+foreach(np 1 2 4)
+  add_test(NAME trainer_mpi_np${np} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np}
+           --oversubscribe --allow-run-as-root $<TARGET_FILE:test_trainer_mpi> compare ${TV_TRAINER_REF})
+  # one thread per rank and yielding MPI waits: 4 ranks share 2 cores without spinning
+  set_tests_properties(trainer_mpi_np${np} PROPERTIES FIXTURES_REQUIRED trainer_mpi_ref
+    ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
+endforeach()
