@@ -47,6 +47,10 @@ struct Backend {
   void (*embedding_forward)(Backend *be, float *out, const float *table,
                             const int32_t *tokens, int N, int D);
 
+  /* dtable[tokens[n], :] += dout[n, :] (full-parameter training of the embedding). */
+  void (*embedding_backward)(Backend *be, float *dtable, const float *dout,
+                             const int32_t *tokens, int N, int D);
+
   /* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ---- */
   void (*rmsnorm_forward)(Backend *be, float *y /* [N,D] */, float *inv_rms /* [N] */,
                           const float *x /* [N,D] */, const float *w /* [D] */, int N, int D,

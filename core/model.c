@@ -96,7 +96,7 @@ static size_t activation_capacity(const Stage *s) {
   size_t r = s->lora_cfg.r;
   size_t per_layer = 4 * N * D + 2 * N + 2 * N * HD + 2 * N * KD + N * c->num_heads +
                      2 * N * F + 7 * N * r;
-  size_t floats = per_layer * (size_t)(s->l1 - s->l0) + N * D + N;
+  size_t floats = per_layer * (size_t)(s->l1 - s->l0) + 2 * N * D + N; /* + final norm in/out */
   /* Each allocation is rounded up to 64 bytes: allow for that slack. */
   return floats * sizeof(float) + (size_t)(s->l1 - s->l0 + 1) * 32 * 64;
 }
@@ -235,7 +235,8 @@ void stage_destroy(Stage *s) {
                     &s->dv, &s->du, &s->lora_tmp, &s->x_out, &s->dx_out, &s->tmp.inv1,
                     &s->tmp.inv2, &s->tmp.xn1, &s->tmp.xn2, &s->tmp.q, &s->tmp.k, &s->tmp.v,
                     &s->tmp.att, &s->tmp.lse, &s->tmp.h, &s->tmp.gate, &s->tmp.up, &s->logits,
-                    &s->rope_cos, &s->rope_sin, &s->weight_arena};
+                    &s->rope_cos, &s->rope_sin, &s->weight_arena, &s->weight_grads,
+                    &s->weight_m, &s->weight_v};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (*bufs[i]) be->free(be, *bufs[i]);
   for (int t = 0; t < LORA_NUM_TARGETS; t++) be->free(be, s->tmp.u[t]);
@@ -338,4 +339,32 @@ void stage_merge_lora(Stage *s) {
       be->zero(be, a->B, (size_t)a->out * r * sizeof(float));
     }
   }
+}
+
+void stage_enable_full_training(Stage *s) {
+  if (s->weight_grads) return;
+  if (s->cfg.attention_bias)
+    tv_die("full-parameter training of models with attention biases is not supported");
+  s->weight_grads = s->be->alloc(s->be, s->weight_bytes);
+  s->weight_m = s->be->alloc(s->be, s->weight_bytes);
+  s->weight_v = s->be->alloc(s->be, s->weight_bytes);
+}
+
+void stage_zero_weight_grads(Stage *s) {
+  TV_CHECK(s->weight_grads, "full training is not enabled on this stage");
+  s->be->zero(s->be, s->weight_grads, s->weight_bytes);
+}
+
+double stage_weight_grad_sum_squares(Stage *s) {
+  TV_CHECK(s->weight_grads, "full training is not enabled on this stage");
+  return s->be->sum_squares(s->be, s->weight_bytes / sizeof(float), s->weight_grads);
+}
+
+void stage_weights_adamw(Stage *s, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, float grad_scale, int64_t k) {
+  TV_CHECK(s->weight_grads, "full training is not enabled on this stage");
+  float bc1 = (float)(1.0 - pow(beta1, (double)k)), bc2 = (float)(1.0 - pow(beta2, (double)k));
+  s->be->adamw(s->be, s->weight_arena, s->weight_grads, s->weight_m, s->weight_v,
+               s->weight_bytes / sizeof(float), lr, beta1, beta2, eps, weight_decay, grad_scale,
+               bc1, bc2);
 }

@@ -85,6 +85,10 @@ typedef struct {
   /* The forward of this pass: dropout stream id mixes in pass_seed, so two passes of one
    * step draw different masks while a recompute inside a pass draws the same ones. */
   uint64_t pass_seed;
+  /* Full-parameter training: accumulate gradients of every base weight the backward reaches
+   * (projections, norms, embedding, head) into the stage's weight gradients. Needs
+   * stage_enable_full_training and backward_stop 0. Used to pretrain base models. */
+  int train_base;
 } PassPlan;
 
 typedef struct Stage Stage;
@@ -126,6 +130,14 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
  * with record_grad_a. When the stage below needs a gradient (not the first stage and
  * backward_stop < l0), *dx_out points at it (stage-owned [B*T, D]); otherwise NULL. */
 void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out);
+
+/* Full-parameter training: allocates gradients and AdamW moments shaped like the weights. */
+void stage_enable_full_training(Stage *s);
+void stage_zero_weight_grads(Stage *s);
+double stage_weight_grad_sum_squares(Stage *s);
+/* One AdamW step over every base weight (one parameter block, update count `k`). */
+void stage_weights_adamw(Stage *s, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, float grad_scale, int64_t k);
 
 /* Folds every adapter into its base weight, W += (alpha / r) B A, and sets B = 0 so the
  * stage computes the same function with the LoRA term contributing nothing (A is kept, so

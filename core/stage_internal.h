@@ -25,6 +25,7 @@ struct Stage {
   int l0, l1, max_B, max_T;
   StageWeights w;
   float *weight_arena;
+  float *weight_grads, *weight_m, *weight_v; /* full training only, shaped like the arena */
   size_t weight_bytes;
   LoraSet *lora;
   float *rope_cos, *rope_sin; /* [max_T, Dh/2] */
@@ -37,6 +38,7 @@ struct Stage {
   LayerActs tmp;       /* scratch record for layers that keep nothing / are recomputed */
   float *x_final;      /* [N, D] last stage: input of the final norm (kept for backward) */
   float *inv_final;    /* [N] */
+  float *x_final_normed; /* [N, D] final-norm output (kept only for full training) */
   float *logits;       /* [N, V] last stage */
   int32_t *tokens;     /* [N] first stage: this pass's tokens (backend memory) */
   int32_t *targets;    /* [N] last stage: this pass's targets (backend memory) */

@@ -17,6 +17,11 @@ static float *act_take(Stage *s, size_t floats) {
   return p;
 }
 
+/* Gradient of a base weight: the gradient arena mirrors the weight arena. */
+static float *grad_of(const Stage *s, const float *w) {
+  return s->weight_grads + (w - s->weight_arena);
+}
+
 typedef struct {
   int in, out;
   const LoraAdapter *a; /* NULL when this target is not adapted */
@@ -66,6 +71,8 @@ static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t, f
   Proj p = proj_of(s, l, t);
   int r = s->lora_cfg.r;
   float scaling = s->lora_cfg.alpha / (float)r;
+  if (plan->train_base) /* dW[out,in] += dy^T x: the base weight sees x without dropout */
+    be->gemm(be, 1, 0, p.out, p.in, N, 1.0f, dy, p.out, x, p.in, 1.0f, grad_of(s, W), p.in);
   if (p.a && (train || dx)) {
     LoraAdapter *a = (LoraAdapter *)p.a;
     if (train) /* dB[out,r] += scaling dy^T u */
@@ -138,13 +145,14 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   proj_backward(s, plan, l, LORA_GATE, s->dxn, 0, s->dbig1, A->xn2, w->w_gate, A->u[LORA_GATE], N,
                 TRAIN(LORA_GATE));
   proj_backward(s, plan, l, LORA_UP, s->dxn, 1, s->dbig2, A->xn2, w->w_up, A->u[LORA_UP], N, TRAIN(LORA_UP));
-  be->rmsnorm_backward(be, s->dh, NULL, s->dxn, A->h, w->mlp_norm, A->inv2, N, D);
+  float *dnorm2 = plan->train_base ? grad_of(s, w->mlp_norm) : NULL;
+  be->rmsnorm_backward(be, s->dh, dnorm2, s->dxn, A->h, w->mlp_norm, A->inv2, N, D);
   be->axpy(be, (size_t)N * D, 1.0f, dy, s->dh);
 
   /* h = x + a_l + e_l, so dLoss/da_l = dLoss/dh. */
   if (lp->record_grad_a) be->copy(be, lp->record_grad_a, s->dh, (size_t)N * D * sizeof(float));
   /* Nothing below a_l is wanted from this layer: no attention LoRA to train, no dx. */
-  if (!(train & LORA_ATTENTION_TARGETS) && !dx) return;
+  if (!(train & LORA_ATTENTION_TARGETS) && !dx && !plan->train_base) return;
 
   float *datt = s->dbig1;
   proj_backward(s, plan, l, LORA_O, datt, 0, s->dh, A->att, w->wo, A->u[LORA_O], N, TRAIN(LORA_O));
@@ -157,7 +165,8 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   proj_backward(s, plan, l, LORA_K, dxn, 1, s->dk, A->xn1, w->wk, A->u[LORA_K], N, TRAIN(LORA_K));
   proj_backward(s, plan, l, LORA_V, dxn, 1, s->dv, A->xn1, w->wv, A->u[LORA_V], N, TRAIN(LORA_V));
   if (!dx) return;
-  be->rmsnorm_backward(be, dx, NULL, s->dxn, A->x_in, w->attn_norm, A->inv1, N, D);
+  float *dnorm1 = plan->train_base ? grad_of(s, w->attn_norm) : NULL;
+  be->rmsnorm_backward(be, dx, dnorm1, s->dxn, A->x_in, w->attn_norm, A->inv1, N, D);
   be->axpy(be, (size_t)N * D, 1.0f, s->dh, dx);
 #undef TRAIN
 }
@@ -196,6 +205,8 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
   Backend *be = s->be;
   const LlamaConfig *c = &s->cfg;
   TV_CHECK(plan && plan->layers, "stage_forward needs a plan with one entry per layer");
+  TV_CHECK(!plan->train_base || (s->weight_grads && plan->backward_stop <= 0) || plan->backward_stop >= s->l1,
+           "a full-training pass needs stage_enable_full_training and backward_stop 0");
   TV_CHECK(B >= 1 && B <= s->max_B && T >= 1 && T <= s->max_T,
            "micro-batch %d x %d exceeds the stage's %d x %d", B, T, s->max_B, s->max_T);
   int N = B * T, D = c->hidden_size, first = stage_is_first(s), last = stage_is_last(s);
@@ -246,7 +257,9 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
    * so it lives in workspace; x_final and its rms are kept for backward. */
   s->x_final = cur;
   s->inv_final = s->l1 - 1 >= bstop ? act_take(s, (size_t)N) : s->tmp.inv1;
-  float *xnf = s->tmp.xn1;
+  /* Full training needs the normed state again for the head's weight gradient. */
+  float *xnf = plan->train_base && s->l1 - 1 >= bstop ? act_take(s, (size_t)N * D) : s->tmp.xn1;
+  s->x_final_normed = xnf;
   be->rmsnorm_forward(be, xnf, s->inv_final, cur, s->w.final_norm, N, D, c->rms_norm_eps);
   be->gemm(be, 0, 1, N, c->vocab_size, D, 1.0f, xnf, D, s->w.lm_head, D, 0.0f, s->logits,
            c->vocab_size);
@@ -273,7 +286,11 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
     /* dlogits in place over the logits, then through the frozen head and the final norm. */
     be->cross_entropy(be, s->logits, s->logits, s->targets, N, V, s->loss_scale);
     be->gemm(be, 0, 0, N, D, V, 1.0f, s->logits, V, s->w.lm_head, D, 0.0f, s->dh, D);
-    be->rmsnorm_backward(be, s->ping, NULL, s->dh, s->x_final, s->w.final_norm, s->inv_final, N,
+    if (plan->train_base) /* dHead[V,D] += dlogits^T xnf (the embedding's when tied) */
+      be->gemm(be, 1, 0, V, D, N, 1.0f, s->logits, V, s->x_final_normed, D, 1.0f,
+               grad_of(s, s->w.lm_head), D);
+    float *dfinal = plan->train_base ? grad_of(s, s->w.final_norm) : NULL;
+    be->rmsnorm_backward(be, s->ping, dfinal, s->dh, s->x_final, s->w.final_norm, s->inv_final, N,
                          D);
     dy = s->ping;
   }
@@ -297,9 +314,13 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
         dx = dy == s->ping ? s->pong : s->ping;
       else if (!stage_is_first(s))
         dx = s->dx_out;
+    } else if (plan->train_base && l == 0) {
+      dx = s->dx_out; /* the embedding's gradient */
     }
     layer_backward(s, plan, l, A, dy, dx, B, T);
     dy = dx;
   }
+  if (plan->train_base && stage_is_first(s) && bstop <= s->l0)
+    be->embedding_backward(be, grad_of(s, s->w.embed), s->dx_out, s->tokens, N, D);
   if (dx_out && !stage_is_first(s) && bstop < s->l0) *dx_out = s->dx_out;
 }

@@ -12,6 +12,7 @@
 #include "check.h"
 #include "lora.h"
 #include "model_fixture.h"
+#include "stage_internal.h"
 #include "test_util.h"
 
 static double dot(const float *a, const float *b, size_t n) {
@@ -143,6 +144,70 @@ static void check_input_grad(void) {
   fixture_free(&f);
 }
 
+typedef struct {
+  const char *name;
+  float *p;
+  size_t n;
+} WeightBlock;
+
+/* Full-parameter training: directional derivative along the gradient of every base weight
+ * block (embedding, head, norms, each projection of each layer). */
+static void check_base_grads(Fixture *f, const char *label) {
+  Stage *s = f->stage;
+  stage_enable_full_training(s);
+  stage_zero_weight_grads(s);
+  f->plan.train_base = 1;
+  double loss = fixture_pass(f, NULL, NULL, NULL);
+  f->plan.train_base = 0;
+  size_t total = s->weight_bytes / sizeof(float);
+  float *grad = tv_malloc(total * sizeof(float)), *saved = tv_malloc(total * sizeof(float));
+  memcpy(grad, s->weight_grads, total * sizeof(float));
+  memcpy(saved, s->weight_arena, total * sizeof(float));
+  StageWeights *w = stage_weights(s);
+  const LlamaConfig *c = &f->cfg;
+  size_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+  WeightBlock blocks[64];
+  int nb = 0;
+  blocks[nb++] = (WeightBlock){"embed", w->embed, V * D};
+  if (w->lm_head != w->embed) blocks[nb++] = (WeightBlock){"lm_head", w->lm_head, V * D};
+  blocks[nb++] = (WeightBlock){"final_norm", w->final_norm, D};
+  for (int l = 0; l < c->num_layers && nb < 60; l++) {
+    LayerWeights *lw = &w->layers[l];
+    blocks[nb++] = (WeightBlock){"attn_norm", lw->attn_norm, D};
+    blocks[nb++] = (WeightBlock){"wq", lw->wq, HD * D};
+    blocks[nb++] = (WeightBlock){"wk", lw->wk, KD * D};
+    blocks[nb++] = (WeightBlock){"wv", lw->wv, KD * D};
+    blocks[nb++] = (WeightBlock){"wo", lw->wo, D * HD};
+    blocks[nb++] = (WeightBlock){"mlp_norm", lw->mlp_norm, D};
+    blocks[nb++] = (WeightBlock){"w_gate", lw->w_gate, F * D};
+    blocks[nb++] = (WeightBlock){"w_up", lw->w_up, F * D};
+    blocks[nb++] = (WeightBlock){"w_down", lw->w_down, D * F};
+  }
+  double worst = 0;
+  for (int b = 0; b < nb; b++) {
+    size_t off = (size_t)(blocks[b].p - s->weight_arena), n = blocks[b].n;
+    double gnorm = sqrt(dot(grad + off, grad + off, n));
+    EXPECT(gnorm > 0, "%s %s: zero gradient", label, blocks[b].name);
+    if (gnorm == 0) continue;
+    double eps = 1e-3 * fabs(loss) / gnorm, l2[2];
+    for (int sg = 0; sg < 2; sg++) {
+      memcpy(s->weight_arena, saved, total * sizeof(float));
+      for (size_t k = 0; k < n; k++) s->weight_arena[off + k] += (float)((sg ? -eps : eps) * grad[off + k] / gnorm);
+      l2[sg] = fixture_forward_only(f, NULL);
+    }
+    double fd = (l2[0] - l2[1]) / (2 * eps), rel = fabs(fd - gnorm) / gnorm;
+    if (rel > worst) worst = rel;
+    char what[96];
+    snprintf(what, sizeof what, "%s base weight %s (block %d)", label, blocks[b].name, b);
+    EXPECT_CLOSE(fd, gnorm, 1e-2, 0, what);
+  }
+  memcpy(s->weight_arena, saved, total * sizeof(float));
+  printf("%s: worst relative error of base-weight directional derivatives %.2e\n", label, worst);
+  free(grad);
+  free(saved);
+}
+
 int main(void) {
   /* Whole 2-layer model with GQA (4 query heads sharing 2 kv heads), untied head. */
   LlamaConfig cfg = llama_config_default(37, 32, 48, 2, 4, 2);
@@ -152,6 +217,7 @@ int main(void) {
   fixture_init(&f, &cfg, &lc, 0, 2, 2, 7, 3);
   check_lora_blocks(&f, "2-layer GQA");
   check_grad_a(&f, "2-layer GQA");
+  check_base_grads(&f, "2-layer GQA");
   fixture_free(&f);
 
   /* Tied embeddings, attention bias, one kv head, head_dim != D / H, and dropout on:
@@ -164,6 +230,11 @@ int main(void) {
   fixture_init(&f, &cfg, &lc, 0, 2, 3, 5, 9);
   check_lora_blocks(&f, "tied+bias+dropout");
   check_grad_a(&f, "tied+bias+dropout");
+  fixture_free(&f);
+  /* full training: tied embeddings (head and embedding gradients meet), dropout on */
+  cfg.attention_bias = 0;
+  fixture_init(&f, &cfg, &lc, 0, 2, 3, 5, 19);
+  check_base_grads(&f, "tied+dropout");
   fixture_free(&f);
 
   check_input_grad();

@@ -2,6 +2,7 @@
  * dx is written; dw accumulates. Row statistics in double so a row's result does not
  * depend on vector width. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -12,6 +13,23 @@ static void cpu_embedding_forward(Backend *be, float *out, const float *table,
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++)
     memcpy(out + (size_t)n * D, table + (size_t)tokens[n] * D, (size_t)D * sizeof(float));
+}
+
+/* Rows may repeat a token, so threads split the columns: each element has one writer and
+ * rows are added in order. */
+static void cpu_embedding_backward(Backend *be, float *dtable, const float *dout,
+                                   const int32_t *tokens, int N, int D) {
+  (void)be;
+#pragma omp parallel
+  {
+    int nt = omp_get_num_threads(), me = omp_get_thread_num();
+    int lo = (int)((long long)D * me / nt), hi = (int)((long long)D * (me + 1) / nt);
+    for (int n = 0; n < N; n++) {
+      float *dst = dtable + (size_t)tokens[n] * D;
+      const float *src = dout + (size_t)n * D;
+      for (int i = lo; i < hi; i++) dst[i] += src[i];
+    }
+  }
 }
 
 static void cpu_rmsnorm_forward(Backend *be, float *y, float *inv_rms, const float *x,
@@ -58,6 +76,7 @@ static void cpu_rmsnorm_backward(Backend *be, float *dx, float *dw, const float 
 
 void cpu_install_norm(Backend *be) {
   be->embedding_forward = cpu_embedding_forward;
+  be->embedding_backward = cpu_embedding_backward;
   be->rmsnorm_forward = cpu_rmsnorm_forward;
   be->rmsnorm_backward = cpu_rmsnorm_backward;
 }
