@@ -46,7 +46,7 @@ static float *recv_buffer(Pipeline *p, float **slot) {
   return *slot;
 }
 
-double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward) {
+double pipeline_pass(Pipeline *p, const PassPlan *plan, const TrainBatch *batch, int backward) {
   Stage *s = p->stage;
   const LlamaConfig *c = stage_config(s);
   int rank = comm_rank(p->comm), first = stage_is_first(s), last = stage_is_last(s);

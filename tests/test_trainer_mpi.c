@@ -35,10 +35,10 @@ int main(int argc, char **argv) {
   tc.optim = optim_config_default(STEPS);
   tc.seed = 5;
   Trainer *tr = trainer_create(comm, f.stage, &tc, 2);
-  Batch batch = {f.tokens, f.targets, f.B, f.T, 0};
+  TrainBatch batch = {f.tokens, f.targets, f.B, f.T, 0};
   for (int i = 0; i < f.B * f.T; i++) batch.counted += f.targets[i] >= 0;
   /* the probe batch: the first two rows */
-  Batch probe = {f.tokens, f.targets, 2, f.T, 0};
+  TrainBatch probe = {f.tokens, f.targets, 2, f.T, 0};
   for (int i = 0; i < 2 * f.T; i++) probe.counted += f.targets[i] >= 0;
 
   double losses[2 * STEPS];
