@@ -119,7 +119,7 @@ static void probe_and_sample(Trainer *t, int64_t step, const TrainBatch *probe, 
     TV_CHECK(probe && probe->B > 0, "step %lld needs a probe batch", (long long)step);
     for (int i = 0; i < t->nl; i++)
       t->layers[i] = (LayerPlan){grad_buffer(t, i, rows), NULL, 1, 0};
-    PassPlan plan = {t->layers, 0, pass_seed(t, step, 0)};
+    PassPlan plan = {t->layers, 0, pass_seed(t, step, 0), 0};
     pipeline_pass(t->pipe, &plan, probe, 1);
     recorded_norms_sq(t, rows * D);
     for (int l = 0; l < t->L; l++) t->norms[l] = sqrt(t->norms[l]);
@@ -180,7 +180,7 @@ void trainer_step(Trainer *t, int64_t step, const TrainBatch *batch, const Train
     /* Pass 1: record g_l on the active layers; its weight gradients are not wanted. */
     for (int i = 0; i < t->nl; i++)
       if (t->active[t->l0 + i]) t->layers[i].record_grad_a = grad_buffer(t, i, rows);
-    PassPlan plan1 = {t->layers, lowest_active, pass_seed(t, step, 1)};
+    PassPlan plan1 = {t->layers, lowest_active, pass_seed(t, step, 1), 0};
     r->loss_pass1 = pipeline_pass(t->pipe, &plan1, batch, 1);
     recorded_norms_sq(t, rows * D);
     double sum_sq = 0;
@@ -198,7 +198,7 @@ void trainer_step(Trainer *t, int64_t step, const TrainBatch *batch, const Train
   /* Pass 2 (the only pass of sft): train the trainable set with e_l in place. */
   for (int i = 0; i < t->nl; i++) t->layers[i].train_targets = t->train[i];
   lora_zero_grads(be, lora, t->train);
-  PassPlan plan2 = {t->layers, lowest, pass_seed(t, step, 2)};
+  PassPlan plan2 = {t->layers, lowest, pass_seed(t, step, 2), 0};
   r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
   double sq = trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
