@@ -18,3 +18,13 @@ foreach(np 1 2 4)
   set_tests_properties(trainer_mpi_np${np} PROPERTIES FIXTURES_REQUIRED trainer_mpi_ref
     ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
 endforeach()
+
+# One step of each method against the float64 PyTorch reference (tests/ref/golden_methods.py).
+tv_test(test_golden_methods test_golden_methods.c golden.c golden_model.c)
+target_link_libraries(test_golden_methods PRIVATE tv_dist)
+target_include_directories(test_golden_methods PRIVATE ${PROJECT_SOURCE_DIR}/dist)
+add_test(NAME golden_methods COMMAND test_golden_methods
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_sft.tvg
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_vaccine.tvg
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine.tvg
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_attention.tvg)
