@@ -82,3 +82,25 @@ void comm_broadcast(Comm *c, void *buf, size_t bytes, int root) {
 }
 
 void comm_barrier(Comm *c) { MPI_CHECK(MPI_Barrier(c->world)); }
+
+void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, void *all) {
+  int *counts = tv_malloc((size_t)c->size * sizeof(int));
+  int *displs = tv_malloc((size_t)c->size * sizeof(int));
+  TV_CHECK(block_bytes * (size_t)L <= (size_t)2147483647, "gather of %zu bytes is too large",
+           block_bytes * (size_t)L);
+  for (int r = 0; r < c->size; r++) {
+    int a, b;
+    comm_split_layers(L, c->size, r, &a, &b);
+    counts[r] = (int)((size_t)(b - a) * block_bytes);
+    displs[r] = (int)((size_t)a * block_bytes);
+  }
+  MPI_CHECK(MPI_Gatherv(local, counts[c->rank], MPI_BYTE, all, counts, displs, MPI_BYTE, 0,
+                        c->world));
+  free(counts);
+  free(displs);
+}
+
+int comm_allreduce_max_int(Comm *c, int value) {
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MAX, c->world));
+  return value;
+}

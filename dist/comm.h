@@ -26,4 +26,12 @@ void comm_allreduce_sum(Comm *c, double *values, int n);
 void comm_broadcast(Comm *c, void *buf, size_t bytes, int root);
 void comm_barrier(Comm *c);
 
+/* Gathers per-layer blocks on rank 0: each rank holds the blocks of its own layers
+ * [l0, l1) (comm_split_layers of L) contiguously in `local`; rank 0 receives all L blocks in
+ * layer order in `all` (ignored elsewhere). */
+void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, void *all);
+
+/* Largest value of an int over all ranks (e.g. "any rank was asked to stop"). */
+int comm_allreduce_max_int(Comm *c, int value);
+
 #endif

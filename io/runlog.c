@@ -16,9 +16,9 @@ struct RunLog {
   int fields; /* fields written in the current line */
 };
 
-RunLog *runlog_open(const char *path) {
+RunLog *runlog_open(const char *path, int append) {
   if (!path) return NULL;
-  FILE *f = fopen(path, "w");
+  FILE *f = fopen(path, append ? "a" : "w");
   if (!f) tv_die("cannot open run log %s for writing: %s", path, strerror(errno));
   RunLog *log = tv_calloc(1, sizeof(RunLog));
   log->f = f;

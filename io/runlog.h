@@ -7,8 +7,9 @@
 
 typedef struct RunLog RunLog;
 
-/* Opens (truncates) path; one clear error line when it cannot. NULL path = no log. */
-RunLog *runlog_open(const char *path);
+/* Opens path, truncating it or (append = 1, for a resumed run) adding to it; one clear error
+ * line when it cannot. NULL path = no log. */
+RunLog *runlog_open(const char *path, int append);
 void runlog_close(RunLog *log);
 
 /* Build one line: begin, any number of fields, end. Keys are plain identifiers. */

@@ -33,5 +33,8 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_s
 /* Decodes ids to a malloc'd NUL-terminated UTF-8 string; skip_special drops added special
  * tokens (BOS, EOS, pad). */
 char *tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, int skip_special);
+/* The same, with the length in *len: decoded text holds NUL bytes where the input had them. */
+char *tokenizer_decode_len(const Tokenizer *t, const int32_t *ids, int n, int skip_special,
+                           size_t *len);
 
 #endif

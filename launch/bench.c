@@ -15,9 +15,10 @@
 #include "optim.h"
 #include "rng.h"
 #include "sft_step.h"
+#include "bench.h"
 #include "subcommands.h"
 
-static double now_s(void) {
+double bench_now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
@@ -28,10 +29,15 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+double bench_median(double *values, int n) {
+  qsort(values, (size_t)n, sizeof(double), cmp_double);
+  return values[n / 2];
+}
+
 static void bench_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine bench [--config M|S] [--steps N] [--warmup N] [--threads N]\n"
-          "                      [--reference CMD]\n"
+          "                      [--reference CMD] [--methods [--tvaccine-layers S]]\n"
           "\n"
           "Times one LoRA training step (forward + backward + AdamW, dropout 0) and prints step\n"
           "time, tokens/s, achieved GFLOP/s, the OpenBLAS sgemm rate measured in the same run and\n"
@@ -43,16 +49,14 @@ static void bench_usage(FILE *out) {
           "  --steps N         timed steps (default 5; the median is reported)\n"
           "  --warmup N        untimed steps first (default 1)\n"
           "  --threads N       CPU threads (default: all cores)\n"
+          "  --methods         instead: one alignment step of sft, vaccine and tvaccine side by\n"
+          "                    side (dist/trainer), step time and kept activation memory\n"
+          "  --tvaccine-layers S  layers T-Vaccine activates in --methods (default 2)\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
           "                    must print one JSON line with \"step_s\", and report the ratio\n");
 }
 
-typedef struct {
-  const char *name;
-  int V, D, L, H, Hkv, F, T, B, r;
-} BenchConfig;
-
-static const BenchConfig configs[] = {
+const BenchConfig bench_configs[] = {
     {"M", 8192, 512, 8, 8, 8, 1376, 256, 4, 8},
     {"S", 1024, 128, 2, 4, 2, 344, 64, 2, 8},
 };
@@ -83,11 +87,11 @@ static double sgemm_rate(Backend *be, int M, int N, int K) {
   double best = 0;
   for (int trial = 0; trial < 5; trial++) {
     int reps = 0;
-    double t0 = now_s(), el;
+    double t0 = bench_now_s(), el;
     do {
       be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
       reps++;
-    } while ((el = now_s() - t0) < 0.2);
+    } while ((el = bench_now_s() - t0) < 0.2);
     double rate = 2.0 * M * N * K * reps / el / 1e9;
     if (rate > best) best = rate;
   }
@@ -121,14 +125,17 @@ static double run_reference(const char *cmd) {
 }
 
 int cmd_bench(int argc, char **argv) {
-  const BenchConfig *bc = &configs[0];
+  const BenchConfig *bc = &bench_configs[0];
   int steps = 5, warmup = 1, threads = 0;
   const char *reference = NULL;
+  int methods = 0, tv_layers = 2;
   static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                        {"steps", required_argument, 0, 's'},
                                        {"warmup", required_argument, 0, 'w'},
                                        {"threads", required_argument, 0, 't'},
                                        {"reference", required_argument, 0, 'r'},
+                                       {"methods", no_argument, 0, 'm'},
+                                       {"tvaccine-layers", required_argument, 0, 'S'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -137,19 +144,22 @@ int cmd_bench(int argc, char **argv) {
     switch (c) {
       case 'c':
         bc = NULL;
-        for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
-          if (!strcmp(optarg, configs[i].name)) bc = &configs[i];
+        for (size_t i = 0; i < 2; i++)
+          if (!strcmp(optarg, bench_configs[i].name)) bc = &bench_configs[i];
         if (!bc) tv_die("--config must be M or S, got '%s'", optarg);
         break;
       case 's': steps = (int)parse_int_option("steps", optarg, 1, 10000); break;
       case 'w': warmup = (int)parse_int_option("warmup", optarg, 0, 10000); break;
       case 't': threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
       case 'r': reference = optarg; break;
+      case 'm': methods = 1; break;
+      case 'S': tv_layers = (int)parse_int_option("tvaccine-layers", optarg, 1, 1024); break;
       case 'h': bench_usage(stdout); return 0;
       default: bench_usage(stderr); return 2;
     }
   }
   if (optind < argc) tv_die("bench: unexpected argument '%s'", argv[optind]);
+  if (methods) return bench_methods(bc, steps, threads, tv_layers, &argc, &argv);
 
   Backend *be = backend_cpu_create(threads);
   LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
@@ -178,12 +188,11 @@ int cmd_bench(int argc, char **argv) {
   double *times = tv_malloc(sizeof(double) * steps);
   double loss = 0;
   for (int i = 0; i < warmup + steps; i++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     loss = sft_step(st, &oc, tokens, targets, bc->B, bc->T, i, 7).loss;
-    if (i >= warmup) times[i - warmup] = now_s() - t0;
+    if (i >= warmup) times[i - warmup] = bench_now_s() - t0;
   }
-  qsort(times, steps, sizeof(double), cmp_double);
-  double med = times[steps / 2], flops = step_flops(bc);
+  double med = bench_median(times, steps), flops = step_flops(bc);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   StageMemory m = stage_memory(stage);

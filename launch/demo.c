@@ -82,7 +82,7 @@ int cmd_demo(int argc, char **argv) {
   stage_init_random_weights(stage, seed, 0.3f);
   lora_set_init(be, stage_lora(stage), seed);
   SftStepper *st = sft_stepper_create(stage, B);
-  RunLog *log = runlog_open(log_path);
+  RunLog *log = runlog_open(log_path, 0);
 
   int32_t *tokens = tv_malloc(sizeof(int32_t) * B * T), *targets = tv_malloc(sizeof(int32_t) * B * T);
   printf("demo: %d steps of LoRA r=%d on a %d-layer width-%d model, batch %d x %d tokens\n",

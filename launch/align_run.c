@@ -1,0 +1,300 @@
+/* Set-up and step loop of `tvaccine align` (see align_run.h). Every rank runs this code;
+ * rank 0 prints and writes the run folder. */
+#include "align_run.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "check.h"
+#include "peft.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static double peak_rss_mib(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;
+}
+
+static void check_config(const char *what, const char *err) {
+  if (err) tv_die("%s", err);
+  (void)what;
+}
+
+/* defaults <- config file (or the checkpoint's own config) <- overrides in order. */
+static void resolve_config(AlignRun *r, const AlignArgs *args) {
+  char err[RUN_CONFIG_ERR_MAX];
+  run_config_defaults(&r->cfg);
+  const char *resume = args->resume;
+  for (int i = 0; i < args->n_overrides; i++)
+    if (!strncmp(args->overrides[i], "resume=", 7)) resume = args->overrides[i] + 7;
+  if (resume && *resume) {
+    char *path = NULL;
+    struct stat st;
+    if (stat(resume, &st) != 0) tv_die("--resume %s: %s", resume, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+      path = checkpoint_find_latest(resume, NULL, err, sizeof err);
+      if (!path) tv_die("--resume %s: %s", resume, err);
+    } else {
+      path = strdup(resume);
+    }
+    r->resume_state = tv_calloc(1, sizeof(CheckpointState));
+    if (checkpoint_load(path, r->resume_state, err, sizeof err)) tv_die("%s", err);
+    const char *yaml = r->resume_state->config_yaml;
+    check_config("checkpoint", run_config_load_text(&r->cfg, yaml, strlen(yaml), path, err, sizeof err));
+    if (r->rank == 0) printf("align: resuming %s at step %lld\n", path, (long long)r->resume_state->step);
+    free(path);
+  } else if (args->config_path) {
+    check_config("config", run_config_load(&r->cfg, args->config_path, err, sizeof err));
+  }
+  for (int i = 0; i < args->n_overrides; i++)
+    check_config("override", run_config_set(&r->cfg, args->overrides[i], err, sizeof err));
+  check_config("validate", run_config_validate(&r->cfg, err, sizeof err));
+}
+
+static DatasetFormat data_format(RunDataFormat f) {
+  DatasetFormat out = DATASET_FORMAT_AUTO;
+  dataset_format_parse(run_data_format_name(f), &out);
+  return out;
+}
+
+/* The first probe_samples harmful rows (is_safe 0 when the file says) of the probe file. */
+static void load_probe_set(AlignRun *r) {
+  const RunTVaccine *tv = &r->cfg.tvaccine;
+  ExampleSet all, harmful, chosen;
+  dataset_load(tv->probe_data, DATASET_FORMAT_AUTO, &all);
+  int labelled = 0;
+  for (size_t i = 0; i < all.n; i++) labelled |= all.items[i].is_safe >= 0;
+  if (labelled) {
+    example_set_filter_safety(&all, 0, &harmful);
+  } else {
+    example_set_init(&harmful, all.name);
+    for (size_t i = 0; i < all.n; i++)
+      example_set_push(&harmful, all.items[i].instruction, all.items[i].input,
+                       all.items[i].output, all.items[i].is_safe, all.items[i].category);
+  }
+  if (harmful.n == 0) tv_die("tvaccine.probe_data %s holds no harmful rows", tv->probe_data);
+  example_set_init(&chosen, tv->probe_data);
+  size_t n = harmful.n < (size_t)tv->probe_samples ? harmful.n : (size_t)tv->probe_samples;
+  for (size_t i = 0; i < n; i++)
+    example_set_push(&chosen, harmful.items[i].instruction, harmful.items[i].input,
+                     harmful.items[i].output, harmful.items[i].is_safe, harmful.items[i].category);
+  dataset_encode(r->tok, &chosen, r->cfg.max_len, &r->probe);
+  data_sampler_init_probe(&r->probe_sampler, r->probe.n, tv->probe_batch, r->cfg.seed);
+  r->probe_batch = batch_alloc(tv->probe_batch, r->cfg.max_len);
+  r->has_probe = 1;
+  example_set_free(&all);
+  example_set_free(&harmful);
+  example_set_free(&chosen);
+}
+
+static void setup(AlignRun *r) {
+  RunConfig *c = &r->cfg;
+  r->be = backend_cpu_create(c->threads);
+  r->hf = hf_model_open(c->model);
+  const LlamaConfig *mc = &hf_model_config(r->hf)->cfg;
+  comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
+  int micro = run_config_micro_batch(c);
+  r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
+  hf_model_load_stage(r->hf, r->stage);
+  lora_set_init(r->be, stage_lora(r->stage), c->seed);
+  if (c->init_adapter[0] && !r->resume_state) peft_load(c->init_adapter, mc, r->be, stage_lora(r->stage));
+
+  r->tok = tokenizer_load(run_config_tokenizer(c));
+  ExampleSet examples;
+  dataset_load(c->data, data_format(c->data_format), &examples);
+  if (examples.n == 0) tv_die("data %s holds no rows", c->data);
+  dataset_encode(r->tok, &examples, c->max_len, &r->data);
+  example_set_free(&examples);
+  data_sampler_init_epochs(&r->sampler, r->data.n, c->batch_size, c->seed, 1);
+  r->batch = batch_alloc(c->batch_size, c->max_len);
+
+  Method method = (Method)c->method;
+  int sampling = method == METHOD_TVACCINE && c->tvaccine.n_layers == 0;
+  if (sampling) {
+    if (!c->tvaccine.probe_data[0])
+      tv_die("tvaccine.probe_data: T-Vaccine needs a harmful probe set (or a fixed tvaccine.layers)");
+    load_probe_set(r);
+  }
+  r->total_steps = run_config_total_steps(c, (int64_t)r->data.n);
+  TrainerConfig tc = {0};
+  tc.method = method;
+  tc.freeze_scope = c->tvaccine.freeze_scope == RUN_FREEZE_ATTENTION ? FREEZE_ATTENTION : FREEZE_LAYER;
+  tc.rho = c->rho;
+  tc.S = c->tvaccine.S, tc.J = c->tvaccine.J, tc.K = c->tvaccine.K;
+  tc.fixed_layers = c->tvaccine.layers, tc.num_fixed = c->tvaccine.n_layers;
+  tc.optim = c->optim;
+  tc.optim.total_steps = r->total_steps;
+  tc.seed = c->seed;
+  r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
+
+  if (r->rank == 0) {
+    char line[512];
+    dataset_encode_summary(&r->data, c->data, line, sizeof line);
+    printf("align: %s on %s: %d layers over %d rank(s), LoRA r %d alpha %g, %lld steps\n",
+           run_method_name(c->method), c->model, mc->num_layers, r->size, c->lora.r,
+           c->lora.alpha, (long long)r->total_steps);
+    printf("align: %s\n", line);
+    if (r->has_probe) {
+      dataset_encode_summary(&r->probe, c->tvaccine.probe_data, line, sizeof line);
+      printf("align: probe set %s\n", line);
+    }
+  }
+}
+
+static void write_run_folder(AlignRun *r) {
+  if (r->rank != 0) return;
+  checkpoint_dir_create(r->cfg.out);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/config.yaml", r->cfg.out);
+  char *yaml = run_config_to_yaml(&r->cfg);
+  hf_write_text_file(path, yaml);
+  free(yaml);
+  snprintf(path, sizeof path, "%s/log.jsonl", r->cfg.out);
+  r->log = runlog_open(path, r->resume_state != NULL);
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+  if (!isfinite(s) || s < 0) s = 0;
+  long t = (long)(s + 0.5);
+  if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+  else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+  else snprintf(buf, n, "%lds", t);
+}
+
+static void report_step(AlignRun *r, const StepReport *rep, double step_s, double elapsed,
+                        int64_t done_here, size_t tokens) {
+  if (r->rank != 0) return;
+  int count;
+  const int *act = trainer_active_layers(r->trainer, &count);
+  char layers[256] = "all";
+  if (r->cfg.method == RUN_METHOD_TVACCINE) {
+    size_t off = 0;
+    layers[off++] = '[';
+    for (int k = 0; k < count && off < sizeof layers - 8; k++)
+      off += (size_t)snprintf(layers + off, sizeof layers - off, "%s%d", k ? "," : "", act[k]);
+    snprintf(layers + off, sizeof layers - off, "]");
+  }
+  double eta = elapsed / (double)done_here * (double)(r->total_steps - r->step - 1);
+  char eta_s[32];
+  fmt_duration(eta_s, sizeof eta_s, eta);
+  double mem = peak_rss_mib();
+  if (r->cfg.log_every > 0 && ((r->step + 1) % r->cfg.log_every == 0 || r->step + 1 == r->total_steps))
+    printf("step %lld/%lld  loss %.4f  lr %.3e  layers %s  %.0f tok/s  ETA %s  mem %.0f MiB\n",
+           (long long)r->step + 1, (long long)r->total_steps, rep->loss, rep->lr, layers,
+           tokens / step_s, eta_s, mem);
+  fflush(stdout);
+  RunLog *log = r->log;
+  runlog_begin(log);
+  runlog_int(log, "step", r->step + 1);
+  runlog_int(log, "total_steps", r->total_steps);
+  runlog_num(log, "loss", rep->loss);
+  if (r->cfg.method != RUN_METHOD_SFT) {
+    runlog_num(log, "loss_unperturbed", rep->loss_pass1);
+    runlog_num(log, "perturbation_grad_norm", rep->perturb_norm);
+  }
+  runlog_num(log, "grad_norm", rep->grad_norm);
+  runlog_num(log, "lr", rep->lr);
+  runlog_str(log, "active_layers", layers);
+  runlog_num(log, "tokens_per_s", tokens / step_s);
+  runlog_num(log, "step_s", step_s);
+  runlog_num(log, "eta_s", eta);
+  runlog_num(log, "peak_rss_mib", mem);
+  if (rep->probed) {
+    const double *p = trainer_layer_probs(r->trainer);
+    char buf[64];
+    for (int l = 0; l < stage_config(r->stage)->num_layers; l++) {
+      snprintf(buf, sizeof buf, "p_layer_%d", l);
+      runlog_num(log, buf, p[l]);
+    }
+  }
+  runlog_end(log);
+}
+
+static void train(AlignRun *r) {
+  size_t *idx = tv_malloc((size_t)r->cfg.batch_size * sizeof(size_t));
+  size_t *pidx = tv_malloc((size_t)(r->cfg.tvaccine.probe_batch + 1) * sizeof(size_t));
+  double t_start = now_s();
+  int64_t first = r->step;
+  int stopped = 0;
+  for (; r->step < r->total_steps; r->step++) {
+    if (comm_allreduce_max_int(r->comm, align_stop_requested())) {
+      stopped = 1;
+      break;
+    }
+    double t0 = now_s();
+    int count = data_sampler_next(&r->sampler, idx);
+    size_t counted = dataset_fill_batch(&r->data, idx, count, &r->batch);
+    TrainBatch tb = {r->batch.tokens, r->batch.targets, r->batch.B, r->batch.T, (int64_t)counted};
+    TrainBatch pb = {0};
+    if (trainer_needs_probe(r->trainer, r->step)) {
+      int pc = data_sampler_next(&r->probe_sampler, pidx);
+      size_t pcounted = dataset_fill_batch(&r->probe, pidx, pc, &r->probe_batch);
+      pb = (TrainBatch){r->probe_batch.tokens, r->probe_batch.targets, r->probe_batch.B,
+                        r->probe_batch.T, (int64_t)pcounted};
+    }
+    StepReport rep;
+    trainer_step(r->trainer, r->step, &tb, &pb, &rep);
+    double t1 = now_s();
+    report_step(r, &rep, t1 - t0, t1 - t_start, r->step - first + 1, (size_t)tb.B * tb.T);
+    if (r->cfg.save_every > 0 && (r->step + 1) % r->cfg.save_every == 0 && r->step + 1 < r->total_steps)
+      align_save_checkpoint(r, r->step + 1);
+  }
+  free(idx);
+  free(pidx);
+  align_save_checkpoint(r, r->step);
+  if (stopped) {
+    if (r->rank == 0)
+      printf("align: stop requested: checkpoint saved at step %lld of %lld; continue with "
+             "--resume %s\n", (long long)r->step, (long long)r->total_steps, r->cfg.out);
+    return;
+  }
+  align_save_adapter(r);
+  if (r->rank == 0)
+    printf("align: done: %lld steps in %.1f s; adapter in %s/adapter\n",
+           (long long)(r->step - first), now_s() - t_start, r->cfg.out);
+}
+
+int align_run(const AlignArgs *args, int *argc, char ***argv) {
+  AlignRun run = {0}, *r = &run;
+  r->comm = comm_init(argc, argv);
+  r->rank = comm_rank(r->comm);
+  r->size = comm_size(r->comm);
+  resolve_config(r, args);
+  align_install_signal_handlers();
+  setup(r);
+  if (r->resume_state) align_restore_checkpoint(r, r->resume_state);
+  write_run_folder(r);
+  train(r);
+  runlog_close(r->log);
+  if (r->resume_state) {
+    checkpoint_state_free(r->resume_state);
+    free(r->resume_state);
+  }
+  trainer_destroy(r->trainer);
+  batch_free(&r->batch);
+  if (r->has_probe) {
+    batch_free(&r->probe_batch);
+    data_sampler_free(&r->probe_sampler);
+    encoded_set_free(&r->probe);
+  }
+  data_sampler_free(&r->sampler);
+  encoded_set_free(&r->data);
+  tokenizer_free(r->tok);
+  stage_destroy(r->stage);
+  hf_model_close(r->hf);
+  backend_destroy(r->be);
+  run_config_free(&r->cfg);
+  comm_finalize(r->comm);
+  return 0;
+}

@@ -1,0 +1,20 @@
+/* Shared pieces of `tvaccine bench`: the fixed model configs, timing helpers, and the
+ * side-by-side step of the three alignment methods. */
+#ifndef TV_BENCH_H
+#define TV_BENCH_H
+
+typedef struct {
+  const char *name;
+  int V, D, L, H, Hkv, F, T, B, r;
+} BenchConfig;
+
+extern const BenchConfig bench_configs[]; /* M, S */
+
+double bench_now_s(void);
+double bench_median(double *values, int n); /* sorts values */
+
+/* One alignment step of sft, vaccine and tvaccine (S of L layers) on config bc. */
+int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, int *argc,
+                  char ***argv);
+
+#endif

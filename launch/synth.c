@@ -1,0 +1,202 @@
+/* `tvaccine synth`: builds the synthetic safety world of SPEC section 10 in a folder and
+ * pretrains its tiny, unaligned base model there (full-parameter training on pretrain.jsonl),
+ * saved as a Hugging Face model folder, plus a ready T-Vaccine config for `align`. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "dataset.h"
+#include "hf_model.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "subcommands.h"
+#include "synth.h"
+#include "tokenizer.h"
+
+static void synth_usage(FILE *out) {
+  fprintf(out,
+          "usage: tvaccine synth --out DIR [--seed S] [--layers N] [--width D] [--heads H]\n"
+          "                      [--kv-heads K] [--ffn F] [--epochs E] [--batch B] [--lr LR]\n"
+          "                      [--threads N]\n"
+          "\n"
+          "Writes the synthetic safety world (tokenizer.json, data files, world.json) into DIR,\n"
+          "pretrains its base model to follow the benign tasks AND comply with the harmful\n"
+          "requests (it is unaligned on purpose), saves it as a Hugging Face folder DIR/base,\n"
+          "and writes DIR/align.yaml, a T-Vaccine run config for `tvaccine align`.\n"
+          "\n"
+          "  --seed S      world and model seed (default 1)\n"
+          "  --layers N    decoder layers (default 4)     --width D    hidden size (default 64)\n"
+          "  --heads H     attention heads (default 4)    --kv-heads K (default 2)\n"
+          "  --ffn F       MLP width (default 172)\n"
+          "  --epochs E    pretraining epochs (default 6) --batch B    (default 16)\n"
+          "  --lr LR       peak learning rate (default 3e-3, warmup 5 %%, cosine decay)\n"
+          "  --threads N   CPU threads (default: all cores)\n");
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+typedef struct {
+  const char *out;
+  uint64_t seed;
+  int layers, width, heads, kv_heads, ffn, epochs, batch, threads;
+  double lr;
+} SynthArgs;
+
+static void write_align_config(const char *dir, const LlamaConfig *cfg) {
+  char path[4096], text[4096];
+  snprintf(path, sizeof path, "%s/align.yaml", dir);
+  int S = cfg->num_layers / 2 > 0 ? cfg->num_layers / 2 : 1;
+  snprintf(text, sizeof text,
+           "# T-Vaccine alignment of the synthetic base model (written by tvaccine synth).\n"
+           "method: tvaccine\n"
+           "model: %s/base\n"
+           "data: %s/align.json\n"
+           "out: %s/tvaccine\n"
+           "max_len: 96\n"
+           "epochs: 4\n"
+           "batch_size: 16\n"
+           "seed: 1\n"
+           "rho: 1.0            # the paper's rho 3 is large next to this model's activations\n"
+           "lora: {r: 8, alpha: 16, dropout: 0.1}\n"
+           "optim: {lr: 2.0e-3, weight_decay: 0.1, warmup_ratio: 0.1, max_grad_norm: 1.0}\n"
+           "tvaccine:\n"
+           "  S: %d               # of %d layers\n"
+           "  J: 20\n"
+           "  K: 50\n"
+           "  probe_data: %s/harmful_probe.json\n"
+           "  probe_samples: 200\n"
+           "  probe_batch: 1\n",
+           dir, dir, dir, S, cfg->num_layers, dir);
+  hf_write_text_file(path, text);
+}
+
+static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/pretrain.jsonl", dir);
+  ExampleSet rows;
+  dataset_load(path, DATASET_FORMAT_ALPACA, &rows);
+  EncodedSet data;
+  dataset_encode(tok, &rows, 128, &data);
+  example_set_free(&rows);
+  int max_T = 0;
+  for (size_t i = 0; i < data.n; i++) max_T = encoded_len(&data, i) > max_T ? encoded_len(&data, i) : max_T;
+
+  LlamaConfig cfg = llama_config_default(tokenizer_vocab_size(tok), a->width, a->ffn, a->layers,
+                                         a->heads, a->kv_heads);
+  char msg[256];
+  if (llama_config_validate(&cfg, msg, sizeof msg)) tv_die("synth: %s", msg);
+  LoraConfig lc = lora_config_default();
+  lc.r = 1, lc.dropout = 0; /* adapters exist but stay zero: only base weights train */
+  Backend *be = backend_cpu_create(a->threads);
+  Stage *s = stage_create(be, &cfg, &lc, 0, cfg.num_layers, a->batch, max_T);
+  stage_init_random_weights(s, a->seed, 0.05f);
+  stage_enable_full_training(s);
+
+  DataSampler sampler;
+  data_sampler_init_epochs(&sampler, data.n, a->batch, a->seed, 1);
+  int64_t per_epoch = (int64_t)data_sampler_batches_per_epoch(&sampler);
+  OptimConfig oc = optim_config_default(per_epoch * a->epochs);
+  oc.lr = (float)a->lr, oc.weight_decay = 0, oc.warmup_ratio = 0.05;
+  LayerPlan *layers = tv_calloc((size_t)cfg.num_layers, sizeof(LayerPlan));
+  for (int l = 0; l < cfg.num_layers; l++) layers[l].keep_activations = 1;
+  PassPlan plan = {layers, 0, 0, 1};
+  Batch batch = batch_alloc(a->batch, max_T);
+  size_t *idx = tv_malloc((size_t)a->batch * sizeof(size_t));
+  printf("synth: pretraining a %d-layer width-%d model (vocab %d) on %zu rows for %lld steps\n",
+         cfg.num_layers, cfg.hidden_size, cfg.vocab_size, data.n, (long long)oc.total_steps);
+  double t0 = now_s(), avg = 0;
+  for (int64_t t = 0; t < oc.total_steps; t++) {
+    int count = data_sampler_next(&sampler, idx);
+    size_t counted = dataset_fill_batch(&data, idx, count, &batch);
+    plan.pass_seed = (uint64_t)t;
+    stage_zero_weight_grads(s);
+    double loss = stage_forward(s, &plan, batch.tokens, NULL, batch.targets, batch.B, batch.T, 0,
+                                counted ? 1.0f / (float)counted : 0.0f, NULL);
+    stage_backward(s, &plan, NULL, NULL);
+    double sq = stage_weight_grad_sum_squares(s);
+    stage_weights_adamw(s, (float)lr_at_step(&oc, t), oc.beta1, oc.beta2, oc.eps, 0.0f,
+                        optim_clip_scale(&oc, sq), t + 1);
+    avg = t == 0 ? loss : 0.98 * avg + 0.02 * loss;
+    if ((t + 1) % per_epoch == 0 || t == 0)
+      printf("synth: step %lld/%lld  loss %.4f (running %.4f)  %.0f s\n", (long long)t + 1,
+             (long long)oc.total_steps, loss, avg, now_s() - t0);
+    fflush(stdout);
+  }
+  snprintf(path, sizeof path, "%s/base", dir);
+  HfConfig hc = hf_config_from_llama(&cfg);
+  hc.bos_id = tokenizer_bos_id(tok);
+  hc.eos_ids[0] = tokenizer_eos_id(tok);
+  hc.n_eos = hc.eos_ids[0] >= 0;
+  hc.pad_id = tokenizer_pad_id(tok);
+  hf_model_write(path, &hc, s, ST_F32, 0);
+  const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
+  for (int i = 0; i < 2; i++) {
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/%s", dir, files[i]);
+    snprintf(dst, sizeof dst, "%s/base/%s", dir, files[i]);
+    hf_copy_file(src, dst);
+  }
+  write_align_config(dir, &cfg);
+  printf("synth: base model in %s/base (%.0f s); align it with: tvaccine align --config %s/align.yaml\n",
+         dir, now_s() - t0, dir);
+  free(idx);
+  free(layers);
+  batch_free(&batch);
+  data_sampler_free(&sampler);
+  encoded_set_free(&data);
+  stage_destroy(s);
+  backend_destroy(be);
+}
+
+int cmd_synth(int argc, char **argv) {
+  SynthArgs a = {NULL, 1, 4, 64, 4, 2, 172, 6, 16, 0, 3e-3};
+  static const struct option opts[] = {
+      {"out", required_argument, 0, 'o'},     {"seed", required_argument, 0, 's'},
+      {"layers", required_argument, 0, 'L'},  {"width", required_argument, 0, 'D'},
+      {"heads", required_argument, 0, 'H'},   {"kv-heads", required_argument, 0, 'K'},
+      {"ffn", required_argument, 0, 'F'},     {"epochs", required_argument, 0, 'e'},
+      {"batch", required_argument, 0, 'b'},   {"lr", required_argument, 0, 'r'},
+      {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'o': a.out = optarg; break;
+      case 's': a.seed = (uint64_t)parse_int_option("seed", optarg, 0, 1LL << 62); break;
+      case 'L': a.layers = (int)parse_int_option("layers", optarg, 1, 64); break;
+      case 'D': a.width = (int)parse_int_option("width", optarg, 8, 4096); break;
+      case 'H': a.heads = (int)parse_int_option("heads", optarg, 1, 64); break;
+      case 'K': a.kv_heads = (int)parse_int_option("kv-heads", optarg, 1, 64); break;
+      case 'F': a.ffn = (int)parse_int_option("ffn", optarg, 8, 16384); break;
+      case 'e': a.epochs = (int)parse_int_option("epochs", optarg, 1, 1000); break;
+      case 'b': a.batch = (int)parse_int_option("batch", optarg, 1, 1024); break;
+      case 'r': a.lr = parse_num_option("lr", optarg, 0, 1); break;
+      case 't': a.threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
+      case 'h': synth_usage(stdout); return 0;
+      default: synth_usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) tv_die("synth: unexpected argument '%s'", argv[optind]);
+  if (!a.out) tv_die("synth: --out DIR is required (try --help)");
+  SynthOptions opt = synth_default_options();
+  opt.seed = a.seed;
+  SynthStats stats;
+  SynthWorld *w = synth_generate(&opt, a.out, &stats);
+  printf("synth: world in %s: vocab %d, %d pretraining rows, %d alignment rows, longest row %d "
+         "tokens\n", a.out, stats.vocab_size, stats.pretrain_rows, stats.align_rows, stats.max_tokens);
+  Tokenizer *tok = tokenizer_load(a.out);
+  pretrain(&a, a.out, tok);
+  tokenizer_free(tok);
+  synth_world_free(w);
+  return 0;
+}

@@ -1,0 +1,5 @@
+# The YAML run config (io/run_config*): defaults, loading, --set, every kind of mistake,
+# the writer's round trip, and the ready configs in configs/.
+tv_test(test_run_config test_run_config.c)
+target_link_libraries(test_run_config PRIVATE tv_io)
+add_test(NAME run_config COMMAND test_run_config ${PROJECT_SOURCE_DIR}/configs)

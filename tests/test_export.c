@@ -1,0 +1,188 @@
+/* `tvaccine export`: the merged model folder computes the same logits as base + adapter,
+ * side files are copied, the adapter re-export round-trips, bad options end in one line. */
+#include "hf_test_util.h"
+
+#include <math.h>
+#include <stdarg.h>
+
+#include "backend.h"
+#include "check.h"
+#include "hf_model.h"
+#include "model.h"
+#include "peft.h"
+#include "rng.h"
+#include "safetensors.h"
+
+int cmd_export(int argc, char **argv);
+
+static Backend *be;
+static LlamaConfig cfg;
+static LoraConfig lc;
+enum { B = 2, T = 5 };
+
+static int run_export(int argc, const char **argv) {
+  return cmd_export(argc, (char **)argv);
+}
+
+/* Logits of a full-model stage on fixed tokens (forward only). */
+static float *logits_of(Stage *s) {
+  int32_t tokens[B * T], targets[B * T];
+  for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)((i * 7 + 3) % cfg.vocab_size), targets[i] = -1;
+  LayerPlan lp[8];
+  memset(lp, 0, sizeof lp);
+  PassPlan plan;
+  memset(&plan, 0, sizeof plan);
+  plan.layers = lp;
+  plan.backward_stop = 1 << 30;
+  plan.pass_seed = 1;
+  targets[1] = 4; /* at least one target so the loss is defined */
+  stage_forward(s, &plan, tokens, NULL, targets, B, T, 0, 1.0f, NULL);
+  size_t n = (size_t)B * T * cfg.vocab_size;
+  float *h = malloc(n * sizeof(float));
+  be->to_host(be, h, stage_logits(s), n * sizeof(float));
+  return h;
+}
+
+static double max_diff(const float *a, const float *b, double *scale) {
+  double d = 0, m = 0;
+  for (size_t i = 0; i < (size_t)B * T * cfg.vocab_size; i++) {
+    d = fmax(d, fabs((double)a[i] - b[i]));
+    m = fmax(m, fabs((double)b[i]));
+  }
+  *scale = m;
+  return d;
+}
+
+static float *model_logits(const char *dir, const char *adapter) {
+  HfModel *m = hf_model_open(dir);
+  LoraConfig l = lc;
+  Stage *s = stage_create(be, &hf_model_config(m)->cfg, &l, 0, cfg.num_layers, B, T);
+  hf_model_load_stage(m, s);
+  if (adapter) peft_load(adapter, &cfg, be, stage_lora(s));
+  float *out = logits_of(s);
+  stage_destroy(s);
+  hf_model_close(m);
+  return out;
+}
+
+static const char **g_argv;
+static int g_argc;
+static void export_child(void *arg) {
+  (void)arg;
+  exit(run_export(g_argc, g_argv));
+}
+
+/* Sets the command line the next export_child runs (argv[0] = "export"). */
+static const char *g_args[32];
+static void set_args(const char *first, ...) {
+  va_list ap;
+  va_start(ap, first);
+  g_args[0] = "export";
+  g_argc = 1;
+  for (const char *a = first; a && g_argc < 31; a = va_arg(ap, const char *)) g_args[g_argc++] = a;
+  va_end(ap);
+  g_args[g_argc] = NULL;
+  g_argv = g_args;
+}
+#define DIES(...) set_args(__VA_ARGS__, (const char *)NULL)
+
+int main(void) {
+  be = backend_cpu_create(1);
+  cfg = llama_config_default(32, 16, 24, 3, 4, 2);
+  cfg.head_dim = 6;
+  cfg.attention_bias = 1;
+  lc = lora_config_default();
+  lc.alpha = 16; /* a large adapter, so forgetting to merge would show */
+  lc.dropout = 0;
+  char *root = scratch_dir("export");
+  char *base = path_in(root, "base"), *ad = path_in(root, "adapter"), *merged = path_in(root, "merged");
+  char *ad2 = path_in(root, "adapter2"), *m16 = path_in(root, "merged16");
+
+  /* A base model folder with a tokenizer file, and a random adapter. */
+  Stage *s = stage_create(be, &cfg, &lc, 0, cfg.num_layers, B, T);
+  stage_init_random_weights(s, 3, 0.4f);
+  HfConfig hc = hf_config_from_llama(&cfg);
+  hf_model_write(base, &hc, s, ST_F32, 0);
+  char *tok = path_in(base, "tokenizer.json");
+  write_bytes(tok, "{\"model\": {}}", 13);
+  LoraSet *ls = stage_lora(s);
+  size_t n = (size_t)cfg.num_layers * ls->layer_numel;
+  float *p = malloc(n * sizeof(float));
+  Rng r = rng_make(8, 1);
+  for (size_t i = 0; i < n; i++) p[i] = (float)(rng_next_double(&r) - 0.5) * 0.5f;
+  be->from_host(be, ls->params, p, n * sizeof(float));
+  peft_save(ad, &cfg, be, ls, base, ST_F32);
+  stage_destroy(s);
+
+  /* Merge, sharded. */
+  const char *argv1[] = {"export", "--model", base, "--adapter", ad, "--out", merged, "--merge",
+                         "--dtype", "f32", "--shard-size", "3KB", "--threads", "1"};
+  EXPECT(run_export(14, argv1) == 0, "merge export");
+  char *idx = path_in(merged, "model.safetensors.index.json"), *tok2 = path_in(merged, "tokenizer.json");
+  EXPECT(file_exists(idx), "merged model is sharded at 3KB");
+  size_t tl;
+  char *tcopy = read_all(tok2, &tl);
+  EXPECT(tcopy && tl == 13 && !memcmp(tcopy, "{\"model\": {}}", 13), "tokenizer.json copied");
+  free(tcopy);
+
+  float *ref = model_logits(base, ad), *got = model_logits(merged, NULL), *plain = model_logits(base, NULL);
+  double scale, d = max_diff(got, ref, &scale), dscale, dplain = max_diff(plain, ref, &dscale);
+  EXPECT(d <= 2e-5 * scale + 1e-6, "merged logits differ from base + adapter by %g (scale %g)", d, scale);
+  EXPECT(dplain > 100 * (d + 1e-6), "the adapter matters (%g vs %g), so the test can fail", dplain, d);
+  printf("export: merged vs base+adapter max |diff| %.3g (logit scale %.3g); base alone differs by %.3g\n",
+         d, scale, dplain);
+
+  /* bf16 merge: torch_dtype and tensor dtype follow --dtype. */
+  const char *argv2[] = {"export", "--model", base, "--adapter", ad, "--out", m16, "--merge", "--dtype", "bf16"};
+  EXPECT(run_export(10, argv2) == 0, "bf16 merge");
+  HfModel *hm = hf_model_open(m16);
+  EXPECT(hf_model_config(hm)->dtype == ST_BF16, "config.json says bfloat16");
+  hf_model_close(hm);
+  char *m16w = path_in(m16, "model.safetensors");
+  SafeTensors *st = safetensors_open(m16w);
+  EXPECT(safetensors_tensor(st, 0)->dtype == ST_BF16, "tensors stored as BF16");
+  safetensors_close(st);
+  float *got16 = model_logits(m16, NULL);
+  double s16, d16 = max_diff(got16, ref, &s16);
+  EXPECT(d16 < 0.05 * s16, "bf16 merged logits near the reference (%g of %g)", d16, s16);
+
+  /* Adapter re-export in f16 reads back as the f16 rounding of the original. */
+  const char *argv3[] = {"export", "--model", base, "--adapter", ad, "--out", ad2, "--dtype", "f16"};
+  EXPECT(run_export(9, argv3) == 0, "adapter export");
+  float *back = malloc(n * sizeof(float));
+  peft_read_host(ad2, &cfg, &lc, 0, cfg.num_layers, back);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) bad += back[i] != st_f16_to_f32(st_f32_to_f16(p[i]));
+  EXPECT(bad == 0, "%zu adapter values differ after the f16 export", bad);
+  PeftConfig pc = peft_read_config(ad2, cfg.num_layers);
+  EXPECT(!strcmp(pc.base_model, base) && pc.lora.alpha == 16, "adapter config carried over");
+
+  /* Bad command lines: one clear line each. */
+  DIES("--model", base, "--adapter", ad, "--out", base, "--merge");
+  EXPECT_DIES(export_child, NULL, "is the --model folder");
+  DIES("--model", base, "--out", merged);
+  EXPECT_DIES(export_child, NULL, "--adapter DIR is required");
+  DIES("--adapter", ad, "--out", merged);
+  EXPECT_DIES(export_child, NULL, "--model DIR is required");
+  DIES("--model", base, "--adapter", ad, "--out", merged, "--dtype", "f8");
+  EXPECT_DIES(export_child, NULL, "--dtype expects f32, f16 or bf16, got 'f8'");
+  DIES("--model", base, "--adapter", ad, "--out", merged, "--shard-size", "lots");
+  EXPECT_DIES(export_child, NULL, "--shard-size", "'lots'");
+  DIES("--model", base, "--adapter", ad, "--out", merged, "extra");
+  EXPECT_DIES(export_child, NULL, "unexpected argument 'extra'");
+  DIES("--model", root, "--adapter", ad, "--out", merged);
+  EXPECT_DIES(export_child, NULL, "config.json");
+  DIES("--help");
+  int code;
+  fflush(stdout);
+  char *msg = run_captured(export_child, NULL, &code);
+  EXPECT(code == 0, "--help exits 0");
+  free(msg);
+
+  free(back), free(p), free(ref), free(got), free(plain), free(got16);
+  free(idx), free(tok), free(tok2), free(m16w);
+  free(base), free(ad), free(merged), free(ad2), free(m16);
+  scratch_free(root);
+  backend_destroy(be);
+  return tv_test_report("export");
+}
