@@ -24,11 +24,17 @@ struct Comm {
     }                                                                     \
   } while (0)
 
+/* With other ranks running, only MPI_Abort stops them all (no rank may hang). A lone rank
+ * just finalises and exits, so a user's mistake ends in its one error line, not MPI's banner. */
 static void abort_all_ranks(int code) {
-  int up = 0, down = 0;
+  int up = 0, down = 0, size = 1;
   MPI_Initialized(&up);
   MPI_Finalized(&down);
-  if (up && !down) MPI_Abort(MPI_COMM_WORLD, code);
+  if (up && !down) {
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    MPI_Finalize();
+  }
   exit(code);
 }
 

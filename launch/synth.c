@@ -35,6 +35,8 @@ static void synth_usage(FILE *out) {
           "  --ffn F       MLP width (default 172)\n"
           "  --epochs E    pretraining epochs (default 6) --batch B    (default 16)\n"
           "  --lr LR       peak learning rate (default 3e-3, warmup 5 %%, cosine decay)\n"
+          "  --steps N     pretraining steps instead of epochs (0: save the random base, for\n"
+          "                quick tests of the file formats and commands)\n"
           "  --threads N   CPU threads (default: all cores)\n");
 }
 
@@ -48,6 +50,7 @@ typedef struct {
   const char *out;
   uint64_t seed;
   int layers, width, heads, kv_heads, ffn, epochs, batch, threads;
+  int64_t steps; /* -1: epochs decide; 0: keep the random initial weights */
   double lr;
 } SynthArgs;
 
@@ -104,13 +107,16 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   DataSampler sampler;
   data_sampler_init_epochs(&sampler, data.n, a->batch, a->seed, 1);
   int64_t per_epoch = (int64_t)data_sampler_batches_per_epoch(&sampler);
-  OptimConfig oc = optim_config_default(per_epoch * a->epochs);
+  int64_t total = a->steps >= 0 ? a->steps : per_epoch * a->epochs;
+  OptimConfig oc = optim_config_default(total > 0 ? total : 1);
+  oc.total_steps = total; /* 0: the loop below does nothing, the random base is saved */
   oc.lr = (float)a->lr, oc.weight_decay = 0, oc.warmup_ratio = 0.05;
   LayerPlan *layers = tv_calloc((size_t)cfg.num_layers, sizeof(LayerPlan));
   for (int l = 0; l < cfg.num_layers; l++) layers[l].keep_activations = 1;
   PassPlan plan = {layers, 0, 0, 1};
   Batch batch = batch_alloc(a->batch, max_T);
   size_t *idx = tv_malloc((size_t)a->batch * sizeof(size_t));
+  if (total == 0) printf("synth: --steps 0: the base model keeps its random weights\n");
   printf("synth: pretraining a %d-layer width-%d model (vocab %d) on %zu rows for %lld steps\n",
          cfg.num_layers, cfg.hidden_size, cfg.vocab_size, data.n, (long long)oc.total_steps);
   double t0 = now_s(), avg = 0;
@@ -158,7 +164,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
 }
 
 int cmd_synth(int argc, char **argv) {
-  SynthArgs a = {NULL, 1, 4, 64, 4, 2, 172, 6, 16, 0, 3e-3};
+  SynthArgs a = {NULL, 1, 4, 64, 4, 2, 172, 6, 16, 0, -1, 3e-3};
   static const struct option opts[] = {
       {"out", required_argument, 0, 'o'},     {"seed", required_argument, 0, 's'},
       {"layers", required_argument, 0, 'L'},  {"width", required_argument, 0, 'D'},
@@ -166,6 +172,7 @@ int cmd_synth(int argc, char **argv) {
       {"ffn", required_argument, 0, 'F'},     {"epochs", required_argument, 0, 'e'},
       {"batch", required_argument, 0, 'b'},   {"lr", required_argument, 0, 'r'},
       {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+      {"steps", required_argument, 0, 'n'},
       {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -182,6 +189,7 @@ int cmd_synth(int argc, char **argv) {
       case 'b': a.batch = (int)parse_int_option("batch", optarg, 1, 1024); break;
       case 'r': a.lr = parse_num_option("lr", optarg, 0, 1); break;
       case 't': a.threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
+      case 'n': a.steps = parse_int_option("steps", optarg, 0, 100000000); break;
       case 'h': synth_usage(stdout); return 0;
       default: synth_usage(stderr); return 2;
     }

@@ -5,7 +5,7 @@ set(TV_TOKENIZER_DATA ${CMAKE_CURRENT_SOURCE_DIR}/data/tokenizers)
 tv_test(test_tokenizer_golden test_tokenizer_golden.c)
 target_include_directories(test_tokenizer_golden PRIVATE ${PROJECT_SOURCE_DIR}/io)
 target_link_libraries(test_tokenizer_golden PRIVATE tv_io)
-foreach(variant sp sp_meta_first sp_meta_always sp_norm_added bytelevel bl_gpt2 bl_splits)
+foreach(variant sp sp_meta_first sp_meta_always sp_norm_added bytelevel bl_gpt2 bl_qwen2 bl_splits)
   add_test(NAME tokenizer_golden_${variant}
            COMMAND test_tokenizer_golden ${TV_TOKENIZER_DATA}/${variant} ${TV_TOKENIZER_DATA}/corpus.txt)
 endforeach()

@@ -28,3 +28,9 @@ add_test(NAME golden_methods COMMAND test_golden_methods
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_vaccine.tvg
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine.tvg
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_attention.tvg)
+
+# synth + align end to end: resume == straight run, SIGTERM preemption, 2 ranks == 1 rank,
+# config mistakes.
+add_test(NAME align_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/align_e2e.sh
+         $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
+set_tests_properties(align_e2e PROPERTIES TIMEOUT 600)
