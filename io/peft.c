@@ -190,6 +190,7 @@ char *peft_config_to_json(const PeftConfig *p) {
   hf_format_float(num, sizeof num, p->lora.alpha);
   cJSON_AddRawToObject(o, "lora_alpha", num);
   hf_format_float(num, sizeof num, p->lora.dropout);
+  if (!strpbrk(num, ".e")) strcat(num, ".0"); /* a float, as PEFT writes it */
   cJSON_AddRawToObject(o, "lora_dropout", num);
   cJSON_AddNullToObject(o, "modules_to_save");
   cJSON_AddStringToObject(o, "peft_type", "LORA");

@@ -87,7 +87,7 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t n, size_t *need) 
 size_t tk_utf8_len(const unsigned char *s, size_t n) {
   if (!n) return 0;
   size_t need, got = utf8_valid_prefix(s, n, &need);
-  return got == need ? need : 1;
+  return need && got == need ? need : 1;
 }
 
 uint32_t tk_utf8_decode(const unsigned char *s, size_t n, size_t *len) {

@@ -17,7 +17,7 @@ typedef struct {
 } MethodResult;
 
 static MethodResult run_method(Comm *comm, Backend *be, const BenchConfig *bc, Method m,
-                               int steps, int tv_layers) {
+                               int steps, int tv_layers, const int *fixed) {
   LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
   LoraConfig lc = lora_config_default();
   lc.r = bc->r;
@@ -36,6 +36,7 @@ static MethodResult run_method(Comm *comm, Backend *be, const BenchConfig *bc, M
   tc.method = m;
   tc.rho = 3.0;
   tc.S = tv_layers, tc.J = 20, tc.K = 200;
+  if (fixed) tc.fixed_layers = fixed, tc.num_fixed = tv_layers;
   tc.optim = optim_config_default(steps + 1);
   tc.seed = 7;
   Trainer *tr = trainer_create(comm, s, &tc, bc->B);
@@ -76,16 +77,27 @@ int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, 
   printf("bench --methods: config %s (%d layers, batch %d x %d), LoRA r %d dropout 0.1, rho 3, "
          "tvaccine S %d, median of %d steps\n",
          bc->name, bc->L, bc->B, bc->T, bc->r, tv_layers, steps);
-  MethodResult res[3];
-  const Method ms[3] = {METHOD_SFT, METHOD_VACCINE, METHOD_TVACCINE};
-  for (int i = 0; i < 3; i++) {
-    res[i] = run_method(comm, be, bc, ms[i], steps, tv_layers);
-    printf("  %-8s step %.3f s   activations kept %.1f MiB   layers %s\n", method_name(ms[i]),
+  /* T-Vaccine's cost depends on where A lies (backward stops at its lowest layer), so next to
+   * the sampled set the two extremes run too: the top S layers and layer 0 + the top S-1. */
+  int *top = tv_malloc((size_t)tv_layers * sizeof(int)), *low = tv_malloc((size_t)tv_layers * sizeof(int));
+  for (int k = 0; k < tv_layers; k++) top[k] = low[k] = bc->L - tv_layers + k;
+  low[0] = 0;
+  MethodResult res[5];
+  const Method ms[5] = {METHOD_SFT, METHOD_VACCINE, METHOD_TVACCINE, METHOD_TVACCINE, METHOD_TVACCINE};
+  const int *sets[5] = {NULL, NULL, NULL, top, low};
+  const char *labels[5] = {"sft", "vaccine", "tvaccine (sampled)", "tvaccine (top)", "tvaccine (0+top)"};
+  for (int i = 0; i < 5; i++) {
+    res[i] = run_method(comm, be, bc, ms[i], steps, tv_layers, sets[i]);
+    printf("  %-19s step %.3f s  activations kept %6.1f MiB  layers %-8s", labels[i],
            res[i].step_s, res[i].activation_mib, res[i].layers);
+    if (i >= 2)
+      printf("  vs vaccine: time %.2fx, memory %.2fx", res[i].step_s / res[1].step_s,
+             res[i].activation_mib / res[1].activation_mib);
+    printf("\n");
     fflush(stdout);
   }
-  printf("ratio tvaccine / vaccine: step time %.2fx, activation memory %.2fx\n",
-         res[2].step_s / res[1].step_s, res[2].activation_mib / res[1].activation_mib);
+  free(top);
+  free(low);
   backend_destroy(be);
   comm_finalize(comm);
   return 0;

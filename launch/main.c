@@ -18,6 +18,7 @@ static void usage(FILE *out) {
           "commands:\n"
           "  align   safety alignment with sft, vaccine or tvaccine (T-Vaccine)\n"
           "  synth   build the synthetic safety world and pretrain its unaligned base model\n"
+          "  export  write an adapter as a PEFT folder, or merged into a Hugging Face model\n"
           "  demo    train LoRA on a tiny built-in model and task; shows the loss going down\n"
           "  bench   time one LoRA training step against the machine's sgemm rate\n"
           "\n"
@@ -60,6 +61,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
   if (!strcmp(cmd, "align")) return cmd_align(argc - 1, argv + 1);
   if (!strcmp(cmd, "synth")) return cmd_synth(argc - 1, argv + 1);
+  if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
   fprintf(stderr, "tvaccine: error: unknown command '%s' (try 'tvaccine --help')\n", cmd);
   return 2;
 }

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the built-in default: install what is missing, build, run `tvaccine demo`.
+# The main job on the built-in default: install what is missing, build, build the synthetic
+# safety world and pretrain its unaligned base model (once), then align it with T-Vaccine.
+# Extra arguments go to `tvaccine align` (e.g. --max-steps 50, --method vaccine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
-./build/launch/tvaccine demo "$@"
+TV=./build/launch/tvaccine
+WORLD=runs/synthetic
+if [ ! -f "$WORLD/base/model.safetensors" ] || [ ! -f "$WORLD/align.yaml" ]; then
+  "$TV" synth --out "$WORLD"
+fi
+"$TV" align --config "$WORLD/align.yaml" "$@"

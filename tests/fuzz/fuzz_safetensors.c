@@ -9,7 +9,8 @@
  *   mkdir -p /tmp/fuzz_st_corpus   # seed it with small valid files, e.g. this one:
  *   printf '\x55\0\0\0\0\0\0\0{"__metadata__":{"format":"pt"},"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}ABCD' \
  *     > /tmp/fuzz_st_corpus/seed1
- *   /tmp/fuzz_safetensors -max_total_time=600 -max_len=4096 /tmp/fuzz_st_corpus */
+ *   /tmp/fuzz_safetensors -max_total_time=600 -max_len=4096 \
+ *     -dict=tests/fuzz/safetensors.dict /tmp/fuzz_st_corpus */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -22,9 +22,9 @@ static const char sp_json[] =
     "{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false},"
     "{\"id\":1,\"content\":\"<s>\",\"special\":true,\"normalized\":false},"
     "{\"id\":2,\"content\":\"</s>\",\"special\":true,\"normalized\":false},"
-    "{\"id\":300,\"content\":\"<m>\",\"special\":true,\"normalized\":false,\"lstrip\":true,\"rstrip\":true},"
-    "{\"id\":301,\"content\":\"ab\",\"single_word\":true,\"normalized\":true},"
-    "{\"id\":302,\"content\":\" x\",\"normalized\":false,\"lstrip\":true}],"
+    "{\"id\":272,\"content\":\"<m>\",\"special\":true,\"normalized\":false,\"lstrip\":true,\"rstrip\":true},"
+    "{\"id\":273,\"content\":\"abc\",\"single_word\":true,\"normalized\":true},"
+    "{\"id\":274,\"content\":\" x\",\"normalized\":false,\"lstrip\":true}],"
     "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\\u2581\"},"
     "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\\u2581\"}]},"
     "\"pre_tokenizer\":null,"
@@ -38,15 +38,15 @@ static const char sp_json[] =
 
 /* Llama-3 style with Qwen2's NFC: split regex, byte-level, specials after the vocab. */
 static const char bl_json[] =
-    "{\"added_tokens\":[{\"id\":300,\"content\":\"<|bot|>\",\"special\":true,\"normalized\":false},"
-    "{\"id\":301,\"content\":\"<|eot|>\",\"special\":true,\"normalized\":false}],"
+    "{\"added_tokens\":[{\"id\":261,\"content\":\"<|bot|>\",\"special\":true,\"normalized\":false},"
+    "{\"id\":262,\"content\":\"<|eot|>\",\"special\":true,\"normalized\":false}],"
     "\"normalizer\":{\"type\":\"NFC\"},"
     "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
     "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+"
     "[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
     "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]},"
     "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<|bot|>\"}},"
-    "{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{\"<|bot|>\":{\"id\":\"<|bot|>\",\"ids\":[300]}}},"
+    "{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{\"<|bot|>\":{\"id\":\"<|bot|>\",\"ids\":[261]}}},"
     "\"decoder\":{\"type\":\"ByteLevel\"},"
     "\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{%s},\"merges\":[%s]}}";
 
