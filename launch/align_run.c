@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "peft.h"
@@ -24,6 +25,36 @@ static double peak_rss_mib(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss / 1024.0;
+}
+
+/* Resident memory now (not the peak), from /proc/self/statm. */
+static double current_rss_mib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
+}
+
+/* One line per rank after loading: its layers, the weight files it mapped, and its resident
+ * memory while mapped and after the mapping is dropped. */
+static void report_ranks(AlignRun *r, int files, double mapped_mib) {
+  int n = r->size;
+  double *info = tv_calloc((size_t)n * 5, sizeof(double));
+  info[5 * r->rank + 0] = r->l0;
+  info[5 * r->rank + 1] = r->l1;
+  info[5 * r->rank + 2] = files;
+  info[5 * r->rank + 3] = mapped_mib;
+  info[5 * r->rank + 4] = current_rss_mib();
+  comm_allreduce_sum(r->comm, info, 5 * n);
+  if (r->rank == 0)
+    for (int k = 0; k < n; k++)
+      printf("align: rank %d: layers [%d, %d) from %d weight file(s); resident %.0f MiB while "
+             "mapped, %.0f MiB after\n", k, (int)info[5 * k], (int)info[5 * k + 1],
+             (int)info[5 * k + 2], info[5 * k + 3], info[5 * k + 4]);
+  free(info);
 }
 
 static void check_config(const char *what, const char *err) {
@@ -102,11 +133,18 @@ static void setup(AlignRun *r) {
   RunConfig *c = &r->cfg;
   r->be = backend_cpu_create(c->threads);
   r->hf = hf_model_open(c->model);
-  const LlamaConfig *mc = &hf_model_config(r->hf)->cfg;
+  r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
+  const LlamaConfig *mc = &r->model_cfg;
   comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
   int micro = run_config_micro_batch(c);
   r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
   hf_model_load_stage(r->hf, r->stage);
+  /* The weights now live in the stage: drop the mapping so its pages leave this process. */
+  int files = hf_model_files_opened(r->hf);
+  double mapped_mib = current_rss_mib();
+  hf_model_close(r->hf);
+  r->hf = NULL;
+  report_ranks(r, files, mapped_mib);
   lora_set_init(r->be, stage_lora(r->stage), c->seed);
   if (c->init_adapter[0] && !r->resume_state) peft_load(c->init_adapter, mc, r->be, stage_lora(r->stage));
 
@@ -292,7 +330,6 @@ int align_run(const AlignArgs *args, int *argc, char ***argv) {
   encoded_set_free(&r->data);
   tokenizer_free(r->tok);
   stage_destroy(r->stage);
-  hf_model_close(r->hf);
   backend_destroy(r->be);
   run_config_free(&r->cfg);
   comm_finalize(r->comm);

@@ -26,7 +26,8 @@ typedef struct {
   Comm *comm;
   int rank, size, l0, l1;
   Backend *be;
-  HfModel *hf;
+  HfModel *hf;           /* open only while the weights load */
+  LlamaConfig model_cfg;
   Stage *stage;
   Tokenizer *tok;
   EncodedSet data, probe;
