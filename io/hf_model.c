@@ -175,29 +175,28 @@ HfModel *hf_model_open(const char *dir) {
   free(text);
   free(path);
 
+  /* transformers takes model.safetensors over an index when both are there; so do we. */
+  char *single = join(dir, "model.safetensors");
   path = join(dir, "model.safetensors.index.json");
-  text = hf_read_text_file(path, &len);
-  if (text) {
+  if (access(single, F_OK) == 0) {
+    /* One file: its header is the list of names (only header pages are touched). */
+    int cap = 0, f = add_file(m, "model.safetensors");
+    SafeTensors *st = file_at(m, f);
+    for (int i = 0; i < safetensors_count(st); i++)
+      add_name(m, safetensors_tensor(st, i)->name, f, &cap);
+  } else if ((text = hf_read_text_file(path, &len))) {
     read_index(m, path, text, len);
     free(text);
   } else if (errno != ENOENT) {
     tv_die("cannot read %s: %s", path, strerror(errno));
   } else {
-    /* One file: its header is the list of names (only header pages are touched). */
-    char *single = join(dir, "model.safetensors"), *bin = join(dir, "pytorch_model.bin");
-    char *bin_idx = join(dir, "pytorch_model.bin.index.json");
-    if (access(single, F_OK) != 0) {
-      if (access(bin, F_OK) == 0 || access(bin_idx, F_OK) == 0)
-        tv_die("%s holds PyTorch .bin weights; only safetensors are read (convert them, e.g. "
-               "save_pretrained(..., safe_serialization=True))", dir);
-      tv_die("%s has neither model.safetensors nor model.safetensors.index.json", dir);
-    }
-    free(single), free(bin), free(bin_idx);
-    int cap = 0, f = add_file(m, "model.safetensors");
-    SafeTensors *st = file_at(m, f);
-    for (int i = 0; i < safetensors_count(st); i++)
-      add_name(m, safetensors_tensor(st, i)->name, f, &cap);
+    char *bin = join(dir, "pytorch_model.bin"), *bin_idx = join(dir, "pytorch_model.bin.index.json");
+    if (access(bin, F_OK) == 0 || access(bin_idx, F_OK) == 0)
+      tv_die("%s holds PyTorch .bin weights; only safetensors are read (convert them, e.g. "
+             "save_pretrained(..., safe_serialization=True))", dir);
+    tv_die("%s has neither model.safetensors nor model.safetensors.index.json", dir);
   }
+  free(single);
   free(path);
   qsort(m->map, (size_t)m->nmap, sizeof(MapEntry), cmp_entry);
   for (int i = 1; i < m->nmap; i++)

@@ -12,11 +12,9 @@ static const char word_class[] =
     "[\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}\\x{24B6}-\\x{24E9}\\x{1F130}-\\x{1F149}"
     "\\x{1F150}-\\x{1F169}\\x{1F170}-\\x{1F189}]";
 
-static const TkAdded *set_token(const Tokenizer *t, int i) { return &t->added[i]; }
-
 /* Pattern bytes of added token i in a set (raw content or normalised content). */
 static const char *pattern(const Tokenizer *t, const TkAddedSet *set, int i, size_t *len) {
-  const TkAdded *a = set_token(t, i);
+  const TkAdded *a = &t->added[i];
   if (set == &t->norm_set) {
     *len = a->norm_len;
     return a->norm;
@@ -26,13 +24,12 @@ static const char *pattern(const Tokenizer *t, const TkAddedSet *set, int i, siz
 }
 
 static void build_set(Tokenizer *t, TkAddedSet *set, int normalized) {
-  int n = 0;
   set->idx = tv_malloc((size_t)(t->n_added + 1) * sizeof(int));
-  /* counting sort by first byte; inside a bucket longest first, then file order */
+  /* bucket by first byte (counting sort); inside a bucket longest first, then file order */
   int count[257] = {0};
   for (int i = 0; i < t->n_added; i++) {
     size_t len;
-    const char *p = (t->added[i].normalized == normalized) ? pattern(t, set, i, &len) : NULL;
+    const char *p = t->added[i].normalized == normalized ? pattern(t, set, i, &len) : NULL;
     if (p && len) count[(unsigned char)p[0] + 1]++;
   }
   for (int b = 0; b < 256; b++) count[b + 1] += count[b];
@@ -41,11 +38,10 @@ static void build_set(Tokenizer *t, TkAddedSet *set, int normalized) {
   memcpy(fill, count, sizeof(fill));
   for (int i = 0; i < t->n_added; i++) {
     size_t len;
-    const char *p = (t->added[i].normalized == normalized) ? pattern(t, set, i, &len) : NULL;
+    const char *p = t->added[i].normalized == normalized ? pattern(t, set, i, &len) : NULL;
     if (!p || !len) continue;
     int b = (unsigned char)p[0], k = fill[b]++;
-    /* insertion keeps the bucket ordered: longer first, equal lengths in file order */
-    while (k > set->start[b]) {
+    while (k > set->start[b]) { /* insertion: shift shorter patterns right */
       size_t ol;
       pattern(t, set, set->idx[k - 1], &ol);
       if (ol >= len) break;
@@ -53,9 +49,7 @@ static void build_set(Tokenizer *t, TkAddedSet *set, int normalized) {
       k--;
     }
     set->idx[k] = i;
-    n++;
   }
-  (void)n;
 }
 
 int tk_added_prepare(Tokenizer *t, char *err, size_t errlen) {
@@ -65,7 +59,9 @@ int tk_added_prepare(Tokenizer *t, char *err, size_t errlen) {
     single |= a->single_word;
     if (a->normalized) {
       TkBuf nb = {0};
-      tk_normalize(t, a->content, a->len, a->len ? tk_utf8_len((const unsigned char *)a->content, a->len) : 0, &nb);
+      /* as tokenizers does: the content alone, as if it began the input */
+      tk_normalize(t, a->content, a->len, tk_utf8_len((const unsigned char *)a->content, a->len),
+                   &nb);
       tkbuf_reserve(&nb, 0);
       a->norm = nb.p;
       a->norm_len = nb.len;
@@ -130,9 +126,10 @@ void tk_added_split(const Tokenizer *t, const TkAddedSet *set, const char *s, si
     pos = stop; /* the scan goes on after the match, whatever is done with it */
     const TkAdded *a = &t->added[t->added_of_id[t->added[hit].id]];
     if (a->single_word) {
-      int left_ok = start == 0 || !is_word_char(t, s + prev_char(s, start), start - prev_char(s, start));
-      int right_ok = stop == n ||
-                     !is_word_char(t, s + stop, tk_utf8_len((const unsigned char *)s + stop, n - stop));
+      size_t before = start ? prev_char(s, start) : 0;
+      size_t after = stop < n ? tk_utf8_len((const unsigned char *)s + stop, n - stop) : 0;
+      int left_ok = start == 0 || !is_word_char(t, s + before, start - before);
+      int right_ok = stop == n || !is_word_char(t, s + stop, after);
       if (!left_ok || !right_ok) continue;
     }
     if (a->lstrip) {

@@ -26,6 +26,7 @@ static void toks_begin(Toks *k) {
     k->len = realloc(k->len, (size_t)k->cap * sizeof(size_t));
     TV_CHECK(k->off && k->len, "out of memory growing a token list to %d", k->cap);
   }
+  tkbuf_reserve(&k->buf, 0); /* never a NULL base, even for empty strings */
   k->off[k->n] = k->buf.len;
   k->len[k->n] = 0;
   k->n++;

@@ -12,6 +12,7 @@
 size_t tk_normalize(const Tokenizer *t, const char *s, size_t n, size_t zero, TkBuf *out) {
   TkBuf a = {0}, b = {0};
   tkbuf_put(&a, s, n);
+  tkbuf_reserve(&a, 0); /* a real base pointer even for empty text */
   TkSpans sp = {0};
   for (int i = 0; i < t->n_norm; i++) {
     const TkNormStep *st = &t->norm[i];
@@ -32,7 +33,7 @@ size_t tk_normalize(const Tokenizer *t, const char *s, size_t n, size_t zero, Tk
       for (int k = 0; k < sp.n; k++) {
         const TkSpan *x = &sp.v[k];
         if (x->match) {
-          if (x->a < zero || (zero && x->a == 0)) nz += st->text_len;
+          if (x->a < zero) nz += st->text_len;
           tkbuf_put(&b, st->text, st->text_len);
         } else {
           if (x->a < zero) nz += (x->b < zero ? x->b : zero) - x->a;

@@ -302,10 +302,12 @@ int tokenizer_token_id(const Tokenizer *t, const char *token) {
   return tkmap_get(&t->vocab, token, len);
 }
 
-/* A token named in tokenizer_config.json: a string, {"content": ...}, or null. */
-static int config_token(Tokenizer *t, const cJSON *cfg, const char *key, int32_t *id, char *err,
-                        size_t errlen) {
+/* A token named in tokenizer_config.json: a string, {"content": ...}, or null (*named is
+ * set when the key is there at all: an explicit null means "none", not "guess"). */
+static int config_token(Tokenizer *t, const cJSON *cfg, const char *key, int32_t *id, int *named,
+                        char *err, size_t errlen) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+  *named = v != NULL;
   if (!v || cJSON_IsNull(v)) return 0;
   if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
   if (!cJSON_IsString(v)) {
@@ -337,7 +339,7 @@ static int parse_config(Tokenizer *t, const char *cfg_text, size_t cfg_len, char
   static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>",
                                           NULL};
   int32_t bos = -1, eos = -1, pad = -1;
-  int add_bos = -1, add_eos = -1, rc = -1;
+  int add_bos = -1, add_eos = -1, rc = -1, bos_named = 0, eos_named = 0, pad_named;
   cJSON *cfg = NULL;
   if (cfg_text) {
     cfg = cJSON_ParseWithLength(cfg_text, cfg_len);
@@ -345,18 +347,18 @@ static int parse_config(Tokenizer *t, const char *cfg_text, size_t cfg_len, char
       tk_err(err, errlen, "tokenizer_config.json: not a JSON object");
       goto done;
     }
-    if (config_token(t, cfg, "bos_token", &bos, err, errlen) ||
-        config_token(t, cfg, "eos_token", &eos, err, errlen) ||
-        config_token(t, cfg, "pad_token", &pad, err, errlen) ||
+    if (config_token(t, cfg, "bos_token", &bos, &bos_named, err, errlen) ||
+        config_token(t, cfg, "eos_token", &eos, &eos_named, err, errlen) ||
+        config_token(t, cfg, "pad_token", &pad, &pad_named, err, errlen) ||
         tk_json_bool(cfg, "add_bos_token", -1, &add_bos, "tokenizer_config.json", err, errlen) ||
         tk_json_bool(cfg, "add_eos_token", -1, &add_eos, "tokenizer_config.json", err, errlen))
       goto done;
   }
-  /* without a config: the post-processor's tokens, then well-known names */
-  if (bos < 0 && t->prefix.n) bos = t->prefix.v[0];
-  if (eos < 0 && t->suffix.n) eos = t->suffix.v[t->suffix.n - 1];
-  if (bos < 0) bos = known_token(t, bos_names);
-  if (eos < 0) eos = known_token(t, eos_names);
+  /* not named by a config: the post-processor's tokens, then well-known names */
+  if (!bos_named && t->prefix.n) bos = t->prefix.v[0];
+  if (!eos_named && t->suffix.n) eos = t->suffix.v[t->suffix.n - 1];
+  if (!bos_named && bos < 0) bos = known_token(t, bos_names);
+  if (!eos_named && eos < 0) eos = known_token(t, eos_names);
   if (add_bos >= 0 || add_eos >= 0) {
     int had_bos = bos >= 0 && t->prefix.n && t->prefix.v[0] == bos;
     int had_eos = eos >= 0 && t->suffix.n && t->suffix.v[t->suffix.n - 1] == eos;

@@ -351,10 +351,10 @@ static void test_sharded(void) {
   stage_destroy(full);
 }
 
-/* Rewrites dir/model.safetensors without `drop` and with extra tensors added. */
-static void rewrite(const char *dir, const char *const *drop, int ndrop, const char *const *extra,
-                    const int64_t (*extra_shape)[2], int nextra) {
-  char *p = path_in(dir, "model.safetensors");
+/* Rewrites dir/file without `drop` and with extra tensors added. */
+static void rewrite_file(const char *dir, const char *file, const char *const *drop, int ndrop,
+                         const char *const *extra, const int64_t (*extra_shape)[2], int nextra) {
+  char *p = path_in(dir, file);
   SafeTensors *st = safetensors_open(p);
   StWriter *w = st_writer_create(p);
   float *buf = calloc(4096, sizeof(float));
@@ -371,6 +371,11 @@ static void rewrite(const char *dir, const char *const *drop, int ndrop, const c
   safetensors_close(st);
   free(buf);
   free(p);
+}
+
+static void rewrite(const char *dir, const char *const *drop, int ndrop, const char *const *extra,
+                    const int64_t (*extra_shape)[2], int nextra) {
+  rewrite_file(dir, "model.safetensors", drop, ndrop, extra, extra_shape, nextra);
 }
 
 static void open_only(void *arg) {
@@ -432,34 +437,43 @@ static void test_bad_folders(void) {
   rewrite(dir, NULL, 0, o, bs, 1);
   EXPECT_DIES(open_only, NULL, "o_proj.bias", "not supported");
 
-  /* Index problems */
+  /* Index problems (the weights moved to part.safetensors: a model.safetensors would win) */
   hf_model_write(dir, &hc, full, ST_F32, 0);
   char *ip = path_in(dir, "model.safetensors.index.json");
-  const char *esc = "{\"weight_map\": {\"model.norm.weight\": \"../model.safetensors\"}}";
+  char *single = path_in(dir, "model.safetensors"), *part = path_in(dir, "part.safetensors");
+  EXPECT(rename(single, part) == 0, "rename");
+  const char *esc = "{\"weight_map\": {\"model.norm.weight\": \"../part.safetensors\"}}";
   write_bytes(ip, esc, strlen(esc));
-  EXPECT_DIES(open_only, NULL, "model.safetensors.index.json", "../model.safetensors", "plain file name");
+  EXPECT_DIES(open_only, NULL, "model.safetensors.index.json", "../part.safetensors", "plain file name");
   const char *nomap = "{\"metadata\": {}}";
   write_bytes(ip, nomap, strlen(nomap));
   EXPECT_DIES(open_only, NULL, "weight_map", "missing");
   /* An index that lists a tensor its file lacks. */
   {
-    char *mp = path_in(dir, "model.safetensors");
-    SafeTensors *st = safetensors_open(mp);
+    SafeTensors *st = safetensors_open(part);
     size_t cap = 64 + 96 * (size_t)safetensors_count(st), used = 0;
     char *text = malloc(cap);
     used += (size_t)snprintf(text, cap, "{\"weight_map\": {");
     for (int i = 0; i < safetensors_count(st); i++)
-      used += (size_t)snprintf(text + used, cap - used, "%s\"%s\": \"model.safetensors\"", i ? ", " : "",
+      used += (size_t)snprintf(text + used, cap - used, "%s\"%s\": \"part.safetensors\"", i ? ", " : "",
                                safetensors_tensor(st, i)->name);
     snprintf(text + used, cap - used, "}}");
     safetensors_close(st);
     write_bytes(ip, text, strlen(text));
     free(text);
-    free(mp);
   }
-  rewrite(dir, drop + 1, 1, NULL, NULL, 0);
+  rewrite_file(dir, "part.safetensors", drop + 1, 1, NULL, NULL, 0);
   g_l0 = 3, g_l1 = 4;
-  EXPECT_DIES(load_split, NULL, "model.safetensors", "model.norm.weight", "not there");
+  EXPECT_DIES(load_split, NULL, "part.safetensors", "model.norm.weight", "not there");
+  /* With model.safetensors back, it wins over the index (as in transformers). */
+  hf_model_write(dir, &hc, full, ST_F32, 0);
+  write_bytes(ip, esc, strlen(esc));
+  int rc;
+  char *out = run_captured(load_split, NULL, &rc);
+  EXPECT(rc == 0, "model.safetensors is preferred over an index: %s", out);
+  free(out);
+  remove(part);
+  free(single), free(part);
   remove(ip);
 
   /* No weights at all, or PyTorch ones */

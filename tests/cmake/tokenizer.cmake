@@ -9,3 +9,8 @@ foreach(variant sp sp_meta_first sp_meta_always sp_norm_added bytelevel bl_gpt2 
   add_test(NAME tokenizer_golden_${variant}
            COMMAND test_tokenizer_golden ${TV_TOKENIZER_DATA}/${variant} ${TV_TOKENIZER_DATA}/corpus.txt)
 endforeach()
+
+tv_test(test_tokenizer_unit test_tokenizer_unit.c)
+target_include_directories(test_tokenizer_unit PRIVATE ${PROJECT_SOURCE_DIR}/io)
+target_link_libraries(test_tokenizer_unit PRIVATE tv_io)
+add_test(NAME tokenizer_unit COMMAND test_tokenizer_unit ${TV_TOKENIZER_DATA})
