@@ -33,7 +33,11 @@ static void upgrade_blas_kernels(char **argv) {
   if (getenv("OPENBLAS_CORETYPE")) return;
   const char *better = backend_cpu_blas_upgrade();
   if (!better) return;
-  fprintf(stderr,
+  int asks_for_help = 0;
+  for (char **a = argv + 1; *a; a++)
+    asks_for_help |= !strcmp(*a, "--help") || !strcmp(*a, "-h") || !strcmp(*a, "--version");
+  if (!asks_for_help)
+    fprintf(stderr,
           "tvaccine: note: OpenBLAS picked its %s kernels on this CPU; restarting with "
           "OPENBLAS_CORETYPE=%s (set OPENBLAS_CORETYPE to choose yourself)\n",
           backend_cpu_blas_name(), better);

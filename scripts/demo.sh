@@ -11,4 +11,4 @@ WORLD=runs/synthetic
 if [ ! -f "$WORLD/base/model.safetensors" ] || [ ! -f "$WORLD/align.yaml" ]; then
   "$TV" synth --out "$WORLD"
 fi
-"$TV" align --config "$WORLD/align.yaml" "$@"
+"$TV" align --config configs/synthetic-tvaccine.yaml "$@"
