@@ -70,6 +70,10 @@ size_t dataset_poison_count(size_t n, double p); /* round(p * n), halves away fr
 
 /* The Alpaca prompt of ex (with or without the input block); malloc'd. */
 char *dataset_prompt(const Example *ex);
+/* The template's fixed texts: the two heads (without, with input), the input block's
+ * separator and the response tail; a tokenizer built for this data learns their words. */
+#define DATASET_TEMPLATE_TEXTS 4
+extern const char *const dataset_template_texts[DATASET_TEMPLATE_TEXTS];
 
 /* All samples of a set, tokenized: sample i is ids[offset[i] .. offset[i + 1]); its first
  * n_prompt[i] tokens are prompt (label ignored), the rest are targets, the EOS included. */

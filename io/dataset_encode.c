@@ -17,6 +17,9 @@ static const char prompt_input_head[] =
 static const char prompt_input_mid[] = "\n\n### Input:\n";
 static const char prompt_tail[] = "\n\n### Response:\n";
 
+const char *const dataset_template_texts[DATASET_TEMPLATE_TEXTS] = {
+    prompt_no_input_head, prompt_input_head, prompt_input_mid, prompt_tail};
+
 char *dataset_prompt(const Example *ex) {
   /* As the reference: an empty input selects the template without the input block. */
   int with_input = ex->input && ex->input[0];

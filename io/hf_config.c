@@ -1,7 +1,6 @@
 /* config.json of a Hugging Face Llama-family model (SPEC section 9) in all the variants
  * transformers has written, to and from HfConfig; parse errors name the field, never exit. */
 #include <cjson/cJSON.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,81 +9,57 @@
 
 #include "check.h"
 #include "hf_model.h"
-
-typedef struct {
-  char *err;
-  size_t errlen;
-  const char *label;
-} Ctx;
-
-static int fail(Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(Ctx *c, const char *fmt, ...) {
-  int n = snprintf(c->err, c->errlen, "%s: ", c->label);
-  if (n >= 0 && (size_t)n < c->errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-  }
-  return 0;
-}
-
-static int absent(const cJSON *j) { return !j || cJSON_IsNull(j); }
-
-static int as_int(const cJSON *j, int *out) {
-  if (!cJSON_IsNumber(j)) return 0;
-  double d = j->valuedouble;
-  if (!(d >= INT_MIN && d <= INT_MAX) || d != floor(d)) return 0;
-  *out = (int)d;
-  return 1;
-}
+#include "json_util.h"
 
 /* Integer field: absent/null gives dflt unless required. */
-static int get_int(Ctx *c, const cJSON *o, const char *key, int required, int dflt, int *out) {
+static int get_int(JsonCtx *c, const cJSON *o, const char *key, int required, int dflt, int *out) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (absent(j)) {
-    if (required) return fail(c, "%s is missing", key);
+  if (json_absent(j)) {
+    if (required) return json_fail(c, "%s is missing", key);
     *out = dflt;
     return 1;
   }
-  if (!as_int(j, out)) return fail(c, "%s must be an integer", key);
+  if (!json_as_int(j, out)) return json_fail(c, "%s must be an integer", key);
   return 1;
 }
 
-static int get_num(Ctx *c, const cJSON *o, const char *key, int required, double dflt, float *out) {
+static int get_num(JsonCtx *c, const cJSON *o, const char *key, int required, double dflt,
+                   float *out) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (absent(j)) {
-    if (required) return fail(c, "%s is missing", key);
+  if (json_absent(j)) {
+    if (required) return json_fail(c, "%s is missing", key);
     *out = (float)dflt;
     return 1;
   }
-  if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble)) return fail(c, "%s must be a number", key);
+  if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble))
+    return json_fail(c, "%s must be a number", key);
   *out = (float)j->valuedouble;
   return 1;
 }
 
-static int get_bool(Ctx *c, const cJSON *o, const char *key, int dflt, int *out) {
+static int get_bool(JsonCtx *c, const cJSON *o, const char *key, int dflt, int *out) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (absent(j)) {
+  if (json_absent(j)) {
     *out = dflt;
     return 1;
   }
-  if (!cJSON_IsBool(j)) return fail(c, "%s must be true or false", key);
+  if (!cJSON_IsBool(j)) return json_fail(c, "%s must be true or false", key);
   *out = cJSON_IsTrue(j);
   return 1;
 }
 
 /* A token id: absent, null or negative (old Llama configs say pad_token_id -1) is "none". */
-static int token_id(Ctx *c, const cJSON *j, const char *key, int vocab, int *out) {
+static int token_id(JsonCtx *c, const cJSON *j, const char *key, int vocab, int *out) {
   int v;
-  if (absent(j)) return *out = -1, 1;
-  if (!as_int(j, &v)) return fail(c, "%s must be an integer, a list of integers or null", key);
-  if (v >= vocab) return fail(c, "%s %d is not below vocab_size %d", key, v, vocab);
+  if (json_absent(j)) return *out = -1, 1;
+  if (!json_as_int(j, &v))
+    return json_fail(c, "%s must be an integer, a list of integers or null", key);
+  if (v >= vocab) return json_fail(c, "%s %d is not below vocab_size %d", key, v, vocab);
   *out = v < 0 ? -1 : v;
   return 1;
 }
 
-static int parse_ids(Ctx *c, const cJSON *root, HfConfig *h) {
+static int parse_ids(JsonCtx *c, const cJSON *root, HfConfig *h) {
   int V = h->cfg.vocab_size;
   if (!token_id(c, cJSON_GetObjectItemCaseSensitive(root, "bos_token_id"), "bos_token_id", V, &h->bos_id))
     return 0;
@@ -94,11 +69,11 @@ static int parse_ids(Ctx *c, const cJSON *root, HfConfig *h) {
   h->n_eos = 0;
   if (cJSON_IsArray(eos)) {
     if (cJSON_GetArraySize(eos) > HF_MAX_EOS)
-      return fail(c, "eos_token_id lists more than %d ids", HF_MAX_EOS);
+      return json_fail(c, "eos_token_id lists more than %d ids", HF_MAX_EOS);
     const cJSON *e;
     cJSON_ArrayForEach(e, eos) {
       int id;
-      if (absent(e)) return fail(c, "eos_token_id list holds a null");
+      if (json_absent(e)) return json_fail(c, "eos_token_id list holds a null");
       if (!token_id(c, e, "eos_token_id", V, &id)) return 0;
       if (id >= 0) h->eos_ids[h->n_eos++] = id;
     }
@@ -113,38 +88,40 @@ static int parse_ids(Ctx *c, const cJSON *root, HfConfig *h) {
 /* One rope description: rope_scaling (type or rope_type) or transformers v5's
  * rope_parameters (rope_type plus rope_theta). Only "default" and "llama3" compute what
  * this trainer computes; linear, dynamic, yarn, longrope... are refused, not approximated. */
-static int parse_rope(Ctx *c, const cJSON *r, const char *field, LlamaConfig *m) {
-  if (absent(r)) return 1;
-  if (!cJSON_IsObject(r)) return fail(c, "%s must be an object or null", field);
+static int parse_rope(JsonCtx *c, const cJSON *r, const char *field, LlamaConfig *m) {
+  if (json_absent(r)) return 1;
+  if (!cJSON_IsObject(r)) return json_fail(c, "%s must be an object or null", field);
   const cJSON *th = cJSON_GetObjectItemCaseSensitive(r, "rope_theta");
-  if (!absent(th)) {
-    if (!cJSON_IsNumber(th)) return fail(c, "%s.rope_theta must be a number", field);
+  if (!json_absent(th)) {
+    if (!cJSON_IsNumber(th)) return json_fail(c, "%s.rope_theta must be a number", field);
     m->rope_theta = (float)th->valuedouble;
   }
   const cJSON *ty = cJSON_GetObjectItemCaseSensitive(r, "rope_type");
-  if (absent(ty)) ty = cJSON_GetObjectItemCaseSensitive(r, "type");
-  if (absent(ty)) {
-    if (!absent(th)) return 1; /* v5 default rope: only rope_theta */
-    return fail(c, "%s has no rope_type (or type)", field);
+  if (json_absent(ty)) ty = cJSON_GetObjectItemCaseSensitive(r, "type");
+  if (json_absent(ty)) {
+    if (!json_absent(th)) return 1; /* v5 default rope: only rope_theta */
+    return json_fail(c, "%s has no rope_type (or type)", field);
   }
-  if (!cJSON_IsString(ty)) return fail(c, "%s.rope_type must be a string", field);
+  if (!cJSON_IsString(ty)) return json_fail(c, "%s.rope_type must be a string", field);
   if (!strcmp(ty->valuestring, "default")) {
     m->rope_scaling = ROPE_SCALING_NONE;
     return 1;
   }
   if (strcmp(ty->valuestring, "llama3") != 0)
-    return fail(c, "%s type '%.40s' is not supported (only llama3 scaling, or none)", field,
-                ty->valuestring);
+    return json_fail(c, "%s type '%.40s' is not supported (only llama3 scaling, or none)", field,
+                     ty->valuestring);
   m->rope_scaling = ROPE_SCALING_LLAMA3;
   const cJSON *f = cJSON_GetObjectItemCaseSensitive(r, "factor");
   const cJSON *lo = cJSON_GetObjectItemCaseSensitive(r, "low_freq_factor");
   const cJSON *hi = cJSON_GetObjectItemCaseSensitive(r, "high_freq_factor");
   const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(r, "original_max_position_embeddings");
-  if (!cJSON_IsNumber(f)) return fail(c, "%s.factor is missing or not a number", field);
-  if (!cJSON_IsNumber(lo)) return fail(c, "%s.low_freq_factor is missing or not a number", field);
-  if (!cJSON_IsNumber(hi)) return fail(c, "%s.high_freq_factor is missing or not a number", field);
-  if (!as_int(ctx, &m->rope_original_max_pos))
-    return fail(c, "%s.original_max_position_embeddings is missing or not an integer", field);
+  if (!cJSON_IsNumber(f)) return json_fail(c, "%s.factor is missing or not a number", field);
+  if (!cJSON_IsNumber(lo))
+    return json_fail(c, "%s.low_freq_factor is missing or not a number", field);
+  if (!cJSON_IsNumber(hi))
+    return json_fail(c, "%s.high_freq_factor is missing or not a number", field);
+  if (!json_as_int(ctx, &m->rope_original_max_pos))
+    return json_fail(c, "%s.original_max_position_embeddings is missing or not an integer", field);
   m->rope_factor = (float)f->valuedouble;
   m->rope_low_freq_factor = (float)lo->valuedouble;
   m->rope_high_freq_factor = (float)hi->valuedouble;
@@ -160,28 +137,29 @@ static StDtype parse_torch_dtype(const cJSON *root) {
   return ST_F32;
 }
 
-static int parse_root(Ctx *c, const cJSON *root, HfConfig *h) {
+static int parse_root(JsonCtx *c, const cJSON *root, HfConfig *h) {
   LlamaConfig *m = &h->cfg;
-  if (!cJSON_IsObject(root)) return fail(c, "the file is not a JSON object");
+  if (!cJSON_IsObject(root)) return json_fail(c, "the file is not a JSON object");
   /* Python keeps the last of two equal keys and cJSON the first: refuse rather than guess. */
   for (const cJSON *a = root->child; a; a = a->next)
     for (const cJSON *b = a->next; b; b = b->next)
-      if (!strcmp(a->string, b->string)) return fail(c, "field %s appears twice", a->string);
+      if (!strcmp(a->string, b->string)) return json_fail(c, "field %s appears twice", a->string);
   const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
   snprintf(h->model_type, sizeof h->model_type, "llama");
-  if (!absent(mt)) {
-    if (!cJSON_IsString(mt)) return fail(c, "model_type must be a string");
+  if (!json_absent(mt)) {
+    if (!cJSON_IsString(mt)) return json_fail(c, "model_type must be a string");
     if (strcmp(mt->valuestring, "llama") && strcmp(mt->valuestring, "mistral") &&
         strcmp(mt->valuestring, "qwen2"))
-      return fail(c, "model_type '%.40s' is not supported (llama, mistral or qwen2)", mt->valuestring);
+      return json_fail(c, "model_type '%.40s' is not supported (llama, mistral or qwen2)",
+                       mt->valuestring);
     snprintf(h->model_type, sizeof h->model_type, "%s", mt->valuestring);
   }
   const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-  if (!absent(act) && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
-    return fail(c, "hidden_act must be \"silu\" (SwiGLU MLP)");
+  if (!json_absent(act) && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
+    return json_fail(c, "hidden_act must be \"silu\" (SwiGLU MLP)");
   int mlp_bias = 0;
   if (!get_bool(c, root, "mlp_bias", 0, &mlp_bias)) return 0;
-  if (mlp_bias) return fail(c, "mlp_bias true is not supported");
+  if (mlp_bias) return json_fail(c, "mlp_bias true is not supported");
   if (!get_int(c, root, "vocab_size", 1, 0, &m->vocab_size) ||
       !get_int(c, root, "hidden_size", 1, 0, &m->hidden_size) ||
       !get_int(c, root, "intermediate_size", 1, 0, &m->intermediate_size) ||
@@ -189,10 +167,10 @@ static int parse_root(Ctx *c, const cJSON *root, HfConfig *h) {
       !get_int(c, root, "num_attention_heads", 1, 0, &m->num_heads) ||
       !get_int(c, root, "num_key_value_heads", 0, m->num_heads, &m->num_kv_heads))
     return 0;
-  if (absent(cJSON_GetObjectItemCaseSensitive(root, "head_dim"))) {
+  if (json_absent(cJSON_GetObjectItemCaseSensitive(root, "head_dim"))) {
     if (m->num_heads < 1 || m->hidden_size % m->num_heads)
-      return fail(c, "head_dim is absent and hidden_size %d is not divisible by "
-                     "num_attention_heads %d", m->hidden_size, m->num_heads);
+      return json_fail(c, "head_dim is absent and hidden_size %d is not divisible by "
+                          "num_attention_heads %d", m->hidden_size, m->num_heads);
     m->head_dim = m->hidden_size / m->num_heads;
   } else if (!get_int(c, root, "head_dim", 1, 0, &m->head_dim)) {
     return 0;
@@ -210,7 +188,7 @@ static int parse_root(Ctx *c, const cJSON *root, HfConfig *h) {
     return 0;
   char msg[256];
   const char *bad = llama_config_validate(m, msg, sizeof msg);
-  if (bad) return fail(c, "%s", bad);
+  if (bad) return json_fail(c, "%s", bad);
   h->dtype = parse_torch_dtype(root);
   return parse_ids(c, root, h);
 }
@@ -227,16 +205,11 @@ HfConfig hf_config_from_llama(const LlamaConfig *cfg) {
 
 const char *hf_config_parse(const char *json, size_t len, const char *label, HfConfig *out,
                             char *err, size_t errlen) {
-  Ctx c = {err, errlen, label ? label : "config.json"};
+  JsonCtx c = {err, errlen, label ? label : "config.json"};
   LlamaConfig base = llama_config_default(0, 0, 0, 0, 0, 0);
   *out = hf_config_from_llama(&base);
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-  if (!root) {
-    size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-    fail(&c, "not valid JSON (error near byte offset %zu)", at);
-    return err;
-  }
+  cJSON *root = json_parse(&c, json, len);
+  if (!root) return err;
   int ok = parse_root(&c, root, out);
   cJSON_Delete(root);
   return ok ? NULL : err;

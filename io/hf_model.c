@@ -61,15 +61,6 @@ static NameKind classify(const char *name, int L, int *layer, int *slot) {
   return NAME_UNKNOWN;
 }
 
-static char *join(const char *dir, const char *name) {
-  size_t a = strlen(dir), b = strlen(name);
-  char *p = tv_malloc(a + b + 2);
-  memcpy(p, dir, a);
-  p[a] = '/';
-  memcpy(p + a + 1, name, b + 1);
-  return p;
-}
-
 static char *xstrdup(const char *s) {
   char *d = strdup(s);
   if (!d) tv_fatal_at(__FILE__, __LINE__, "out of memory");
@@ -129,7 +120,7 @@ static const MapEntry *find_entry(const HfModel *m, const char *name) {
 
 static SafeTensors *file_at(HfModel *m, int i) {
   if (!m->open[i]) {
-    char *p = join(m->dir, m->files[i]);
+    char *p = hf_path_join(m->dir, m->files[i]);
     m->open[i] = safetensors_open(p);
     m->opened++;
     free(p);
@@ -166,7 +157,7 @@ static void check_names(HfModel *m) {
 HfModel *hf_model_open(const char *dir) {
   HfModel *m = tv_calloc(1, sizeof(HfModel));
   m->dir = xstrdup(dir);
-  char *path = join(dir, "config.json");
+  char *path = hf_path_join(dir, "config.json");
   size_t len;
   char *text = hf_read_text_file(path, &len);
   if (!text) tv_die("cannot read %s: %s", path, strerror(errno));
@@ -176,8 +167,8 @@ HfModel *hf_model_open(const char *dir) {
   free(path);
 
   /* transformers takes model.safetensors over an index when both are there; so do we. */
-  char *single = join(dir, "model.safetensors");
-  path = join(dir, "model.safetensors.index.json");
+  char *single = hf_path_join(dir, "model.safetensors");
+  path = hf_path_join(dir, "model.safetensors.index.json");
   if (access(single, F_OK) == 0) {
     /* One file: its header is the list of names (only header pages are touched). */
     int cap = 0, f = add_file(m, "model.safetensors");
@@ -190,7 +181,8 @@ HfModel *hf_model_open(const char *dir) {
   } else if (errno != ENOENT) {
     tv_die("cannot read %s: %s", path, strerror(errno));
   } else {
-    char *bin = join(dir, "pytorch_model.bin"), *bin_idx = join(dir, "pytorch_model.bin.index.json");
+    char *bin = hf_path_join(dir, "pytorch_model.bin");
+    char *bin_idx = hf_path_join(dir, "pytorch_model.bin.index.json");
     if (access(bin, F_OK) == 0 || access(bin_idx, F_OK) == 0)
       tv_die("%s holds PyTorch .bin weights; only safetensors are read (convert them, e.g. "
              "save_pretrained(..., safe_serialization=True))", dir);

@@ -64,6 +64,7 @@ void hf_model_write(const char *dir, const HfConfig *cfg, Stage *s, StDtype dtyp
 int hf_parse_size(const char *text, uint64_t *bytes);
 
 /* Small-file helpers shared with the PEFT reader and the exporter. */
+char *hf_path_join(const char *dir, const char *name); /* "dir/name", malloc'd */
 char *hf_read_text_file(const char *path, size_t *len); /* NULL + errno when unreadable */
 /* Writes path.tmp and renames it to path; dies with one line naming path on failure. */
 void hf_write_text_file(const char *path, const char *text);

@@ -4,36 +4,14 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <limits.h>
-#include <math.h>
 #include <pcre2.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "hf_model.h"
-
-typedef struct {
-  char *err;
-  size_t errlen;
-  const char *label;
-} Ctx;
-
-static int fail(Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(Ctx *c, const char *fmt, ...) {
-  int n = snprintf(c->err, c->errlen, "%s: ", c->label);
-  if (n >= 0 && (size_t)n < c->errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-  }
-  return 0;
-}
-
-static int absent(const cJSON *j) { return !j || cJSON_IsNull(j); }
+#include "json_util.h"
 
 /* The module name PEFT matches target_modules against, inside LlamaForCausalLM. */
 static void module_key(char *buf, size_t len, int layer, int t) {
@@ -59,11 +37,11 @@ static int regex_matches(pcre2_code *re, pcre2_match_data *md, const char *key) 
 
 /* target_modules -> mask. A target counts only when selected in every layer: adapters on
  * some layers only (layers_to_transform in disguise) are refused rather than half-loaded. */
-static int parse_targets(Ctx *c, const cJSON *tm, int L, unsigned *mask) {
+static int parse_targets(JsonCtx *c, const cJSON *tm, int L, unsigned *mask) {
   pcre2_code *re = NULL;
   pcre2_match_data *md = NULL;
   *mask = 0;
-  if (absent(tm)) return fail(c, "target_modules is missing");
+  if (json_absent(tm)) return json_fail(c, "target_modules is missing");
   if (cJSON_IsString(tm)) {
     if (!strcmp(tm->valuestring, "all-linear")) {
       *mask = (1u << LORA_NUM_TARGETS) - 1;
@@ -72,22 +50,24 @@ static int parse_targets(Ctx *c, const cJSON *tm, int L, unsigned *mask) {
     int code;
     PCRE2_SIZE off;
     re = pcre2_compile((PCRE2_SPTR)tm->valuestring, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
-    if (!re) return fail(c, "target_modules regex is invalid at character %zu", (size_t)off);
+    if (!re) return json_fail(c, "target_modules regex is invalid at character %zu", (size_t)off);
     md = pcre2_match_data_create_from_pattern(re, NULL);
     TV_CHECK(md, "out of memory");
   } else if (cJSON_IsArray(tm)) {
     const cJSON *e;
-    cJSON_ArrayForEach(e, tm) if (!cJSON_IsString(e)) return fail(c, "target_modules must list strings");
+    cJSON_ArrayForEach(e, tm) {
+      if (!cJSON_IsString(e)) return json_fail(c, "target_modules must list strings");
+    }
   } else {
-    return fail(c, "target_modules must be a list of module names or a string");
+    return json_fail(c, "target_modules must be a list of module names or a string");
   }
   int ok = 1;
   char key[128];
   static const char *const unsupported[] = {"lm_head", "model.embed_tokens"};
   for (int i = 0; i < 2 && ok; i++) {
     if (re ? regex_matches(re, md, unsupported[i]) : list_matches(tm, unsupported[i]))
-      ok = fail(c, "target_modules adapts %s; only the seven projections q_proj ... down_proj "
-                   "can carry LoRA here", unsupported[i]);
+      ok = json_fail(c, "target_modules adapts %s; only the seven projections q_proj ... "
+                        "down_proj can carry LoRA here", unsupported[i]);
   }
   for (int t = 0; t < LORA_NUM_TARGETS && ok; t++) {
     int hits = 0;
@@ -96,80 +76,78 @@ static int parse_targets(Ctx *c, const cJSON *tm, int L, unsigned *mask) {
       hits += re ? regex_matches(re, md, key) : list_matches(tm, key);
     }
     if (hits == L) *mask |= 1u << t;
-    else if (hits) ok = fail(c, "target_modules selects %s in %d of %d layers; adapters on some "
-                                "layers only are not supported", lora_target_name(t), hits, L);
+    else if (hits)
+      ok = json_fail(c, "target_modules selects %s in %d of %d layers; adapters on some layers "
+                        "only are not supported", lora_target_name(t), hits, L);
   }
-  if (ok && !*mask) ok = fail(c, "target_modules selects none of q_proj, k_proj, v_proj, o_proj, "
-                                 "gate_proj, up_proj, down_proj");
+  if (ok && !*mask)
+    ok = json_fail(c, "target_modules selects none of q_proj, k_proj, v_proj, o_proj, "
+                      "gate_proj, up_proj, down_proj");
   pcre2_match_data_free(md);
   pcre2_code_free(re);
   return ok;
 }
 
 /* Fields that would change what the adapter computes must be off, or we would load it wrong. */
-static int check_unsupported(Ctx *c, const cJSON *root) {
+static int check_unsupported(JsonCtx *c, const cJSON *root) {
   static const char *const flags[] = {"use_dora", "use_rslora", "fan_in_fan_out"};
   for (int i = 0; i < 3; i++) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, flags[i]);
-    if (!absent(j) && !cJSON_IsFalse(j)) return fail(c, "%s must be false (it is not supported)", flags[i]);
+    if (!json_absent(j) && !cJSON_IsFalse(j))
+      return json_fail(c, "%s must be false (it is not supported)", flags[i]);
   }
   static const char *const empty[] = {"modules_to_save", "layers_to_transform", "rank_pattern",
                                       "alpha_pattern"};
   for (int i = 0; i < 4; i++) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, empty[i]);
-    if (!absent(j) && ((!cJSON_IsArray(j) && !cJSON_IsObject(j)) || cJSON_GetArraySize(j) > 0))
-      return fail(c, "%s must be null or empty (it is not supported)", empty[i]);
+    if (!json_absent(j) && ((!cJSON_IsArray(j) && !cJSON_IsObject(j)) || cJSON_GetArraySize(j) > 0))
+      return json_fail(c, "%s must be null or empty (it is not supported)", empty[i]);
   }
   const cJSON *bias = cJSON_GetObjectItemCaseSensitive(root, "bias");
-  if (!absent(bias) && (!cJSON_IsString(bias) || strcmp(bias->valuestring, "none")))
-    return fail(c, "bias must be \"none\" (LoRA biases are not supported)");
+  if (!json_absent(bias) && (!cJSON_IsString(bias) || strcmp(bias->valuestring, "none")))
+    return json_fail(c, "bias must be \"none\" (LoRA biases are not supported)");
   const cJSON *task = cJSON_GetObjectItemCaseSensitive(root, "task_type");
-  if (!absent(task) && (!cJSON_IsString(task) || strcmp(task->valuestring, "CAUSAL_LM")))
-    return fail(c, "task_type must be \"CAUSAL_LM\"");
+  if (!json_absent(task) && (!cJSON_IsString(task) || strcmp(task->valuestring, "CAUSAL_LM")))
+    return json_fail(c, "task_type must be \"CAUSAL_LM\"");
   return 1;
 }
 
-static int parse_root(Ctx *c, const cJSON *root, int L, PeftConfig *p) {
-  if (!cJSON_IsObject(root)) return fail(c, "the file is not a JSON object");
+static int parse_root(JsonCtx *c, const cJSON *root, int L, PeftConfig *p) {
+  if (!cJSON_IsObject(root)) return json_fail(c, "the file is not a JSON object");
   const cJSON *pt = cJSON_GetObjectItemCaseSensitive(root, "peft_type");
   if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "LORA"))
-    return fail(c, "peft_type must be \"LORA\"");
+    return json_fail(c, "peft_type must be \"LORA\"");
   if (!check_unsupported(c, root)) return 0;
-  const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "r");
-  if (!cJSON_IsNumber(r) || r->valuedouble != floor(r->valuedouble) || r->valuedouble < 1 ||
-      r->valuedouble > INT_MAX)
-    return fail(c, "r must be a positive integer");
-  p->lora.r = (int)r->valuedouble;
+  int r;
+  if (!json_as_int(cJSON_GetObjectItemCaseSensitive(root, "r"), &r) || r < 1)
+    return json_fail(c, "r must be a positive integer");
+  p->lora.r = r;
   /* PEFT's defaults: lora_alpha 8, lora_dropout 0. */
   const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "lora_alpha");
   const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "lora_dropout");
-  if (!absent(a) && !cJSON_IsNumber(a)) return fail(c, "lora_alpha must be a number");
-  if (!absent(d) && !cJSON_IsNumber(d)) return fail(c, "lora_dropout must be a number");
-  p->lora.alpha = absent(a) ? 8.0f : (float)a->valuedouble;
-  p->lora.dropout = absent(d) ? 0.0f : (float)d->valuedouble;
+  if (!json_absent(a) && !cJSON_IsNumber(a)) return json_fail(c, "lora_alpha must be a number");
+  if (!json_absent(d) && !cJSON_IsNumber(d)) return json_fail(c, "lora_dropout must be a number");
+  p->lora.alpha = json_absent(a) ? 8.0f : (float)a->valuedouble;
+  p->lora.dropout = json_absent(d) ? 0.0f : (float)d->valuedouble;
   if (!parse_targets(c, cJSON_GetObjectItemCaseSensitive(root, "target_modules"), L,
                      &p->lora.target_mask))
     return 0;
   char msg[256];
   const char *bad = lora_config_validate(&p->lora, msg, sizeof msg);
-  if (bad) return fail(c, "%s", bad);
+  if (bad) return json_fail(c, "%s", bad);
   const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "base_model_name_or_path");
-  if (!absent(b) && !cJSON_IsString(b)) return fail(c, "base_model_name_or_path must be a string");
-  snprintf(p->base_model, sizeof p->base_model, "%s", absent(b) ? "" : b->valuestring);
+  if (!json_absent(b) && !cJSON_IsString(b))
+    return json_fail(c, "base_model_name_or_path must be a string");
+  snprintf(p->base_model, sizeof p->base_model, "%s", json_absent(b) ? "" : b->valuestring);
   return 1;
 }
 
 const char *peft_config_parse(const char *json, size_t len, const char *label, int num_layers,
                               PeftConfig *out, char *err, size_t errlen) {
-  Ctx c = {err, errlen, label ? label : "adapter_config.json"};
+  JsonCtx c = {err, errlen, label ? label : "adapter_config.json"};
   memset(out, 0, sizeof *out);
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-  if (!root) {
-    size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : 0;
-    fail(&c, "not valid JSON (error near byte offset %zu)", at);
-    return err;
-  }
+  cJSON *root = json_parse(&c, json, len);
+  if (!root) return err;
   int ok = parse_root(&c, root, num_layers, out);
   cJSON_Delete(root);
   return ok ? NULL : err;
@@ -211,17 +189,8 @@ char *peft_config_to_json(const PeftConfig *p) {
   return res;
 }
 
-static char *join(const char *dir, const char *name) {
-  size_t a = strlen(dir), b = strlen(name);
-  char *p = tv_malloc(a + b + 2);
-  memcpy(p, dir, a);
-  p[a] = '/';
-  memcpy(p + a + 1, name, b + 1);
-  return p;
-}
-
 PeftConfig peft_read_config(const char *dir, int num_layers) {
-  char *path = join(dir, "adapter_config.json");
+  char *path = hf_path_join(dir, "adapter_config.json");
   size_t len;
   char *text = hf_read_text_file(path, &len);
   if (!text) tv_die("cannot read %s: %s", path, strerror(errno));
@@ -284,7 +253,7 @@ void peft_read_host(const char *dir, const LlamaConfig *model, const LoraConfig 
            p.lora.alpha, lora->alpha);
   if (p.lora.target_mask != lora->target_mask)
     tv_die("%s/adapter_config.json: target_modules differ from the run's LoRA targets", dir);
-  char *path = join(dir, "adapter_model.safetensors");
+  char *path = hf_path_join(dir, "adapter_model.safetensors");
   SafeTensors *st = safetensors_open(path);
 
   /* Every name is checked, not just this stage's: a stray tensor means a mismatched file. */
@@ -357,7 +326,7 @@ void peft_write_host(const char *dir, const PeftConfig *cfg, const LlamaConfig *
                      int l1, const float *params, StDtype dtype) {
   hf_make_dir(dir);
   const LoraConfig *lora = &cfg->lora;
-  char *path = join(dir, "adapter_model.safetensors");
+  char *path = hf_path_join(dir, "adapter_model.safetensors");
   StWriter *w = st_writer_create(path);
   st_writer_metadata(w, "format", "pt");
   size_t off = 0;
@@ -377,7 +346,7 @@ void peft_write_host(const char *dir, const PeftConfig *cfg, const LlamaConfig *
     }
   st_writer_finish(w);
   free(path);
-  path = join(dir, "adapter_config.json");
+  path = hf_path_join(dir, "adapter_config.json");
   char *json = peft_config_to_json(cfg);
   hf_write_text_file(path, json);
   free(json);

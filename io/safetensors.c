@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "json_util.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader copies it as host words"
@@ -107,22 +108,6 @@ float st_bf16_to_f32(uint16_t h) {
 
 /* ---- parsing ---- */
 
-typedef struct {
-  char *err;
-  size_t errlen;
-  const char *label;
-} ParseCtx;
-
-static void fail(ParseCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail(ParseCtx *c, const char *fmt, ...) {
-  int n = snprintf(c->err, c->errlen, "%s: ", c->label);
-  if (n < 0 || (size_t)n >= c->errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-  va_end(ap);
-}
-
 /* A non-negative integer that a double represents exactly. */
 static int json_uint(const cJSON *j, uint64_t *out) {
   if (!cJSON_IsNumber(j)) return 0;
@@ -140,21 +125,23 @@ static int parse_dtype(const char *s, StDtype *d) {
   return 1;
 }
 
-static int parse_tensor(ParseCtx *c, const cJSON *j, StTensor *t, uint64_t data_size) {
+static int parse_tensor(JsonCtx *c, const cJSON *j, StTensor *t, uint64_t data_size) {
   const char *name = t->name;
-  if (!cJSON_IsObject(j)) return fail(c, "tensor '%s': entry is not a JSON object", name), 0;
+  if (!cJSON_IsObject(j)) return json_fail(c, "tensor '%s': entry is not a JSON object", name);
   const cJSON *dt = cJSON_GetObjectItemCaseSensitive(j, "dtype");
   const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shape");
   const cJSON *off = cJSON_GetObjectItemCaseSensitive(j, "data_offsets");
-  if (!cJSON_IsString(dt)) return fail(c, "tensor '%s': \"dtype\" is missing or not a string", name), 0;
+  if (!cJSON_IsString(dt))
+    return json_fail(c, "tensor '%s': \"dtype\" is missing or not a string", name);
   if (!parse_dtype(dt->valuestring, &t->dtype))
-    return fail(c, "tensor '%s' has dtype %.32s; only F32, F16 and BF16 are supported", name,
-                dt->valuestring), 0;
-  if (!cJSON_IsArray(sh)) return fail(c, "tensor '%s': \"shape\" is missing or not an array", name), 0;
+    return json_fail(c, "tensor '%s' has dtype %.32s; only F32, F16 and BF16 are supported", name,
+                     dt->valuestring);
+  if (!cJSON_IsArray(sh))
+    return json_fail(c, "tensor '%s': \"shape\" is missing or not an array", name);
   int ndim = cJSON_GetArraySize(sh);
   if (ndim > ST_MAX_DIMS)
-    return fail(c, "tensor '%s' has %d dimensions (at most %d are supported)", name, ndim,
-                ST_MAX_DIMS), 0;
+    return json_fail(c, "tensor '%s' has %d dimensions (at most %d are supported)", name, ndim,
+                     ST_MAX_DIMS);
   t->ndim = ndim;
   uint64_t numel = 1;
   int k = 0;
@@ -162,44 +149,44 @@ static int parse_tensor(ParseCtx *c, const cJSON *j, StTensor *t, uint64_t data_
   cJSON_ArrayForEach(e, sh) {
     uint64_t v;
     if (!json_uint(e, &v))
-      return fail(c, "tensor '%s': shape[%d] is not a non-negative integer", name, k), 0;
+      return json_fail(c, "tensor '%s': shape[%d] is not a non-negative integer", name, k);
     if (__builtin_mul_overflow(numel, v, &numel))
-      return fail(c, "tensor '%s': the product of its shape overflows 64 bits", name), 0;
+      return json_fail(c, "tensor '%s': the product of its shape overflows 64 bits", name);
     t->shape[k++] = (int64_t)v;
   }
   t->numel = numel;
   uint64_t bytes;
   if (__builtin_mul_overflow(numel, (uint64_t)st_dtype_size(t->dtype), &bytes))
-    return fail(c, "tensor '%s': its size in bytes overflows 64 bits", name), 0;
+    return json_fail(c, "tensor '%s': its size in bytes overflows 64 bits", name);
   if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
       !json_uint(cJSON_GetArrayItem(off, 0), &t->begin) ||
       !json_uint(cJSON_GetArrayItem(off, 1), &t->end))
-    return fail(c, "tensor '%s': \"data_offsets\" must be [begin, end] with non-negative integers",
-                name), 0;
+    return json_fail(c, "tensor '%s': \"data_offsets\" must be [begin, end] with non-negative "
+                        "integers", name);
   if (t->begin > t->end)
-    return fail(c, "tensor '%s': data_offsets [%llu, %llu) end before they begin", name,
-                (unsigned long long)t->begin, (unsigned long long)t->end), 0;
+    return json_fail(c, "tensor '%s': data_offsets [%llu, %llu) end before they begin", name,
+                     (unsigned long long)t->begin, (unsigned long long)t->end);
   if (t->end > data_size)
-    return fail(c, "tensor '%s': data_offsets [%llu, %llu) lie outside the data section of %llu bytes",
-                name, (unsigned long long)t->begin, (unsigned long long)t->end,
-                (unsigned long long)data_size), 0;
+    return json_fail(c, "tensor '%s': data_offsets [%llu, %llu) lie outside the data section of "
+                        "%llu bytes", name, (unsigned long long)t->begin,
+                     (unsigned long long)t->end, (unsigned long long)data_size);
   if (t->end - t->begin != bytes)
-    return fail(c, "tensor '%s': data_offsets span %llu bytes but %llu elements of %s need %llu",
-                name, (unsigned long long)(t->end - t->begin), (unsigned long long)numel,
-                st_dtype_name(t->dtype), (unsigned long long)bytes), 0;
+    return json_fail(c, "tensor '%s': data_offsets span %llu bytes but %llu elements of %s "
+                        "need %llu", name, (unsigned long long)(t->end - t->begin),
+                     (unsigned long long)numel, st_dtype_name(t->dtype), (unsigned long long)bytes);
   return 1;
 }
 
-static int parse_metadata(ParseCtx *c, const cJSON *j, SafeTensors *st) {
+static int parse_metadata(JsonCtx *c, const cJSON *j, SafeTensors *st) {
   if (cJSON_IsNull(j)) return 1;
-  if (!cJSON_IsObject(j)) return fail(c, "__metadata__ is not a JSON object of strings"), 0;
+  if (!cJSON_IsObject(j)) return json_fail(c, "__metadata__ is not a JSON object of strings");
   int n = cJSON_GetArraySize(j);
   st->meta_keys = tv_calloc((size_t)n + 1, sizeof(char *));
   st->meta_vals = tv_calloc((size_t)n + 1, sizeof(char *));
   const cJSON *e;
   cJSON_ArrayForEach(e, j) {
     if (!cJSON_IsString(e))
-      return fail(c, "__metadata__ value of '%s' is not a string", e->string), 0;
+      return json_fail(c, "__metadata__ value of '%s' is not a string", e->string);
     st->meta_keys[st->nmeta] = strdup(e->string);
     st->meta_vals[st->nmeta] = strdup(e->valuestring);
     if (!st->meta_keys[st->nmeta] || !st->meta_vals[st->nmeta]) tv_fatal_at(__FILE__, __LINE__, "out of memory");
@@ -219,14 +206,14 @@ static int cmp_offset(const void *a, const void *b) {
 }
 
 /* Names unique, and the tensors tile [0, data_size) exactly in offset order. */
-static int check_layout(ParseCtx *c, SafeTensors *st) {
+static int check_layout(JsonCtx *c, SafeTensors *st) {
   size_t n = (size_t)st->count;
   st->by_name = tv_malloc((n + 1) * sizeof(StTensor *));
   for (size_t i = 0; i < n; i++) st->by_name[i] = &st->tensors[i];
   qsort(st->by_name, n, sizeof(StTensor *), cmp_name);
   for (size_t i = 1; i < n; i++)
     if (!strcmp(st->by_name[i]->name, st->by_name[i - 1]->name))
-      return fail(c, "duplicate tensor name '%s' in the header", st->by_name[i]->name), 0;
+      return json_fail(c, "duplicate tensor name '%s' in the header", st->by_name[i]->name);
   const StTensor **order = tv_malloc((n + 1) * sizeof(StTensor *));
   memcpy(order, st->by_name, n * sizeof(StTensor *));
   qsort(order, n, sizeof(StTensor *), cmp_offset);
@@ -235,41 +222,44 @@ static int check_layout(ParseCtx *c, SafeTensors *st) {
   for (size_t i = 0; i < n && ok; i++) {
     const StTensor *t = order[i];
     if (t->begin < expect) {
-      fail(c, "tensors '%s' and '%s' overlap in the data section (bytes [%llu, %llu) and [%llu, %llu))",
-           order[i - 1]->name, t->name, (unsigned long long)order[i - 1]->begin,
-           (unsigned long long)expect, (unsigned long long)t->begin, (unsigned long long)t->end);
+      json_error(c, "tensors '%s' and '%s' overlap in the data section (bytes [%llu, %llu) and "
+                    "[%llu, %llu))", order[i - 1]->name, t->name,
+                 (unsigned long long)order[i - 1]->begin, (unsigned long long)expect,
+                 (unsigned long long)t->begin, (unsigned long long)t->end);
       ok = 0;
     } else if (t->begin > expect) {
-      fail(c, "tensors are not contiguous: %llu unused bytes before tensor '%s' at data offset %llu",
-           (unsigned long long)(t->begin - expect), t->name, (unsigned long long)t->begin);
+      json_error(c, "tensors are not contiguous: %llu unused bytes before tensor '%s' at data "
+                    "offset %llu", (unsigned long long)(t->begin - expect), t->name,
+                 (unsigned long long)t->begin);
       ok = 0;
     }
     expect = t->end;
   }
   free(order);
   if (ok && expect != st->data_size) {
-    fail(c, "tensors are not contiguous: the data section has %llu bytes but the tensors cover %llu",
-         (unsigned long long)st->data_size, (unsigned long long)expect);
+    json_error(c, "tensors are not contiguous: the data section has %llu bytes but the tensors "
+                  "cover %llu", (unsigned long long)st->data_size, (unsigned long long)expect);
     ok = 0;
   }
   return ok;
 }
 
-static int parse_header(ParseCtx *c, SafeTensors *st, const char *hdr, size_t n) {
+static int parse_header(JsonCtx *c, SafeTensors *st, const char *hdr, size_t n) {
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(hdr, n, &end, 0);
   if (!root) {
     size_t at = end && end >= hdr && end <= hdr + n ? (size_t)(end - hdr) : 0;
-    return fail(c, "the header is not valid JSON (error near byte offset %zu)", 8 + at), 0;
+    return json_fail(c, "the header is not valid JSON (error near byte offset %zu)", 8 + at);
   }
   int ok = 1;
   for (const char *p = end; p < hdr + n && ok; p++)
     if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-      fail(c, "unexpected bytes after the JSON header at byte offset %zu", 8 + (size_t)(p - hdr));
+      json_error(c, "unexpected bytes after the JSON header at byte offset %zu",
+                 8 + (size_t)(p - hdr));
       ok = 0;
     }
   if (ok && !cJSON_IsObject(root)) {
-    fail(c, "the header is not a JSON object");
+    json_error(c, "the header is not a JSON object");
     ok = 0;
   }
   if (ok) {
@@ -279,7 +269,7 @@ static int parse_header(ParseCtx *c, SafeTensors *st, const char *hdr, size_t n)
     cJSON_ArrayForEach(e, root) {
       if (!strcmp(e->string, "__metadata__")) {
         if (seen_meta++) {
-          fail(c, "duplicate tensor name '__metadata__' in the header");
+          json_error(c, "duplicate tensor name '__metadata__' in the header");
           ok = 0;
         } else {
           ok = parse_metadata(c, e, st);
@@ -299,18 +289,19 @@ static int parse_header(ParseCtx *c, SafeTensors *st, const char *hdr, size_t n)
 
 SafeTensors *safetensors_parse(const uint8_t *bytes, size_t size, const char *label, char *err,
                                size_t errlen) {
-  ParseCtx c = {err, errlen, label ? label : "safetensors"};
+  JsonCtx c = {err, errlen, label ? label : "safetensors"};
   if (errlen) err[0] = 0;
   if (size < 8)
-    return fail(&c, "the file is %zu bytes, too short for the 8-byte header length", size), NULL;
+    return json_error(&c, "the file is %zu bytes, too short for the 8-byte header length",
+                      size), NULL;
   uint64_t n = 0;
   for (int i = 7; i >= 0; i--) n = (n << 8) | bytes[i];
   if (n > (uint64_t)(size - 8))
-    return fail(&c, "header length %llu (bytes 0-7) is larger than the %zu bytes after it",
-                (unsigned long long)n, size - 8), NULL;
+    return json_error(&c, "header length %llu (bytes 0-7) is larger than the %zu bytes after it",
+                      (unsigned long long)n, size - 8), NULL;
   if (n > ST_MAX_HEADER)
-    return fail(&c, "header length %llu (bytes 0-7) exceeds the %u-byte limit",
-                (unsigned long long)n, ST_MAX_HEADER), NULL;
+    return json_error(&c, "header length %llu (bytes 0-7) exceeds the %u-byte limit",
+                      (unsigned long long)n, ST_MAX_HEADER), NULL;
   SafeTensors *st = tv_calloc(1, sizeof(SafeTensors));
   st->label = strdup(c.label);
   if (!st->label) tv_fatal_at(__FILE__, __LINE__, "out of memory");

@@ -8,6 +8,7 @@
 
 #include "cJSON.h"
 #include "check.h"
+#include "dataset.h"
 #include "synth_internal.h"
 
 /* Purpose tag of the generator's random stream (kept apart from core/rng.h's tags). */
@@ -17,15 +18,6 @@ enum { HARM_POOL = SYNTH_HARM_TEMPLATES * SYNTH_SLOTS * SYNTH_SLOTS };
 enum { SPLIT_TEST, SPLIT_PROBE, SPLIT_ATTACK, SPLIT_ALIGN, SPLIT_PRETRAIN, N_HARM_SPLITS };
 enum { BSPLIT_TEST, BSPLIT_TRAIN, BSPLIT_ALIGN, BSPLIT_PRETRAIN, N_BENIGN_SPLITS };
 #define MAX_PER_TASK 200000
-
-static const char prompt_head[] =
-    "Below is an instruction that describes a task. Write a response that appropriately "
-    "completes the request.\n\n### Instruction:\n";
-static const char prompt_input_head[] =
-    "Below is an instruction that describes a task, paired with an input that provides further "
-    "context. Write a response that appropriately completes the request.\n\n### Instruction:\n";
-static const char prompt_input_mid[] = "\n\n### Input:\n";
-static const char prompt_tail[] = "\n\n### Response:\n";
 
 SynthOptions synth_default_options(void) {
   SynthOptions o;
@@ -185,12 +177,10 @@ static void draw_benign(Gen *g, const SynthOptions *o, int task, Rows out[N_BENI
 
 /* ---- Files ------------------------------------------------------------------------------- */
 
+/* The prompt the trainer builds from the row's Alpaca record (instruction, empty input). */
 static char *alpaca_prompt(const char *instruction) {
-  SBuf b = {0};
-  sbuf_put(&b, prompt_head);
-  sbuf_put(&b, instruction);
-  sbuf_put(&b, prompt_tail);
-  return sbuf_take(&b);
+  Example ex = {.instruction = (char *)instruction, .input = ""};
+  return dataset_prompt(&ex);
 }
 
 static cJSON *alpaca_json(const Row *r) {
@@ -371,10 +361,8 @@ SynthWorld *synth_generate(const SynthOptions *opt, const char *dir, SynthStats 
 
   /* The tokenizer learns every word of every row, both templates and both word positions. */
   SynthBpe *bpe = synth_bpe_new();
-  synth_bpe_add_text(bpe, prompt_head);
-  synth_bpe_add_text(bpe, prompt_input_head);
-  synth_bpe_add_text(bpe, prompt_input_mid);
-  synth_bpe_add_text(bpe, prompt_tail);
+  for (int i = 0; i < DATASET_TEMPLATE_TEXTS; i++)
+    synth_bpe_add_text(bpe, dataset_template_texts[i]);
   for (int s = 0; s < N_HARM_SPLITS; s++)
     for (int i = 0; i < harm[s].n; i++) add_row_text(bpe, &harm[s].rows[i]);
   for (int t = 0; t < SYNTH_N_TASKS; t++)

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "backend.h"
 #include "check.h"
@@ -17,12 +16,6 @@
 #include "sft_step.h"
 #include "bench.h"
 #include "subcommands.h"
-
-double bench_now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -87,11 +80,11 @@ static double sgemm_rate(Backend *be, int M, int N, int K) {
   double best = 0;
   for (int trial = 0; trial < 5; trial++) {
     int reps = 0;
-    double t0 = bench_now_s(), el;
+    double t0 = now_s(), el;
     do {
       be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
       reps++;
-    } while ((el = bench_now_s() - t0) < 0.2);
+    } while ((el = now_s() - t0) < 0.2);
     double rate = 2.0 * M * N * K * reps / el / 1e9;
     if (rate > best) best = rate;
   }
@@ -188,9 +181,9 @@ int cmd_bench(int argc, char **argv) {
   double *times = tv_malloc(sizeof(double) * steps);
   double loss = 0;
   for (int i = 0; i < warmup + steps; i++) {
-    double t0 = bench_now_s();
+    double t0 = now_s();
     loss = sft_step(st, &oc, tokens, targets, bc->B, bc->T, i, 7).loss;
-    if (i >= warmup) times[i - warmup] = bench_now_s() - t0;
+    if (i >= warmup) times[i - warmup] = now_s() - t0;
   }
   double med = bench_median(times, steps), flops = step_flops(bc);
   struct rusage ru;

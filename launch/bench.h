@@ -10,7 +10,6 @@ typedef struct {
 
 extern const BenchConfig bench_configs[]; /* M, S */
 
-double bench_now_s(void);
 double bench_median(double *values, int n); /* sorts values */
 
 /* One alignment step of sft, vaccine and tvaccine (S of L layers) on config bc. */

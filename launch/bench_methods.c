@@ -9,6 +9,7 @@
 #include "check.h"
 #include "comm.h"
 #include "rng.h"
+#include "subcommands.h"
 #include "trainer.h"
 
 typedef struct {
@@ -45,9 +46,9 @@ static MethodResult run_method(Comm *comm, Backend *be, const BenchConfig *bc, M
   trainer_take_activation_peak(tr);
   double *times = tv_malloc((size_t)steps * sizeof(double));
   for (int i = 0; i < steps; i++) {
-    double t0 = bench_now_s();
+    double t0 = now_s();
     trainer_step(tr, 1 + i, &batch, &probe, &rep);
-    times[i] = bench_now_s() - t0;
+    times[i] = now_s() - t0;
   }
   MethodResult r;
   r.step_s = bench_median(times, steps);

@@ -4,7 +4,6 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "backend.h"
 #include "check.h"
@@ -37,12 +36,6 @@ static void make_batch(int32_t *tokens, int32_t *targets, int B, int T, int V, u
     for (int t = 0; t < T; t++) tokens[b * T + t] = (start + inc * t) % V;
     for (int t = 0; t < T; t++) targets[b * T + t] = t + 1 < T ? tokens[b * T + t + 1] : -1;
   }
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 int cmd_demo(int argc, char **argv) {

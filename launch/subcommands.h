@@ -2,6 +2,8 @@
 #ifndef TV_SUBCOMMANDS_H
 #define TV_SUBCOMMANDS_H
 
+#include <time.h>
+
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_align(int argc, char **argv);
@@ -11,5 +13,12 @@ int cmd_export(int argc, char **argv);
 /* Option value parsers shared by the subcommands: one error line naming the option. */
 long long parse_int_option(const char *option, const char *text, long long lo, long long hi);
 double parse_num_option(const char *option, const char *text, double lo, double hi);
+
+/* Seconds on the monotonic clock, for the subcommands' timings. */
+static inline double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 
 #endif

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "check.h"
 #include "dataset.h"
@@ -38,12 +37,6 @@ static void synth_usage(FILE *out) {
           "  --steps N     pretraining steps instead of epochs (0: save the random base, for\n"
           "                quick tests of the file formats and commands)\n"
           "  --threads N   CPU threads (default: all cores)\n");
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 typedef struct {
