@@ -42,7 +42,7 @@ const char *dataset_format_name(DatasetFormat f);
 /* Parses a whole dataset held in memory (JSON array or JSON Lines, decided by the first
  * non-space byte). name is used in messages only. Returns 0, or -1 with one line in err
  * naming name, the record (JSONL: "line N", arrays: "record [i]") and the field; *out is
- * then empty. */
+ * then zeroed and holds nothing to free. */
 int dataset_parse(const char *name, const char *text, size_t len, DatasetFormat fmt,
                   ExampleSet *out, char *err, size_t errlen);
 /* Reads a file (JSON Lines streamed line by line); any error ends the run with one line

@@ -351,12 +351,9 @@ static int finish(ParseCtx *c, int rc) {
     snprintf(c->err, c->errlen, "%s: no records", c->name);
     rc = -1;
   }
-  if (rc) {
-    char *name = c->out->name;
-    c->out->name = NULL;
+  if (rc) { /* nothing is left for the caller to free */
     example_set_free(c->out);
-    example_set_init(c->out, name);
-    free(name);
+    memset(c->out, 0, sizeof *c->out);
   }
   return rc;
 }

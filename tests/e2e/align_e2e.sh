@@ -3,7 +3,8 @@
 #  1. train 2n steps == train n, checkpoint, resume, train n (bit-identical adapters);
 #  2. SIGTERM mid-run saves a checkpoint and exits 0; resuming finishes bit-identically;
 #  3. 2 MPI ranks give the adapter of 1 rank, bit for bit;
-#  4. config mistakes end in one error line naming the key.
+#  4. --init-adapter starts from the given PEFT adapter;
+#  5. config mistakes end in one error line naming the key.
 # Usage: align_e2e.sh TVACCINE_BINARY MPIEXEC
 set -euo pipefail
 TV=$1
@@ -51,7 +52,14 @@ cmp "$W/r1/adapter/adapter_model.safetensors" "$W/m2/adapter/adapter_model.safet
   || fail "2 ranks give a different adapter than 1 rank"
 echo "ok: 2 MPI ranks == 1 rank (adapters identical)"
 
-# 4. mistakes: one line naming the key, non-zero exit
+# 4. --init-adapter starts from the given adapter: with lr 0 the run ends where it started
+"$TV" align "${common[@]}" --max-steps 2 --init-adapter "$W/r1/adapter" --set optim.lr=0 \
+  --out "$W/i1" > "$W/i1.log" 2>&1 || { cat "$W/i1.log"; fail "run with --init-adapter"; }
+cmp "$W/r1/adapter/adapter_model.safetensors" "$W/i1/adapter/adapter_model.safetensors" \
+  || fail "--init-adapter with lr 0 did not keep the adapter it started from"
+echo "ok: --init-adapter loads the adapter the run starts from"
+
+# 5. mistakes: one line naming the key, non-zero exit
 expect_error() {
   local want=$1; shift
   local out rc=0
@@ -66,4 +74,4 @@ expect_error "optim.lr" --config "$W/world/align.yaml" --set optim.lr=-1
 expect_error "tvaccine.S" --config "$W/world/align.yaml" --set tvaccine.S=9 --out "$W/bad"
 expect_error "/nonexistent" --config /nonexistent/run.yaml
 echo "ok: config mistakes are one error line naming the key"
-echo "align_e2e: 4 passed, 0 failed"
+echo "align_e2e: 5 passed, 0 failed"
