@@ -48,6 +48,12 @@ void dataset_encode(const Tokenizer *tok, const ExampleSet *set, int max_len, En
   out->n_prompt = tv_malloc((set->n ? set->n : 1) * sizeof *out->n_prompt);
   size_t cap = set->n * 64 + 64, used = 0;
   out->ids = tv_malloc(cap * sizeof *out->ids);
+  /* A tokenizer whose special-token rule also appends EOS (add_eos_token: true) would end the
+   * prompt with EOS and the target with two: drop the one it adds, the target gets ours. */
+  int32_t *empty = NULL;
+  int n_empty = tokenizer_encode(tok, "", 0, 1, &empty);
+  int adds_eos = n_empty > tokenizer_adds_bos(tok) && empty[n_empty - 1] == eos;
+  free(empty);
   for (size_t i = 0; i < set->n; i++) {
     const Example *ex = &set->items[i];
     char *prompt = dataset_prompt(ex);
@@ -59,6 +65,7 @@ void dataset_encode(const Tokenizer *tok, const ExampleSet *set, int max_len, En
     int nfull = tokenizer_encode(tok, text, plen + olen, 1, &full);
     int nhead = tokenizer_encode(tok, prompt, plen, 1, &head);
     TV_CHECK(nfull >= 0 && nhead >= 0, "tokenizer_encode failed on example %zu of %s", i, name);
+    if (adds_eos) nfull--, nhead--;
     /* The reference tokenizes with truncation to max_len: the sequence loses its end
      * (the EOS first), and the prompt length is counted on the truncated prompt. */
     int len = nfull + 1;

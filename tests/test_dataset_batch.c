@@ -264,6 +264,50 @@ static void test_probe_order(void) {
   data_sampler_free(&q);
 }
 
+/* A tokenizer_config.json with add_eos_token: true must give the same samples: the EOS its
+ * special-token rule appends is the one the target ends with, not a second one, and the
+ * prompt length does not count it. */
+static void test_encode_add_eos_token(const char *dir) {
+  char path[1024], tmp[] = "/tmp/tv_tok_eos_XXXXXX";
+  TV_CHECK(mkdtemp(tmp), "mkdtemp failed");
+  snprintf(path, sizeof path, "%s/tok/tokenizer.json", dir);
+  char *json = read_text(path);
+  snprintf(path, sizeof path, "%s/tokenizer.json", tmp);
+  FILE *f = fopen(path, "w");
+  TV_CHECK(f, "cannot write %s", path);
+  fputs(json, f);
+  fclose(f);
+  snprintf(path, sizeof path, "%s/tokenizer_config.json", tmp);
+  f = fopen(path, "w");
+  TV_CHECK(f, "cannot write %s", path);
+  fputs("{\"add_bos_token\": true, \"add_eos_token\": true, \"bos_token\": \"<s>\", "
+        "\"eos_token\": \"</s>\", \"unk_token\": \"<unk>\", \"pad_token\": null}\n", f);
+  fclose(f);
+  snprintf(path, sizeof path, "%s/tok", dir);
+  Tokenizer *plain = tokenizer_load(path), *with_eos = tokenizer_load(tmp);
+  int32_t *ids = NULL;
+  int n = tokenizer_encode(with_eos, "hi", 2, 1, &ids);
+  EXPECT(n > 0 && ids[n - 1] == tokenizer_eos_id(with_eos), "the variant must append EOS itself");
+  free(ids);
+  snprintf(path, sizeof path, "%s/alpaca.json", dir);
+  ExampleSet set;
+  dataset_load(path, DATASET_FORMAT_AUTO, &set);
+  EncodedSet a, b;
+  dataset_encode(plain, &set, 256, &a);
+  dataset_encode(with_eos, &set, 256, &b);
+  EXPECT(a.offset[a.n] == b.offset[b.n] && !memcmp(a.ids, b.ids, a.offset[a.n] * sizeof *a.ids) &&
+             !memcmp(a.n_prompt, b.n_prompt, a.n * sizeof *a.n_prompt),
+         "add_eos_token: true changed the encoded samples");
+  encoded_set_free(&a);
+  encoded_set_free(&b);
+  example_set_free(&set);
+  tokenizer_free(plain);
+  tokenizer_free(with_eos);
+  free(json);
+  snprintf(path, sizeof path, "rm -rf %s", tmp);
+  TV_CHECK(system(path) == 0, "cannot remove %s", tmp);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s DATA_DIR\n", argv[0]);
@@ -273,5 +317,6 @@ int main(int argc, char **argv) {
   test_epoch_order();
   test_probe_order();
   test_encode(argv[1]);
+  test_encode_add_eos_token(argv[1]);
   return tv_test_report("test_dataset_batch");
 }
