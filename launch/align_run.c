@@ -51,9 +51,9 @@ static void report_ranks(AlignRun *r, int files, double mapped_mib) {
   free(info);
 }
 
-static void check_config(const char *what, const char *err) {
+/* A config function's error message, if any, is the run's one error line. */
+static void check_config(const char *err) {
   if (err) tv_die("%s", err);
-  (void)what;
 }
 
 /* defaults <- config file (or the checkpoint's own config) <- overrides in order. */
@@ -76,15 +76,15 @@ static void resolve_config(AlignRun *r, const AlignArgs *args) {
     r->resume_state = tv_calloc(1, sizeof(CheckpointState));
     if (checkpoint_load(path, r->resume_state, err, sizeof err)) tv_die("%s", err);
     const char *yaml = r->resume_state->config_yaml;
-    check_config("checkpoint", run_config_load_text(&r->cfg, yaml, strlen(yaml), path, err, sizeof err));
+    check_config(run_config_load_text(&r->cfg, yaml, strlen(yaml), path, err, sizeof err));
     if (r->rank == 0) printf("align: resuming %s at step %lld\n", path, (long long)r->resume_state->step);
     free(path);
   } else if (args->config_path) {
-    check_config("config", run_config_load(&r->cfg, args->config_path, err, sizeof err));
+    check_config(run_config_load(&r->cfg, args->config_path, err, sizeof err));
   }
   for (int i = 0; i < args->n_overrides; i++)
-    check_config("override", run_config_set(&r->cfg, args->overrides[i], err, sizeof err));
-  check_config("validate", run_config_validate(&r->cfg, err, sizeof err));
+    check_config(run_config_set(&r->cfg, args->overrides[i], err, sizeof err));
+  check_config(run_config_validate(&r->cfg, err, sizeof err));
 }
 
 static DatasetFormat data_format(RunDataFormat f) {

@@ -13,7 +13,7 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
-#include "sft_step.h"
+#include "trainer.h"
 #include "bench.h"
 #include "subcommands.h"
 
@@ -171,7 +171,12 @@ int cmd_bench(int argc, char **argv) {
   Stage *stage = stage_create(be, &cfg, &lc, 0, bc->L, bc->B, bc->T);
   stage_init_random_weights(stage, 7, 0.02f);
   lora_set_init(be, stage_lora(stage), 7);
-  SftStepper *st = sft_stepper_create(stage, bc->B);
+  Comm *comm = comm_init(&argc, &argv);
+  TrainerConfig tc = {0};
+  tc.method = METHOD_SFT;
+  tc.optim = oc;
+  tc.seed = 7;
+  Trainer *tr = trainer_create(comm, stage, &tc, bc->B);
   size_t n = (size_t)bc->B * bc->T;
   int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
   Rng rng = rng_make(7, rng_stream_id(RNG_TAG_DATA, 0, 0, 0));
@@ -182,7 +187,10 @@ int cmd_bench(int argc, char **argv) {
   double loss = 0;
   for (int i = 0; i < warmup + steps; i++) {
     double t0 = now_s();
-    loss = sft_step(st, &oc, tokens, targets, bc->B, bc->T, i, 7).loss;
+    TrainBatch batch = {tokens, targets, bc->B, bc->T, (int64_t)(n - bc->B)};
+    StepReport r;
+    trainer_step(tr, i, &batch, NULL, &r);
+    loss = r.loss;
     if (i >= warmup) times[i - warmup] = now_s() - t0;
   }
   double med = bench_median(times, steps), flops = step_flops(bc);
@@ -204,8 +212,9 @@ int cmd_bench(int argc, char **argv) {
   free(times);
   free(tokens);
   free(targets);
-  sft_stepper_destroy(st);
+  trainer_destroy(tr);
   stage_destroy(stage);
   backend_destroy(be);
+  comm_finalize(comm);
   return 0;
 }

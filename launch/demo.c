@@ -11,7 +11,7 @@
 #include "optim.h"
 #include "rng.h"
 #include "runlog.h"
-#include "sft_step.h"
+#include "trainer.h"
 #include "subcommands.h"
 
 static void demo_usage(FILE *out) {
@@ -74,7 +74,12 @@ int cmd_demo(int argc, char **argv) {
   Stage *stage = stage_create(be, &cfg, &lc, 0, cfg.num_layers, B, T);
   stage_init_random_weights(stage, seed, 0.3f);
   lora_set_init(be, stage_lora(stage), seed);
-  SftStepper *st = sft_stepper_create(stage, B);
+  Comm *comm = comm_init(&argc, &argv);
+  TrainerConfig tc = {0};
+  tc.method = METHOD_SFT;
+  tc.optim = oc;
+  tc.seed = seed;
+  Trainer *tr = trainer_create(comm, stage, &tc, B);
   RunLog *log = runlog_open(log_path, 0);
 
   int32_t *tokens = tv_malloc(sizeof(int32_t) * B * T), *targets = tv_malloc(sizeof(int32_t) * B * T);
@@ -83,7 +88,11 @@ int cmd_demo(int argc, char **argv) {
   double t0 = now_s(), first_loss = 0, last_loss = 0;
   for (int64_t t = 0; t < steps; t++) {
     make_batch(tokens, targets, B, T, V, seed, t);
-    SftStepResult r = sft_step(st, &oc, tokens, targets, B, T, t, seed);
+    int64_t counted = 0;
+    for (int i = 0; i < B * T; i++) counted += targets[i] >= 0;
+    TrainBatch batch = {tokens, targets, B, T, counted};
+    StepReport r;
+    trainer_step(tr, t, &batch, NULL, &r);
     if (t == 0) first_loss = r.loss;
     last_loss = r.loss;
     if (t % 10 == 0 || t == steps - 1)
@@ -100,8 +109,9 @@ int cmd_demo(int argc, char **argv) {
   runlog_close(log);
   free(tokens);
   free(targets);
-  sft_stepper_destroy(st);
+  trainer_destroy(tr);
   stage_destroy(stage);
   backend_destroy(be);
+  comm_finalize(comm);
   return 0;
 }
