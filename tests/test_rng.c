@@ -256,7 +256,28 @@ static void test_stream_ids(void) {
   EXPECT(rng_stream_id(1, 2, 3, 4) == rng_stream_id(1, 2, 3, 4), "stream id not deterministic");
 }
 
+/* The lane-parallel Philox equals RNG_LANES scalar calls bit for bit, also where the index
+ * crosses a 32-bit boundary inside the lanes (the carry into counter word 3). */
+static void test_lanes_match_scalar(void) {
+  const uint64_t seeds[] = {0, 1, 0x9E3779B97F4A7C15ull, 0xFFFFFFFFFFFFFFFFull};
+  const uint64_t firsts[] = {0, 12345, 0xFFFFFFF8ull, 0x1FFFFFFF5ull, 0xFFFFFFFFFFFFFFF0ull};
+  int bad = 0;
+  for (size_t a = 0; a < sizeof seeds / sizeof seeds[0]; a++)
+    for (size_t b = 0; b < sizeof firsts / sizeof firsts[0]; b++) {
+      uint64_t stream = seeds[a] * 31 + b;
+      uint32_t lanes[4 * RNG_LANES];
+      philox4x32_lanes(seeds[a], stream, firsts[b], lanes);
+      for (int i = 0; i < RNG_LANES; i++) {
+        uint32_t w[4];
+        philox4x32(seeds[a], stream, firsts[b] + (uint64_t)i, w);
+        for (int j = 0; j < 4; j++) bad += lanes[4 * i + j] != w[j];
+      }
+    }
+  EXPECT(bad == 0, "%d words of philox4x32_lanes differ from philox4x32", bad);
+}
+
 int main(void) {
+  test_lanes_match_scalar();
   test_known_answers();
   test_mapping_random();
   test_uniform_at();

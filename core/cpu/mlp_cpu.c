@@ -33,19 +33,24 @@ static void cpu_dropout(Backend *be, float *out, const float *x, int N, int C, f
   float keep_scale = 1.0f / (1.0f - p);
   size_t total = (size_t)N * C;
   uint64_t base = (uint64_t)row_offset * (uint64_t)C;
-  /* Element e uses word e % 4 of Philox block e / 4, so one Philox call serves four
-   * elements; blocks are indexed globally so a partial first block is still exact. */
+  /* Element e uses word e % 4 of Philox block e / 4, so one Philox evaluation serves four
+   * elements; blocks are indexed globally so a partial first block is still exact. Blocks
+   * are generated RNG_LANES at a time (vectorised), each chunk by one thread. */
   uint64_t first_block = base >> 2, end_block = (base + total + 3) >> 2;
+  uint64_t chunks = (end_block - first_block + RNG_LANES - 1) / RNG_LANES;
+  const uint64_t span = 4 * RNG_LANES; /* elements per chunk */
 #pragma omp parallel for schedule(static)
-  for (uint64_t blk = first_block; blk < end_block; blk++) {
-    uint32_t w[4];
-    philox4x32(seed, stream, blk, w);
-    for (int j = 0; j < 4; j++) {
-      uint64_t e = (blk << 2) + (uint64_t)j;
-      if (e < base || e >= base + total) continue;
-      size_t i = (size_t)(e - base);
-      float u = (float)(w[j] >> 8) * (1.0f / 16777216.0f);
-      out[i] = u >= p ? x[i] * keep_scale : 0.0f;
+  for (uint64_t ch = 0; ch < chunks; ch++) {
+    uint64_t e0 = (first_block + ch * RNG_LANES) << 2; /* first element of the chunk */
+    uint32_t w[4 * RNG_LANES];
+    philox4x32_lanes(seed, stream, e0 >> 2, w);
+    uint64_t lo = e0 < base ? base - e0 : 0;
+    uint64_t hi = e0 + span > base + total ? base + total - e0 : span;
+    float *o = out + (e0 + lo - base);
+    const float *xi = x + (e0 + lo - base);
+    for (uint64_t k = lo; k < hi; k++) {
+      float u = (float)(w[k] >> 8) * (1.0f / 16777216.0f);
+      o[k - lo] = u >= p ? xi[k - lo] * keep_scale : 0.0f;
     }
   }
 }
