@@ -43,7 +43,9 @@ static void bench_usage(FILE *out) {
           "  --warmup N        untimed steps first (default 1)\n"
           "  --threads N       CPU threads (default: all cores)\n"
           "  --methods         instead: one alignment step of sft, vaccine and tvaccine side by\n"
-          "                    side (dist/trainer), step time and kept activation memory\n"
+          "                    side (dist/trainer; dropout 0.1, rho 3), step time and kept\n"
+          "                    activation memory; T-Vaccine with its sampled layer set and with\n"
+          "                    the top S layers and layer 0 + the top S-1 (the two extremes)\n"
           "  --tvaccine-layers S  layers T-Vaccine activates in --methods (default 2)\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
           "                    must print one JSON line with \"step_s\", and report the ratio\n");
