@@ -49,14 +49,19 @@ static size_t adapter_numel(const LoraSet *s, const LoraAdapter *a) {
   return (size_t)s->cfg.r * a->in + (size_t)a->out * s->cfg.r;
 }
 
+double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets) {
+  double total = 0;
+  for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+    const LoraAdapter *a = &s->layers[i][t];
+    if (a->in && ((targets >> t) & 1u)) total += be->sum_squares(be, adapter_numel(s, a), a->dA);
+  }
+  return total;
+}
+
 double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train) {
   double total = 0;
   for (int i = 0; i < s->l1 - s->l0; i++)
-    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
-      const LoraAdapter *a = &s->layers[i][t];
-      if (a->in && is_trained(train, i, t))
-        total += be->sum_squares(be, adapter_numel(s, a), a->dA);
-    }
+    total += lora_layer_grad_sum_squares(be, s, i, train ? train[i] : LORA_ALL_TARGETS);
   return total;
 }
 

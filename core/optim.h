@@ -30,6 +30,8 @@ double lr_at_step(const OptimConfig *c, int64_t t);
 /* Sum of squared LoRA gradients over the trainable set (double). On many ranks the caller
  * allreduces these partial sums before optim_clip_scale. */
 double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train);
+/* The same for local layer i (0-based within the set) and the given targets. */
+double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets);
 
 /* min(1, clip / (sqrt(total_sq) + 1e-6)), or 1 when clipping is off. */
 float optim_clip_scale(const OptimConfig *c, double total_sq);

@@ -139,14 +139,9 @@ static void probe_and_sample(Trainer *t, int64_t step, const TrainBatch *probe, 
  * order, so the clipping factor is bit-identical for any number of ranks. */
 static double trainable_grad_sum_squares(Trainer *t) {
   Backend *be = stage_backend(t->stage);
-  unsigned *one = tv_calloc((size_t)t->nl, sizeof(unsigned));
   memset(t->norms, 0, (size_t)t->L * sizeof(double));
-  for (int i = 0; i < t->nl; i++) {
-    one[i] = t->train[i];
-    t->norms[t->l0 + i] = lora_grad_sum_squares(be, stage_lora(t->stage), one);
-    one[i] = 0;
-  }
-  free(one);
+  for (int i = 0; i < t->nl; i++)
+    t->norms[t->l0 + i] = lora_layer_grad_sum_squares(be, stage_lora(t->stage), i, t->train[i]);
   comm_allreduce_sum(t->comm, t->norms, t->L);
   double sq = 0;
   for (int l = 0; l < t->L; l++) sq += t->norms[l];

@@ -55,6 +55,15 @@ const BenchConfig bench_configs[] = {
     {"M", 8192, 512, 8, 8, 8, 1376, 256, 4, 8},
     {"S", 1024, 128, 2, 4, 2, 344, 64, 2, 8},
 };
+const int bench_config_count = (int)(sizeof bench_configs / sizeof bench_configs[0]);
+
+int64_t bench_random_batch(const BenchConfig *bc, int32_t *tokens, int32_t *targets) {
+  size_t n = (size_t)bc->B * bc->T;
+  Rng rng = rng_make(7, rng_stream_id(RNG_TAG_DATA, 0, 0, 0));
+  for (size_t i = 0; i < n; i++) tokens[i] = (int32_t)(rng_next_u64(&rng) % (uint64_t)bc->V);
+  for (size_t i = 0; i < n; i++) targets[i] = (i + 1) % bc->T ? tokens[i + 1] : -1;
+  return (int64_t)(n - (size_t)bc->B);
+}
 
 /* Useful floating-point work of one step: base GEMMs forward and input-gradient backward
  * (frozen weights need no weight gradient), LoRA terms, causal attention, head. */
@@ -139,7 +148,7 @@ int cmd_bench(int argc, char **argv) {
     switch (c) {
       case 'c':
         bc = NULL;
-        for (size_t i = 0; i < 2; i++)
+        for (int i = 0; i < bench_config_count; i++)
           if (!strcmp(optarg, bench_configs[i].name)) bc = &bench_configs[i];
         if (!bc) tv_die("--config must be M or S, got '%s'", optarg);
         break;
@@ -181,15 +190,13 @@ int cmd_bench(int argc, char **argv) {
   Trainer *tr = trainer_create(comm, stage, &tc, bc->B);
   size_t n = (size_t)bc->B * bc->T;
   int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
-  Rng rng = rng_make(7, rng_stream_id(RNG_TAG_DATA, 0, 0, 0));
-  for (size_t i = 0; i < n; i++) tokens[i] = (int32_t)(rng_next_u64(&rng) % (uint64_t)bc->V);
-  for (size_t i = 0; i < n; i++) targets[i] = (i + 1) % bc->T ? tokens[i + 1] : -1;
+  int64_t counted = bench_random_batch(bc, tokens, targets);
 
   double *times = tv_malloc(sizeof(double) * steps);
   double loss = 0;
   for (int i = 0; i < warmup + steps; i++) {
     double t0 = now_s();
-    TrainBatch batch = {tokens, targets, bc->B, bc->T, (int64_t)(n - bc->B)};
+    TrainBatch batch = {tokens, targets, bc->B, bc->T, counted};
     StepReport r;
     trainer_step(tr, i, &batch, NULL, &r);
     loss = r.loss;

@@ -3,12 +3,19 @@
 #ifndef TV_BENCH_H
 #define TV_BENCH_H
 
+#include <stdint.h>
+
 typedef struct {
   const char *name;
   int V, D, L, H, Hkv, F, T, B, r;
 } BenchConfig;
 
 extern const BenchConfig bench_configs[]; /* M, S */
+extern const int bench_config_count;
+
+/* Random tokens [B, T] of config bc (fixed seed) with their next-token targets; returns the
+ * number of targets (the last position of each row has none). */
+int64_t bench_random_batch(const BenchConfig *bc, int32_t *tokens, int32_t *targets);
 
 double bench_median(double *values, int n); /* sorts values */
 

@@ -8,7 +8,6 @@
 #include "bench.h"
 #include "check.h"
 #include "comm.h"
-#include "rng.h"
 #include "subcommands.h"
 #include "trainer.h"
 
@@ -28,10 +27,7 @@ static MethodResult run_method(Comm *comm, Backend *be, const BenchConfig *bc, M
   lora_set_init(be, stage_lora(s), 7);
   size_t n = (size_t)bc->B * bc->T;
   int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
-  Rng rng = rng_make(7, rng_stream_id(RNG_TAG_DATA, 0, 0, 0));
-  for (size_t i = 0; i < n; i++) tokens[i] = (int32_t)(rng_next_u64(&rng) % (uint64_t)bc->V);
-  for (size_t i = 0; i < n; i++) targets[i] = (i + 1) % bc->T ? tokens[i + 1] : -1;
-  TrainBatch batch = {tokens, targets, bc->B, bc->T, (int64_t)(n - bc->B)};
+  TrainBatch batch = {tokens, targets, bc->B, bc->T, bench_random_batch(bc, tokens, targets)};
   TrainBatch probe = {tokens, targets, 1, bc->T, bc->T - 1};
   TrainerConfig tc = {0};
   tc.method = m;
