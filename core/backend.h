@@ -16,6 +16,26 @@
 
 typedef struct Backend Backend;
 
+/* The scalars of one AdamW update, each rounded once to float from a double (see
+ * optim_adamw_scalars): beta2 = 0.999 held as a float makes 1 - beta2 come out 1.3e-5
+ * relative too small, so 1 - beta is passed in rather than formed by the kernel. */
+typedef struct {
+  float lr, weight_decay, eps;
+  float beta1, beta2;
+  float one_minus_beta1, one_minus_beta2;
+  float bias_correction1, bias_correction2; /* 1 - beta^k, k = the block's update count */
+  float grad_scale;                         /* gradients are multiplied by it first */
+} AdamwScalars;
+
+/* Parameters updated by AdamW as a whole (one LoRA adapter, or all base weights of a stage
+ * in full-parameter training): n floats each, backend memory. */
+typedef struct {
+  float *params;
+  const float *grads;
+  float *m, *v; /* first and second moments */
+  size_t n;
+} AdamwBlock;
+
 struct Backend {
   const char *name;
   void *ctx; /* backend-private state (threads, cuBLAS handle, stream, ...) */
@@ -105,9 +125,7 @@ struct Backend {
   /* ---- AdamW, one parameter block (SPEC section 4) ----
    * p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
    * p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), g already multiplied by grad_scale. */
-  void (*adamw)(Backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
-                float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                float bias_correction1, float bias_correction2);
+  void (*adamw)(Backend *be, const AdamwBlock *block, const AdamwScalars *k);
 };
 
 /* The CPU reference backend (OpenBLAS + OpenMP). threads <= 0: use OpenMP's default. */

@@ -360,11 +360,11 @@ double stage_weight_grad_sum_squares(Stage *s) {
   return s->be->sum_squares(s->be, s->weight_bytes / sizeof(float), s->weight_grads);
 }
 
-void stage_weights_adamw(Stage *s, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, float grad_scale, int64_t k) {
+AdamwBlock stage_weight_block(Stage *s) {
   TV_CHECK(s->weight_grads, "full training is not enabled on this stage");
-  float bc1 = (float)(1.0 - pow(beta1, (double)k)), bc2 = (float)(1.0 - pow(beta2, (double)k));
-  s->be->adamw(s->be, s->weight_arena, s->weight_grads, s->weight_m, s->weight_v,
-               s->weight_bytes / sizeof(float), lr, beta1, beta2, eps, weight_decay, grad_scale,
-               bc1, bc2);
+  return (AdamwBlock){.params = s->weight_arena,
+                      .grads = s->weight_grads,
+                      .m = s->weight_m,
+                      .v = s->weight_v,
+                      .n = s->weight_bytes / sizeof(float)};
 }

@@ -135,9 +135,8 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
 void stage_enable_full_training(Stage *s);
 void stage_zero_weight_grads(Stage *s);
 double stage_weight_grad_sum_squares(Stage *s);
-/* One AdamW step over every base weight (one parameter block, update count `k`). */
-void stage_weights_adamw(Stage *s, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, float grad_scale, int64_t k);
+/* Every base weight with its gradient and moments, as one AdamW block (optim_adamw_block). */
+AdamwBlock stage_weight_block(Stage *s);
 
 /* Folds every adapter into its base weight, W += (alpha / r) B A, and sets B = 0 so the
  * stage computes the same function with the LoRA term contributing nothing (A is kept, so

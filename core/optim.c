@@ -7,8 +7,14 @@
 #include "check.h"
 
 OptimConfig optim_config_default(int64_t total_steps) {
-  OptimConfig c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.1, 1.0f, total_steps};
-  return c;
+  return (OptimConfig){.lr = 1e-3f,
+                       .beta1 = 0.9,
+                       .beta2 = 0.999,
+                       .eps = 1e-8f,
+                       .weight_decay = 0.1f,
+                       .warmup_ratio = 0.1,
+                       .max_grad_norm = 1.0f,
+                       .total_steps = total_steps};
 }
 
 const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen) {
@@ -71,18 +77,35 @@ float optim_clip_scale(const OptimConfig *c, double total_sq) {
   return scale < 1.0 ? (float)scale : 1.0f;
 }
 
+AdamwScalars optim_adamw_scalars(const OptimConfig *c, int64_t t, int64_t k, float grad_scale) {
+  return (AdamwScalars){.lr = (float)lr_at_step(c, t),
+                        .weight_decay = c->weight_decay,
+                        .eps = c->eps,
+                        .beta1 = (float)c->beta1,
+                        .beta2 = (float)c->beta2,
+                        .one_minus_beta1 = (float)(1.0 - c->beta1),
+                        .one_minus_beta2 = (float)(1.0 - c->beta2),
+                        .bias_correction1 = (float)(1.0 - pow(c->beta1, (double)k)),
+                        .bias_correction2 = (float)(1.0 - pow(c->beta2, (double)k)),
+                        .grad_scale = grad_scale};
+}
+
+void optim_adamw_block(Backend *be, const OptimConfig *c, const AdamwBlock *b, int64_t t,
+                       int64_t k, float grad_scale) {
+  AdamwScalars scalars = optim_adamw_scalars(c, t, k, grad_scale);
+  be->adamw(be, b, &scalars);
+}
+
 void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const unsigned *train, int64_t t,
                 float grad_scale) {
-  float lr = (float)lr_at_step(c, t);
   for (int i = 0; i < s->l1 - s->l0; i++)
     for (int tg = 0; tg < LORA_NUM_TARGETS; tg++) {
       LoraAdapter *a = &s->layers[i][tg];
       if (!a->in || !is_trained(train, i, tg)) continue;
-      int64_t k = ++s->steps[i][tg];
-      float bc1 = (float)(1.0 - pow(c->beta1, (double)k));
-      float bc2 = (float)(1.0 - pow(c->beta2, (double)k));
-      be->adamw(be, a->A, a->dA, a->mA, a->vA, adapter_numel(s, a), lr, c->beta1, c->beta2,
-                c->eps, c->weight_decay, grad_scale, bc1, bc2);
+      /* A and B of an adapter are adjacent in every arena, so the adapter is one block. */
+      AdamwBlock block = {
+          .params = a->A, .grads = a->dA, .m = a->mA, .v = a->vA, .n = adapter_numel(s, a)};
+      optim_adamw_block(be, c, &block, t, ++s->steps[i][tg], grad_scale);
     }
 }
 

@@ -11,7 +11,8 @@
 
 typedef struct {
   float lr;            /* peak learning rate */
-  float beta1, beta2, eps;
+  double beta1, beta2;  /* double: 1 - beta2 of a float 0.999 is 1.3e-5 relative off */
+  float eps;
   float weight_decay;  /* decoupled */
   double warmup_ratio; /* W = ceil(warmup_ratio * T); double as in HF, so 0.1 * 10 is 1 */
   float max_grad_norm; /* <= 0 disables clipping */
@@ -35,6 +36,14 @@ double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigne
 
 /* min(1, clip / (sqrt(total_sq) + 1e-6)), or 1 when clipping is off. */
 float optim_clip_scale(const OptimConfig *c, double total_sq);
+
+/* The scalars of a block's k-th update (1-based, its own count) at 0-based step t: 1 - beta
+ * and the bias corrections are worked out in double and rounded once. */
+AdamwScalars optim_adamw_scalars(const OptimConfig *c, int64_t t, int64_t k, float grad_scale);
+
+/* One AdamW update of one block: the single path of LoRA and full-parameter training. */
+void optim_adamw_block(Backend *be, const OptimConfig *c, const AdamwBlock *b, int64_t t,
+                       int64_t k, float grad_scale);
 
 /* One AdamW update of the trainable set at step t with gradients multiplied by grad_scale;
  * everything else is not touched (no decay, no moments, update count unchanged). */

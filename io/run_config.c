@@ -71,8 +71,8 @@ const RcKey rc_keys[] = {
     FLT("optim.weight_decay", optim.weight_decay, 0, 0, -1, 0),
     DBL("optim.warmup_ratio", optim.warmup_ratio, 0, 0, 1, 0),
     FLT("optim.max_grad_norm", optim.max_grad_norm, 0, 0, -1, 0), /* 0 = no clipping */
-    FLT("optim.adam_beta1", optim.beta1, 0, 0, 1, 1),
-    FLT("optim.adam_beta2", optim.beta2, 0, 0, 1, 1),
+    DBL("optim.adam_beta1", optim.beta1, 0, 0, 1, 1),
+    DBL("optim.adam_beta2", optim.beta2, 0, 0, 1, 1),
     FLT("optim.adam_epsilon", optim.eps, 0, 1, -1, 0),
     INT("tvaccine.S", tvaccine.S, 1, 65536),
     INT("tvaccine.J", tvaccine.J, 1, INT_MAX),

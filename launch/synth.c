@@ -96,6 +96,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   Stage *s = stage_create(be, &cfg, &lc, 0, cfg.num_layers, a->batch, max_T);
   stage_init_random_weights(s, a->seed, 0.05f);
   stage_enable_full_training(s);
+  AdamwBlock weights = stage_weight_block(s);
 
   DataSampler sampler;
   data_sampler_init_epochs(&sampler, data.n, a->batch, a->seed, 1);
@@ -122,8 +123,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
                                 counted ? 1.0f / (float)counted : 0.0f, NULL);
     stage_backward(s, &plan, NULL, NULL);
     double sq = stage_weight_grad_sum_squares(s);
-    stage_weights_adamw(s, (float)lr_at_step(&oc, t), oc.beta1, oc.beta2, oc.eps, 0.0f,
-                        optim_clip_scale(&oc, sq), t + 1);
+    optim_adamw_block(be, &oc, &weights, t, t + 1, optim_clip_scale(&oc, sq));
     avg = t == 0 ? loss : 0.98 * avg + 0.02 * loss;
     if ((t + 1) % per_epoch == 0 || t == 0)
       printf("synth: step %lld/%lld  loss %.4f (running %.4f)  %.0f s\n", (long long)t + 1,

@@ -86,7 +86,7 @@ static void test_defaults(void) {
       c.lora.r == 8 && c.lora.alpha == 1.0f && c.lora.dropout == 0.1f && c.lora.target_mask == 0x7f,
       "lora");
   EXPECT(c.optim.lr == 1e-3f && c.optim.weight_decay == 0.1f && c.optim.warmup_ratio == 0.1 &&
-             c.optim.max_grad_norm == 1.0f && c.optim.beta1 == 0.9f && c.optim.beta2 == 0.999f &&
+             c.optim.max_grad_norm == 1.0f && c.optim.beta1 == 0.9 && c.optim.beta2 == 0.999 &&
              c.optim.eps == 1e-8f,
          "optim");
   EXPECT(c.tvaccine.S == 8 && c.tvaccine.J == 20 && c.tvaccine.K == 200 &&
@@ -150,7 +150,7 @@ static void test_full_file(void) {
              c.lora.target_mask == ((1u << LORA_Q) | (1u << LORA_V)),
          "lora mask %x", c.lora.target_mask);
   EXPECT(c.optim.lr == 3e-4f && c.optim.weight_decay == 0 && c.optim.warmup_ratio == 0.03 &&
-             c.optim.max_grad_norm == 0 && c.optim.beta1 == 0.8f && c.optim.beta2 == 0.95f &&
+             c.optim.max_grad_norm == 0 && c.optim.beta1 == 0.8 && c.optim.beta2 == 0.95 &&
              c.optim.eps == 1e-6f,
          "optim");
   EXPECT(c.tvaccine.S == 2 && c.tvaccine.J == 5 && c.tvaccine.K == 1 &&
