@@ -46,31 +46,6 @@ double lr_at_step(const OptimConfig *c, int64_t t) {
   return (double)c->lr * (f > 0 ? f : 0);
 }
 
-static int is_trained(const unsigned *train, int i, int t) {
-  return !train || ((train[i] >> t) & 1u);
-}
-
-/* The A and B gradients of one adapter are adjacent: dB follows dA. */
-static size_t adapter_numel(const LoraSet *s, const LoraAdapter *a) {
-  return (size_t)s->cfg.r * a->in + (size_t)a->out * s->cfg.r;
-}
-
-double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets) {
-  double total = 0;
-  for (int t = 0; t < LORA_NUM_TARGETS; t++) {
-    const LoraAdapter *a = &s->layers[i][t];
-    if (a->in && ((targets >> t) & 1u)) total += be->sum_squares(be, adapter_numel(s, a), a->dA);
-  }
-  return total;
-}
-
-double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train) {
-  double total = 0;
-  for (int i = 0; i < s->l1 - s->l0; i++)
-    total += lora_layer_grad_sum_squares(be, s, i, train ? train[i] : LORA_ALL_TARGETS);
-  return total;
-}
-
 float optim_clip_scale(const OptimConfig *c, double total_sq) {
   if (!(c->max_grad_norm > 0)) return 1.0f;
   double scale = c->max_grad_norm / (sqrt(total_sq) + 1e-6);
@@ -101,18 +76,10 @@ void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const unsigned *t
   for (int i = 0; i < s->l1 - s->l0; i++)
     for (int tg = 0; tg < LORA_NUM_TARGETS; tg++) {
       LoraAdapter *a = &s->layers[i][tg];
-      if (!a->in || !is_trained(train, i, tg)) continue;
+      if (!a->in || !lora_is_trained(train, i, tg)) continue;
       /* A and B of an adapter are adjacent in every arena, so the adapter is one block. */
       AdamwBlock block = {
-          .params = a->A, .grads = a->dA, .m = a->mA, .v = a->vA, .n = adapter_numel(s, a)};
+          .params = a->A, .grads = a->dA, .m = a->mA, .v = a->vA, .n = lora_adapter_numel(s, a)};
       optim_adamw_block(be, c, &block, t, ++s->steps[i][tg], grad_scale);
-    }
-}
-
-void lora_zero_grads(Backend *be, LoraSet *s, const unsigned *train) {
-  for (int i = 0; i < s->l1 - s->l0; i++)
-    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
-      LoraAdapter *a = &s->layers[i][t];
-      if (a->in && is_trained(train, i, t)) be->zero(be, a->dA, adapter_numel(s, a) * sizeof(float));
     }
 }

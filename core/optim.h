@@ -25,15 +25,6 @@ const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen
 /* Learning rate at 0-based optimizer step t. */
 double lr_at_step(const OptimConfig *c, int64_t t);
 
-/* The trainable set is given per layer as a bitmask of LoRA targets, train[l - l0]
- * (1u << LoraTarget); NULL means every target of every layer. */
-
-/* Sum of squared LoRA gradients over the trainable set (double). On many ranks the caller
- * allreduces these partial sums before optim_clip_scale. */
-double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train);
-/* The same for local layer i (0-based within the set) and the given targets. */
-double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets);
-
 /* min(1, clip / (sqrt(total_sq) + 1e-6)), or 1 when clipping is off. */
 float optim_clip_scale(const OptimConfig *c, double total_sq);
 
@@ -45,12 +36,9 @@ AdamwScalars optim_adamw_scalars(const OptimConfig *c, int64_t t, int64_t k, flo
 void optim_adamw_block(Backend *be, const OptimConfig *c, const AdamwBlock *b, int64_t t,
                        int64_t k, float grad_scale);
 
-/* One AdamW update of the trainable set at step t with gradients multiplied by grad_scale;
+/* One AdamW update of LoRA's trainable set (lora.h) at step t with gradients multiplied by grad_scale;
  * everything else is not touched (no decay, no moments, update count unchanged). */
 void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const unsigned *train, int64_t t,
                 float grad_scale);
-
-/* Zero the gradients of the trainable set. */
-void lora_zero_grads(Backend *be, LoraSet *s, const unsigned *train);
 
 #endif

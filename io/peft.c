@@ -203,8 +203,7 @@ PeftConfig peft_read_config(const char *dir, int num_layers) {
 }
 
 static void target_dims(const LlamaConfig *m, int t, int *in, int *out) {
-  lora_target_shape(t, m->hidden_size, m->intermediate_size, m->num_heads, m->num_kv_heads,
-                    m->head_dim, in, out);
+  lora_target_shape(t, m, in, out);
 }
 
 size_t peft_layer_numel(const LoraConfig *lora, const LlamaConfig *model) {

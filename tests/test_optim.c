@@ -37,7 +37,8 @@ static void test_step_and_clip(void) {
   Backend *be = backend_cpu_create(0);
   LoraConfig lc = lora_config_default();
   lc.r = 2;
-  LoraSet *s = lora_set_create(be, &lc, 3, 6, 8, 12, 2, 1, 4); /* layers 3, 4, 5 */
+  LlamaConfig model = llama_config_default(16, 8, 12, 6, 2, 1); /* head_dim 4 */
+  LoraSet *s = lora_set_create(be, &lc, &model, 3, 6); /* layers 3, 4, 5 */
   lora_set_init(be, s, 1);
   size_t per = s->layer_numel, n = 3 * per;
   for (size_t i = 0; i < n; i++) s->grads[i] = (float)((int)(i % 11) - 5) * 0.01f;
@@ -97,7 +98,8 @@ static void test_first_moments_float64(void) {
   Backend *be = backend_cpu_create(1);
   LoraConfig lc = lora_config_default();
   lc.r = 2;
-  LoraSet *s = lora_set_create(be, &lc, 0, 1, 8, 12, 2, 1, 4);
+  LlamaConfig model = llama_config_default(16, 8, 12, 1, 2, 1);
+  LoraSet *s = lora_set_create(be, &lc, &model, 0, 1);
   lora_set_init(be, s, 3);
   size_t n = s->layer_numel;
   for (size_t i = 0; i < n; i++) s->grads[i] = (float)(0.37 * sin(1.0 + (double)i));
