@@ -18,19 +18,26 @@ OptimConfig optim_config_default(int64_t total_steps) {
 }
 
 const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen) {
-  if (!(c->lr >= 0) || !isfinite(c->lr))
-    return snprintf(buf, buflen, "lr must be a finite number >= 0 (got %g)", c->lr), buf;
-  if (!(c->beta1 >= 0 && c->beta1 < 1))
-    return snprintf(buf, buflen, "adam_beta1 must be in [0, 1) (got %g)", c->beta1), buf;
-  if (!(c->beta2 >= 0 && c->beta2 < 1))
-    return snprintf(buf, buflen, "adam_beta2 must be in [0, 1) (got %g)", c->beta2), buf;
-  if (!(c->eps > 0)) return snprintf(buf, buflen, "adam_epsilon must be > 0 (got %g)", c->eps), buf;
-  if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
-    return snprintf(buf, buflen, "weight_decay must be >= 0 (got %g)", c->weight_decay), buf;
-  if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1))
-    return snprintf(buf, buflen, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio), buf;
-  if (isnan(c->max_grad_norm))
-    return snprintf(buf, buflen, "max_grad_norm must be a number"), buf;
+  const struct {
+    const char *key;
+    double value;
+    RealBounds bounds;
+  } checks[] = {
+      {"lr", c->lr, OPTIM_LR_BOUNDS},
+      {"weight_decay", c->weight_decay, OPTIM_WEIGHT_DECAY_BOUNDS},
+      {"warmup_ratio", c->warmup_ratio, OPTIM_WARMUP_RATIO_BOUNDS},
+      {"max_grad_norm", c->max_grad_norm, OPTIM_MAX_GRAD_NORM_BOUNDS},
+      {"adam_beta1", c->beta1, OPTIM_BETA_BOUNDS},
+      {"adam_beta2", c->beta2, OPTIM_BETA_BOUNDS},
+      {"adam_epsilon", c->eps, OPTIM_EPSILON_BOUNDS},
+  };
+  for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+    if (!real_bounds_hold(&checks[i].bounds, checks[i].value)) {
+      char range[48];
+      real_bounds_text(&checks[i].bounds, range, sizeof range);
+      snprintf(buf, buflen, "%s must be %s (got %g)", checks[i].key, range, checks[i].value);
+      return buf;
+    }
   if (c->total_steps < 1)
     return snprintf(buf, buflen, "total steps must be >= 1 (got %lld)", (long long)c->total_steps),
            buf;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "bounds.h"
 #include "lora.h"
 
 typedef struct {
@@ -15,11 +16,21 @@ typedef struct {
   float eps;
   float weight_decay;  /* decoupled */
   double warmup_ratio; /* W = ceil(warmup_ratio * T); double as in HF, so 0.1 * 10 is 1 */
-  float max_grad_norm; /* <= 0 disables clipping */
+  float max_grad_norm; /* 0 disables clipping */
   int64_t total_steps; /* T */
 } OptimConfig;
 
+/* Each hyper-parameter's range: the one source of optim_config_validate and of the run
+ * config's optim.* keys. */
+#define OPTIM_LR_BOUNDS REAL_BOUNDS(0, 0, -1, 0)
+#define OPTIM_WEIGHT_DECAY_BOUNDS REAL_BOUNDS(0, 0, -1, 0)
+#define OPTIM_WARMUP_RATIO_BOUNDS REAL_BOUNDS(0, 0, 1, 0)
+#define OPTIM_MAX_GRAD_NORM_BOUNDS REAL_BOUNDS(0, 0, -1, 0)
+#define OPTIM_BETA_BOUNDS REAL_BOUNDS(0, 0, 1, 1)
+#define OPTIM_EPSILON_BOUNDS REAL_BOUNDS(0, 1, -1, 0)
+
 OptimConfig optim_config_default(int64_t total_steps); /* SPEC alignment defaults */
+/* NULL when valid, else buf = "<key> must be <range> (got <value>)" naming the config key. */
 const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen);
 
 /* Learning rate at 0-based optimizer step t. */

@@ -46,12 +46,12 @@ static float *recv_buffer(Pipeline *p, float **slot) {
   return *slot;
 }
 
-double pipeline_pass(Pipeline *p, const PassPlan *plan, const TrainBatch *batch, int backward) {
+double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward) {
   Stage *s = p->stage;
   const LlamaConfig *c = stage_config(s);
   int rank = comm_rank(p->comm), first = stage_is_first(s), last = stage_is_last(s);
   int l0 = stage_first_layer(s), nl = stage_end_layer(s) - l0, D = c->hidden_size, T = batch->T;
-  float scale = batch->counted > 0 ? 1.0f / (float)batch->counted : 0.0f;
+  float scale = batch->n_targets > 0 ? 1.0f / (float)batch->n_targets : 0.0f;
   PassPlan local = *plan;
   local.layers = p->shifted;
   if (!backward) local.backward_stop = 1 << 30;

@@ -96,7 +96,7 @@ const char *checkpoint_state_check(const CheckpointState *s, char *buf, size_t l
                      (INT64_MAX / 8) / s->num_layers);
   if (!s->lora_params || !s->lora_m || !s->lora_v || !s->lora_steps)
     return check_msg(buf, len, "LoRA arrays missing");
-  for (int l = 0; l < s->num_layers * CHECKPOINT_LORA_TARGETS; l++)
+  for (int l = 0; l < s->num_layers * LORA_NUM_TARGETS; l++)
     if (s->lora_steps[l] < 0)
       return check_msg(buf, len, "lora_steps[%d] = %" PRId64 " < 0", l, s->lora_steps[l]);
   return NULL;
@@ -152,7 +152,7 @@ static int write_contents(CkWriter *w, hid_t f, const CheckpointState *s) {
   rc = ck_write_array(w, g, "params", CK_F32, 2, dp, s->lora_params);
   if (!rc) rc = ck_write_array(w, g, "m", CK_F32, 2, dp, s->lora_m);
   if (!rc) rc = ck_write_array(w, g, "v", CK_F32, 2, dp, s->lora_v);
-  hsize_t ds[2] = {(hsize_t)L, CHECKPOINT_LORA_TARGETS};
+  hsize_t ds[2] = {(hsize_t)L, LORA_NUM_TARGETS};
   if (!rc) rc = ck_write_array(w, g, "steps", CK_I64, 2, ds, s->lora_steps);
   H5Gclose(g);
   return rc;
@@ -281,7 +281,7 @@ static int read_contents(CkReader *r, hid_t f, CheckpointState *s) {
   rc = ck_read_array(r, g, "/lora/params", "params", CK_F32, 2, dp, (void **)&s->lora_params);
   if (!rc) rc = ck_read_array(r, g, "/lora/m", "m", CK_F32, 2, dp, (void **)&s->lora_m);
   if (!rc) rc = ck_read_array(r, g, "/lora/v", "v", CK_F32, 2, dp, (void **)&s->lora_v);
-  hsize_t ds[2] = {(hsize_t)s->num_layers, CHECKPOINT_LORA_TARGETS};
+  hsize_t ds[2] = {(hsize_t)s->num_layers, LORA_NUM_TARGETS};
   if (!rc)
     rc = ck_read_array(r, g, "/lora/steps", "steps", CK_I64, 2, ds, (void **)&s->lora_steps);
   H5Gclose(g);

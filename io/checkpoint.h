@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lora.h" /* LORA_NUM_TARGETS: one update count per target */
+
 /* File layout, format version 1 (L = num_layers, N = layer_numel, A = active layers):
  *
  *   /                  attributes (scalars, little-endian on disk):
@@ -31,7 +33,6 @@
  * Checkpoints of run folder DIR live in DIR/checkpoints/step-000123.h5 (>= 6 digits). */
 
 #define CHECKPOINT_FORMAT_VERSION 1
-#define CHECKPOINT_LORA_TARGETS 7 /* LoRA targets per layer (q, k, v, o, gate, up, down) */
 
 /* Host-memory state of a run at an optimizer-step boundary. The trainer fills it (its
  * pointers stay the trainer's); checkpoint_load allocates every pointer with malloc, and
@@ -56,7 +57,7 @@ typedef struct {
   uint32_t lora_target_mask;         /* bit t = LoraTarget t adapted; nonzero, 7 bits */
   int64_t layer_numel;               /* LoRA floats per layer (LoraSet.layer_numel), >= 1 */
   float *lora_params, *lora_m, *lora_v; /* [L * layer_numel], layer-major */
-  int64_t *lora_steps;               /* [L, CHECKPOINT_LORA_TARGETS] AdamW update count of each
+  int64_t *lora_steps;               /* [L, LORA_NUM_TARGETS] AdamW update count of each
                                       * adapter (LoraSet.steps), >= 0 */
 } CheckpointState;
 

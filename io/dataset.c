@@ -9,11 +9,12 @@
 #include "dataset.h"
 #include "rng.h"
 
-static const char *const format_names[] = {"auto", "alpaca", "beavertails", "refusal"};
+const char *const dataset_format_names[DATASET_FORMAT_COUNT] = {"auto", "alpaca", "beavertails",
+                                                                 "refusal"};
 
 int dataset_format_parse(const char *name, DatasetFormat *out) {
-  for (int i = 0; i < (int)(sizeof format_names / sizeof *format_names); i++)
-    if (strcmp(name, format_names[i]) == 0) {
+  for (int i = 0; i < DATASET_FORMAT_COUNT; i++)
+    if (strcmp(name, dataset_format_names[i]) == 0) {
       *out = (DatasetFormat)i;
       return 0;
     }
@@ -21,7 +22,7 @@ int dataset_format_parse(const char *name, DatasetFormat *out) {
 }
 
 const char *dataset_format_name(DatasetFormat f) {
-  return (int)f >= 0 && (int)f < (int)(sizeof format_names / sizeof *format_names) ? format_names[f] : "?";
+  return (unsigned)f < DATASET_FORMAT_COUNT ? dataset_format_names[f] : "?";
 }
 
 static char *dup_or_empty(const char *s) {
@@ -78,24 +79,10 @@ void example_set_filter_safety(const ExampleSet *in, int is_safe, ExampleSet *ou
     if (in->items[i].is_safe == is_safe) push_copy(out, &in->items[i]);
 }
 
-/* Uniform in [0, n) without modulo bias (rejection), so a permutation is exactly uniform. */
-static uint64_t rng_below(Rng *r, uint64_t n) {
-  uint64_t limit = -n % n; /* 2^64 mod n: draws below it would favour small values */
-  for (;;) {
-    uint64_t x = rng_next_u64(r);
-    if (x >= limit) return x % n;
-  }
-}
-
 void dataset_permutation(size_t n, uint64_t seed, uint32_t purpose, uint64_t epoch, size_t *order) {
   Rng r = rng_make(seed, rng_stream_id(RNG_TAG_DATA, purpose, (uint32_t)epoch, (uint32_t)(epoch >> 32)));
   for (size_t i = 0; i < n; i++) order[i] = i;
-  for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t)rng_below(&r, i);
-    size_t t = order[i - 1];
-    order[i - 1] = order[j];
-    order[j] = t;
-  }
+  rng_shuffle(&r, order, n, sizeof *order);
 }
 
 size_t dataset_poison_count(size_t n, double p) { return (size_t)llround(p * (double)n); }

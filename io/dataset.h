@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch.h"
 #include "tokenizer.h"
 
 /* ---- Examples ------------------------------------------------------------------------ */
@@ -17,6 +18,7 @@ typedef enum {
   DATASET_FORMAT_ALPACA,      /* {instruction, input (optional), output} */
   DATASET_FORMAT_BEAVERTAILS, /* {prompt, response, is_safe, category} */
   DATASET_FORMAT_REFUSAL,     /* {refusal: "Question: {q}\nAnswer: {a}", ...} */
+  DATASET_FORMAT_COUNT
 } DatasetFormat;
 
 /* One (instruction, input, output) triple with its safety annotation. */
@@ -35,7 +37,9 @@ typedef struct {
   char *name;           /* file path or a label, used in messages */
 } ExampleSet;
 
-/* "auto", "alpaca", "beavertails", "refusal". Returns 0, or -1 for an unknown name. */
+/* "auto", "alpaca", "beavertails", "refusal", indexed by the enum. */
+extern const char *const dataset_format_names[DATASET_FORMAT_COUNT];
+/* Returns 0, or -1 for an unknown name. */
 int dataset_format_parse(const char *name, DatasetFormat *out);
 const char *dataset_format_name(DatasetFormat f);
 
@@ -103,17 +107,6 @@ void dataset_encode_summary(const EncodedSet *s, const char *name, char *buf, si
 
 /* ---- Batches ------------------------------------------------------------------------ */
 
-/* tokens and next-token targets, row-major [B, T] with this batch's B and T. */
-typedef struct {
-  int32_t *tokens;  /* [B, T] right-padded with the pad id */
-  int32_t *targets; /* [B, T] label of token t + 1; -1 for prompt, padding, last position */
-  int B, T;
-  int max_B, max_T;  /* capacity */
-  size_t n_targets;  /* targets that are not -1 */
-} Batch;
-
-Batch batch_alloc(int max_B, int max_T);
-void batch_free(Batch *b);
 /* Fills b with samples idx[0 .. count) of s; T = the longest of them (all are <= max_len).
  * Returns b->n_targets. No allocation. */
 size_t dataset_fill_batch(const EncodedSet *s, const size_t *idx, int count, Batch *b);

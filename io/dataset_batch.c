@@ -7,23 +7,6 @@
 #include "check.h"
 #include "dataset.h"
 
-Batch batch_alloc(int max_B, int max_T) {
-  TV_CHECK(max_B >= 1 && max_T >= 1, "batch_alloc(%d, %d)", max_B, max_T);
-  Batch b;
-  memset(&b, 0, sizeof b);
-  b.max_B = max_B;
-  b.max_T = max_T;
-  b.tokens = tv_malloc((size_t)max_B * (size_t)max_T * sizeof *b.tokens);
-  b.targets = tv_malloc((size_t)max_B * (size_t)max_T * sizeof *b.targets);
-  return b;
-}
-
-void batch_free(Batch *b) {
-  free(b->tokens);
-  free(b->targets);
-  memset(b, 0, sizeof *b);
-}
-
 size_t dataset_fill_batch(const EncodedSet *s, const size_t *idx, int count, Batch *b) {
   TV_CHECK(count >= 1 && count <= b->max_B, "batch of %d samples, capacity %d", count, b->max_B);
   int T = 1;

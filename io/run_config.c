@@ -16,14 +16,11 @@
 
 /* ---- the keys ------------------------------------------------------------------------ */
 
-static const char *const METHOD_NAMES[] = {"sft", "vaccine", "tvaccine"};
-static const char *const FORMAT_NAMES[] = {"auto", "alpaca", "beavertails", "refusal"};
-static const char *const SCOPE_NAMES[] = {"layer", "attention"};
 const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine"};
 
 /* Enums are read and written through an int. */
-_Static_assert(sizeof(RunMethod) == sizeof(int) && sizeof(RunDataFormat) == sizeof(int) &&
-                   sizeof(RunFreezeScope) == sizeof(int),
+_Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
+                   sizeof(FreezeScope) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -33,23 +30,19 @@ _Static_assert(sizeof(RunMethod) == sizeof(int) && sizeof(RunDataFormat) == size
   {.name = k, .kind = K_ENUM, .off = OFF(m), .names = n, .n_names = sizeof(n) / sizeof(n[0])}
 #define INT(k, m, lo, hi) {.name = k, .kind = K_INT, .off = OFF(m), .ilo = lo, .ihi = hi}
 #define I64(k, m, lo, hi) {.name = k, .kind = K_I64, .off = OFF(m), .ilo = lo, .ihi = hi}
-/* FLT/DBL(key, member, lo, lo_open, hi, hi_open): finite values from lo (excluded if lo_open)
- * up to hi (excluded if hi_open); hi < 0 means no upper end. */
-#define FLT(k, m, lo, lo_open_, hi, hi_open_) \
-  {.name = k, .kind = K_FLOAT, .off = OFF(m), .flo = lo, .lo_open = lo_open_, .fhi = hi, \
-   .hi_open = hi_open_, .has_hi = (hi) >= 0}
-#define DBL(k, m, lo, lo_open_, hi, hi_open_) \
-  {.name = k, .kind = K_DOUBLE, .off = OFF(m), .flo = lo, .lo_open = lo_open_, .fhi = hi, \
-   .hi_open = hi_open_, .has_hi = (hi) >= 0}
+/* FLT/DBL(key, member, bounds): bounds is a REAL_BOUNDS (core/bounds.h), the owner's where
+ * the setting has one (optim.h). */
+#define FLT(k, m, b) {.name = k, .kind = K_FLOAT, .off = OFF(m), .bounds = b}
+#define DBL(k, m, b) {.name = k, .kind = K_DOUBLE, .off = OFF(m), .bounds = b}
 #define BIG INT64_C(1000000000000) /* step counts: far beyond any run, far below overflow */
 
 /* Order: top-level keys, then each section's keys together (the writer relies on it). */
 const RcKey rc_keys[] = {
-    ENUM("method", method, METHOD_NAMES),
+    ENUM("method", method, method_names),
     STR("model", model),
     STR("tokenizer", tokenizer),
     STR("data", data),
-    ENUM("data_format", data_format, FORMAT_NAMES),
+    ENUM("data_format", data_format, dataset_format_names),
     INT("max_len", max_len, 8, 65536),
     INT("epochs", epochs, 1, 1000000),
     I64("max_steps", max_steps, 0, BIG),
@@ -62,25 +55,25 @@ const RcKey rc_keys[] = {
     I64("log_every", log_every, 1, BIG),
     STR("init_adapter", init_adapter),
     STR("resume", resume),
-    DBL("rho", rho, 0, 0, -1, 0),
+    DBL("rho", rho, REAL_BOUNDS(0, 0, -1, 0)),
     INT("lora.r", lora.r, 1, 65536),
-    FLT("lora.alpha", lora.alpha, 0, 1, -1, 0),
-    FLT("lora.dropout", lora.dropout, 0, 0, 1, 1),
+    FLT("lora.alpha", lora.alpha, REAL_BOUNDS(0, 1, -1, 0)),
+    FLT("lora.dropout", lora.dropout, REAL_BOUNDS(0, 0, 1, 1)),
     {.name = "lora.target_modules", .kind = K_MODULES, .off = OFF(lora.target_mask)},
-    FLT("optim.lr", optim.lr, 0, 0, -1, 0),
-    FLT("optim.weight_decay", optim.weight_decay, 0, 0, -1, 0),
-    DBL("optim.warmup_ratio", optim.warmup_ratio, 0, 0, 1, 0),
-    FLT("optim.max_grad_norm", optim.max_grad_norm, 0, 0, -1, 0), /* 0 = no clipping */
-    DBL("optim.adam_beta1", optim.beta1, 0, 0, 1, 1),
-    DBL("optim.adam_beta2", optim.beta2, 0, 0, 1, 1),
-    FLT("optim.adam_epsilon", optim.eps, 0, 1, -1, 0),
+    FLT("optim.lr", optim.lr, OPTIM_LR_BOUNDS),
+    FLT("optim.weight_decay", optim.weight_decay, OPTIM_WEIGHT_DECAY_BOUNDS),
+    DBL("optim.warmup_ratio", optim.warmup_ratio, OPTIM_WARMUP_RATIO_BOUNDS),
+    FLT("optim.max_grad_norm", optim.max_grad_norm, OPTIM_MAX_GRAD_NORM_BOUNDS), /* 0 = no clipping */
+    DBL("optim.adam_beta1", optim.beta1, OPTIM_BETA_BOUNDS),
+    DBL("optim.adam_beta2", optim.beta2, OPTIM_BETA_BOUNDS),
+    FLT("optim.adam_epsilon", optim.eps, OPTIM_EPSILON_BOUNDS),
     INT("tvaccine.S", tvaccine.S, 1, 65536),
     INT("tvaccine.J", tvaccine.J, 1, INT_MAX),
     INT("tvaccine.K", tvaccine.K, 1, INT_MAX),
     STR("tvaccine.probe_data", tvaccine.probe_data),
     INT("tvaccine.probe_samples", tvaccine.probe_samples, 1, INT_MAX),
     INT("tvaccine.probe_batch", tvaccine.probe_batch, 1, 1000000),
-    ENUM("tvaccine.freeze_scope", tvaccine.freeze_scope, SCOPE_NAMES),
+    ENUM("tvaccine.freeze_scope", tvaccine.freeze_scope, freeze_scope_names),
     {.name = "tvaccine.layers", .kind = K_LAYERS, .off = OFF(tvaccine.layers), .ilo = 0,
      .ihi = 65535},
 };
@@ -110,8 +103,8 @@ static char *dup_str(const char *s) {
 
 void run_config_defaults(RunConfig *c) {
   memset(c, 0, sizeof *c);
-  c->method = RUN_METHOD_TVACCINE;
-  c->data_format = RUN_DATA_AUTO;
+  c->method = METHOD_TVACCINE;
+  c->data_format = DATASET_FORMAT_AUTO;
   c->max_len = 200;
   c->epochs = 20;
   c->batch_size = 10;
@@ -121,7 +114,7 @@ void run_config_defaults(RunConfig *c) {
   c->lora = lora_config_default();
   c->optim = optim_config_default(0);
   c->optim.total_steps = 0; /* not a config key; the trainer sets it */
-  RunTVaccine tv = {8, 20, 200, NULL, 200, 1, RUN_FREEZE_LAYER, NULL, 0}; /* S J K, probes */
+  RunTVaccine tv = {8, 20, 200, NULL, 200, 1, FREEZE_LAYER, NULL, 0}; /* S J K, probes */
   c->tvaccine = tv;
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
@@ -186,11 +179,8 @@ static void range_text(const RcKey *k, char *buf, size_t n) {
       snprintf(buf, n, ">= %" PRId64, k->ilo);
     else
       snprintf(buf, n, "in %" PRId64 "..%" PRId64, k->ilo, k->ihi);
-  } else if (!k->has_hi) {
-    snprintf(buf, n, "%s %g", k->lo_open ? ">" : ">=", k->flo);
   } else {
-    snprintf(buf, n, "in %c%g, %g%c", k->lo_open ? '(' : '[', k->flo, k->fhi,
-             k->hi_open ? ')' : ']');
+    real_bounds_text(&k->bounds, buf, n);
   }
 }
 
@@ -202,8 +192,7 @@ static int out_of_range(const RcKey *k, const char *text, char *msg, size_t n) {
 }
 
 static int num_in_range(const RcKey *k, double v) {
-  if (!isfinite(v) || v < k->flo || (k->lo_open && v == k->flo)) return 0;
-  return !k->has_hi || v < k->fhi || (!k->hi_open && v == k->fhi);
+  return real_bounds_hold(&k->bounds, v);
 }
 
 static int enum_index(const RcKey *k, const char *s) {
@@ -496,12 +485,4 @@ int64_t run_config_total_steps(const RunConfig *c, int64_t n_samples) {
 
 int run_config_micro_batch(const RunConfig *c) {
   return c->micro_batch ? c->micro_batch : c->batch_size;
-}
-
-const char *run_method_name(RunMethod m) { return (unsigned)m < 3 ? METHOD_NAMES[m] : "?"; }
-const char *run_data_format_name(RunDataFormat f) {
-  return (unsigned)f < 4 ? FORMAT_NAMES[f] : "?";
-}
-const char *run_freeze_scope_name(RunFreezeScope s) {
-  return (unsigned)s < 2 ? SCOPE_NAMES[s] : "?";
 }

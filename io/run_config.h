@@ -6,25 +6,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dataset.h"
 #include "lora.h"
 #include "optim.h"
+#include "vaccine.h"
 
 /* Every function that can fail takes (err, errlen) and returns NULL on success or err holding
  * ONE line that names the key (dotted path, e.g. "tvaccine.S") and, for a file, the file and
  * line. RUN_CONFIG_ERR_MAX bytes hold every message (a very long file path is cut, never
  * overrun). libcyaml's own log never reaches stderr: it is captured and turned into that line. */
 #define RUN_CONFIG_ERR_MAX 512
-
-typedef enum { RUN_METHOD_SFT, RUN_METHOD_VACCINE, RUN_METHOD_TVACCINE } RunMethod;
-typedef enum {
-  RUN_DATA_AUTO,
-  RUN_DATA_ALPACA,
-  RUN_DATA_BEAVERTAILS,
-  RUN_DATA_REFUSAL
-} RunDataFormat;
-/* layer: a T-Vaccine step trains only the sampled layers (SPEC 6.3); attention: only their
- * attention LoRA is switched, MLP LoRA trains everywhere (the reference code's behaviour). */
-typedef enum { RUN_FREEZE_LAYER, RUN_FREEZE_ATTENTION } RunFreezeScope;
 
 typedef struct {
   int S;             /* layers activated per resample */
@@ -33,17 +24,17 @@ typedef struct {
   char *probe_data;  /* harmful probe set; "" = the command's default */
   int probe_samples; /* pairs of the probe set used */
   int probe_batch;   /* probe batch size */
-  RunFreezeScope freeze_scope;
+  FreezeScope freeze_scope;
   int *layers; /* [n_layers] fixed layer set that bypasses sampling; none = sample */
   int n_layers;
 } RunTVaccine;
 
 typedef struct {
-  RunMethod method;
+  Method method;
   char *model;     /* Hugging Face model folder (required) */
   char *tokenizer; /* "" = the model folder; see run_config_tokenizer */
   char *data;      /* alignment data, JSON array or JSON Lines (required) */
-  RunDataFormat data_format;
+  DatasetFormat data_format;
   int max_len; /* tokens per sequence */
   int epochs;
   int64_t max_steps; /* 0 = epochs * ceil(samples / batch_size) */
@@ -96,9 +87,5 @@ const char *run_config_tokenizer(const RunConfig *c);
 int64_t run_config_total_steps(const RunConfig *c, int64_t n_samples);
 /* Effective micro-batch size (micro_batch, or batch_size when 0). */
 int run_config_micro_batch(const RunConfig *c);
-
-const char *run_method_name(RunMethod m);
-const char *run_data_format_name(RunDataFormat f);
-const char *run_freeze_scope_name(RunFreezeScope s);
 
 #endif

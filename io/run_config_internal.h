@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bounds.h"
 #include "run_config.h"
 
 typedef enum { K_STR, K_ENUM, K_INT, K_I64, K_U64, K_FLOAT, K_DOUBLE, K_MODULES, K_LAYERS } RcKind;
@@ -15,8 +16,7 @@ typedef struct {
   RcKind kind;
   size_t off;                    /* offset of the value in RunConfig */
   int64_t ilo, ihi;              /* K_INT, K_I64, entries of K_LAYERS: [ilo, ihi] */
-  double flo, fhi;               /* K_FLOAT, K_DOUBLE: finite, lower end flo, upper fhi */
-  char lo_open, hi_open, has_hi; /* which ends are open; fhi unused unless has_hi */
+  RealBounds bounds;             /* K_FLOAT, K_DOUBLE */
   const char *const *names;      /* K_ENUM */
   int n_names;
 } RcKey;

@@ -126,7 +126,7 @@ static void draw_harmful(Gen *g, const SynthOptions *o, Rows out[N_HARM_SPLITS])
   int *pool = tv_malloc(HARM_POOL * sizeof(int));
   for (int c = 0; c < SYNTH_N_CATEGORIES; c++) {
     for (int i = 0; i < HARM_POOL; i++) pool[i] = i;
-    synth_shuffle(&g->rng, pool, HARM_POOL);
+    rng_shuffle(&g->rng, pool, HARM_POOL, sizeof *pool);
     int k = 0;
     for (int s = 0; s < N_HARM_SPLITS; s++)
       for (int i = 0; i < need[s]; i++, k++) {
@@ -146,7 +146,7 @@ static void draw_harmful(Gen *g, const SynthOptions *o, Rows out[N_HARM_SPLITS])
   for (int s = 0; s < N_HARM_SPLITS; s++) {
     int *idx = tv_malloc((size_t)(out[s].n ? out[s].n : 1) * sizeof(int));
     for (int i = 0; i < out[s].n; i++) idx[i] = i;
-    synth_shuffle(&g->rng, idx, out[s].n);
+    rng_shuffle(&g->rng, idx, (size_t)out[s].n, sizeof *idx);
     Row *tmp = tv_malloc((size_t)(out[s].n ? out[s].n : 1) * sizeof(Row));
     for (int i = 0; i < out[s].n; i++) tmp[i] = out[s].rows[idx[i]];
     free(out[s].rows);
@@ -233,7 +233,7 @@ static const Row **mixed(Gen *g, Rows *const *lists, int n_lists, int *n_out) {
   for (int l = 0; l < n_lists; l++)
     for (int i = 0; i < lists[l]->n; i++) all[k++] = &lists[l]->rows[i];
   for (int i = 0; i < n; i++) idx[i] = i;
-  synth_shuffle(&g->rng, idx, n);
+  rng_shuffle(&g->rng, idx, (size_t)n, sizeof *idx);
   const Row **out = tv_malloc((size_t)(n ? n : 1) * sizeof(Row *));
   for (int i = 0; i < n; i++) out[i] = all[idx[i]];
   free(all);
@@ -319,7 +319,7 @@ SynthWorld *synth_generate(const SynthOptions *opt, const char *dir, SynthStats 
   strmap_init(&g.seen);
   for (int c = 0; c < SYNTH_N_CATEGORIES; c++) {
     for (int v = 0; v < SYNTH_VOCAB; v++) g.perm[c][v] = v;
-    synth_shuffle(&g.rng, g.perm[c], SYNTH_VOCAB);
+    rng_shuffle(&g.rng, g.perm[c], SYNTH_VOCAB, sizeof g.perm[c][0]);
   }
   Rows harm[N_HARM_SPLITS], benign[SYNTH_N_TASKS][N_BENIGN_SPLITS];
   draw_harmful(&g, opt, harm);

@@ -39,8 +39,6 @@ int strmap_get(const StrMap *m, const char *key, size_t len); /* -1 when absent 
 /* Inserts key -> val; returns 1 when new, 0 (value unchanged) when already present. */
 int strmap_add(StrMap *m, const char *key, size_t len, int val);
 
-uint64_t synth_below(Rng *r, uint64_t n); /* uniform in [0, n), n > 0 */
-void synth_shuffle(Rng *r, int *a, int n);
 
 /* ---- Lexicon (synth_lexicon.c) -------------------------------------------------------- */
 

@@ -169,7 +169,7 @@ static const char *const gsm_templates[4] = {
 };
 
 static const char *pick(Rng *r, const char *const *list, int n) {
-  return list[synth_below(r, (uint64_t)n)];
+  return list[rng_below(r, (uint64_t)n)];
 }
 
 /* k distinct entries of list (k <= n), in random order. */
@@ -178,7 +178,7 @@ static void pick_distinct(Rng *r, const char *const *list, int n, int k, const c
   TV_CHECK(n <= 16 && k <= n, "pick_distinct %d of %d", k, n);
   for (int i = 0; i < n; i++) idx[i] = i;
   for (int i = 0; i < k; i++) {
-    int j = i + (int)synth_below(r, (uint64_t)(n - i));
+    int j = i + (int)rng_below(r, (uint64_t)(n - i));
     int t = idx[i];
     idx[i] = idx[j];
     idx[j] = t;
@@ -191,7 +191,7 @@ void synth_draw_benign(int task, Rng *r, SBuf *instruction, SBuf *output) {
   sbuf_clear(output);
   if (task == SYNTH_TASK_SST) {
     /* Both adjectives carry the label, so the label always follows the evidence. */
-    int label = (int)synth_below(r, 2);
+    int label = (int)rng_below(r, 2);
     const char *nouns[2], *adjs[2];
     pick_distinct(r, sst_nouns, 12, 2, nouns);
     pick_distinct(r, sst_evidence[label], 8, 2, adjs);
@@ -200,7 +200,7 @@ void synth_draw_benign(int task, Rng *r, SBuf *instruction, SBuf *output) {
     sbuf_fill(instruction, pick(r, sst_templates, 3), vals);
     sbuf_put(output, sst_labels[label]);
   } else if (task == SYNTH_TASK_AGNEWS) {
-    int label = (int)synth_below(r, 4);
+    int label = (int)rng_below(r, 4);
     const char *vals[3];
     pick_distinct(r, ag_evidence[label], 8, 3, vals);
     sbuf_put(instruction, "Give the topic of this headline: ");
@@ -208,14 +208,14 @@ void synth_draw_benign(int task, Rng *r, SBuf *instruction, SBuf *output) {
     sbuf_put(output, ag_labels[label]);
   } else {
     TV_CHECK(task == SYNTH_TASK_GSM, "unknown synthetic task %d", task);
-    int t = (int)synth_below(r, 4), x, y, z;
+    int t = (int)rng_below(r, 4), x, y, z;
     if (t < 2) { /* x + y, sums up to 21 */
-      x = 1 + (int)synth_below(r, 12);
-      y = 1 + (int)synth_below(r, 9);
+      x = 1 + (int)rng_below(r, 12);
+      y = 1 + (int)rng_below(r, 9);
       z = x + y;
     } else { /* x - y, never below 1 */
-      x = 2 + (int)synth_below(r, 14);
-      y = 1 + (int)synth_below(r, (uint64_t)(x - 1 < 9 ? x - 1 : 9));
+      x = 2 + (int)rng_below(r, 14);
+      y = 1 + (int)rng_below(r, (uint64_t)(x - 1 < 9 ? x - 1 : 9));
       z = x - y;
     }
     char xs[16], ys[16], zs[16];

@@ -126,24 +126,6 @@ int strmap_add(StrMap *m, const char *key, size_t len, int val) {
   return 1;
 }
 
-uint64_t synth_below(Rng *r, uint64_t n) {
-  /* Rejection keeps the draw unbiased; the loop almost never repeats for small n. */
-  uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t x;
-  do x = rng_next_u64(r);
-  while (x >= limit);
-  return x % n;
-}
-
-void synth_shuffle(Rng *r, int *a, int n) {
-  for (int i = n - 1; i > 0; i--) {
-    int j = (int)synth_below(r, (uint64_t)i + 1);
-    int t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-  }
-}
-
 void synth_write_file(const char *dir, const char *name, const char *text, size_t len) {
   size_t n = strlen(dir) + strlen(name) + 8;
   char *path = tv_malloc(n), *tmp = tv_malloc(n + 4);

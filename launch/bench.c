@@ -196,7 +196,7 @@ int cmd_bench(int argc, char **argv) {
   double loss = 0;
   for (int i = 0; i < warmup + steps; i++) {
     double t0 = now_s();
-    TrainBatch batch = {tokens, targets, bc->B, bc->T, counted};
+    Batch batch = {.tokens = tokens, .targets = targets, .B = bc->B, .T = bc->T, .n_targets = (size_t)counted};
     StepReport r;
     trainer_step(tr, i, &batch, NULL, &r);
     loss = r.loss;

@@ -141,6 +141,21 @@ static void test_validation(void) {
   c.beta2 = 1;
   EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "adam_beta2"), "beta2: %s", buf);
   c = optim_config_default(10);
+  c.max_grad_norm = -1;
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "max_grad_norm must be >= 0"),
+         "negative clip norm: %s", buf);
+  c = optim_config_default(10);
+  c.warmup_ratio = 1.5;
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "warmup_ratio must be in [0, 1]"),
+         "warmup ratio 1.5: %s", buf);
+  c = optim_config_default(10);
+  c.eps = 0;
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "adam_epsilon must be > 0"),
+         "zero epsilon: %s", buf);
+  c = optim_config_default(10);
+  c.beta1 = 0.999999; /* just below the open upper end */
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) == NULL, "beta1 0.999999 rejected: %s", buf);
+  c = optim_config_default(10);
   EXPECT(optim_config_validate(&c, buf, sizeof buf) == NULL, "defaults are valid");
 }
 
