@@ -86,18 +86,26 @@ LoraSet *stage_lora(Stage *s);
  * and benchmarks. Deterministic per (seed, global layer), independent of the stage split. */
 void stage_init_random_weights(Stage *s, uint64_t seed, float std);
 
-/* One micro-batch forward.
- *  first stage: tokens [B, T] (int32, validated < V) is the input; x_in is ignored.
- *  other stages: x_in [B*T, D] backend memory is the input hidden state.
- *  last stage: targets [B, T] (next-token ids, < 0 ignored); returns scale * sum CE.
- *  not last: the output hidden state is at *x_out (stage-owned [B*T, D]).
- * row_offset = index of this micro-batch's first row within the whole batch (for dropout
- * streams, so the split into micro-batches does not change the masks). */
-double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, const float *x_in,
-                     const int32_t *targets, int B, int T, int row_offset, float loss_scale,
-                     float **x_out);
+/* One micro-batch of a pass: the rows a stage forwards at once (B <= max_B, T <= max_T).
+ * The pipeline schedule keeps one of these per micro-batch in flight. */
+typedef struct {
+  const int32_t *tokens;  /* [B, T] host: the input of the first stage (validated < V) */
+  const float *x_in;      /* [B*T, D] backend memory: the input of every later stage */
+  const int32_t *targets; /* [B, T] host: last stage's next-token ids, < 0 ignored; NULL = no
+                             loss (e.g. logits only) */
+  int B, T;
+  /* Index of this micro-batch's first row within the whole batch, so the dropout streams
+   * and therefore the masks do not depend on the split into micro-batches. */
+  int row_offset;
+  float loss_scale; /* the last stage returns loss_scale * sum CE (1 / targets of the batch) */
+} MicroBatch;
 
-/* Backward of the last stage_forward (same plan). dy_in: gradient of this stage's output
+/* One micro-batch forward. The first stage reads mb->tokens, the others mb->x_in. The last
+ * stage returns the scaled loss; the others return 0 and leave the output hidden state at
+ * *x_out (stage-owned [B*T, D]). */
+double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float **x_out);
+
+/* Backward of the last stage_forward (same plan and micro-batch). dy_in: gradient of this stage's output
  * (ignored on the last stage, which starts from the loss). LoRA gradients accumulate (+=)
  * into the LoRA set's gradients for the targets in train_targets; dLoss/da_l is written for layers
  * with record_grad_a. When the stage below needs a gradient (not the first stage and

@@ -23,13 +23,13 @@ const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen
     double value;
     RealBounds bounds;
   } checks[] = {
-      {"lr", c->lr, OPTIM_LR_BOUNDS},
-      {"weight_decay", c->weight_decay, OPTIM_WEIGHT_DECAY_BOUNDS},
-      {"warmup_ratio", c->warmup_ratio, OPTIM_WARMUP_RATIO_BOUNDS},
-      {"max_grad_norm", c->max_grad_norm, OPTIM_MAX_GRAD_NORM_BOUNDS},
-      {"adam_beta1", c->beta1, OPTIM_BETA_BOUNDS},
-      {"adam_beta2", c->beta2, OPTIM_BETA_BOUNDS},
-      {"adam_epsilon", c->eps, OPTIM_EPSILON_BOUNDS},
+      {.key = "lr", .value = c->lr, .bounds = OPTIM_LR_BOUNDS},
+      {.key = "weight_decay", .value = c->weight_decay, .bounds = OPTIM_WEIGHT_DECAY_BOUNDS},
+      {.key = "warmup_ratio", .value = c->warmup_ratio, .bounds = OPTIM_WARMUP_RATIO_BOUNDS},
+      {.key = "max_grad_norm", .value = c->max_grad_norm, .bounds = OPTIM_MAX_GRAD_NORM_BOUNDS},
+      {.key = "adam_beta1", .value = c->beta1, .bounds = OPTIM_BETA_BOUNDS},
+      {.key = "adam_beta2", .value = c->beta2, .bounds = OPTIM_BETA_BOUNDS},
+      {.key = "adam_epsilon", .value = c->eps, .bounds = OPTIM_EPSILON_BOUNDS},
   };
   for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
     if (!real_bounds_hold(&checks[i].bounds, checks[i].value)) {

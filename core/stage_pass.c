@@ -70,8 +70,9 @@ static void layer_forward(Stage *s, const PassPlan *plan, int l, LayerActs *A, f
   proj_forward(s, l, LORA_V, A, A->v, A->xn1, w->wv, w->bv);
   be->rope_forward(be, A->q, s->rope_cos, s->rope_sin, B, T, c->num_heads, c->head_dim);
   be->rope_forward(be, A->k, s->rope_cos, s->rope_sin, B, T, c->num_kv_heads, c->head_dim);
-  be->attention_forward(be, A->att, A->lse, A->q, A->k, A->v, B, T, c->num_heads,
-                        c->num_kv_heads, c->head_dim);
+  AttnShape shape = {
+      .B = B, .T = T, .H = c->num_heads, .Hkv = c->num_kv_heads, .Dh = c->head_dim};
+  be->attention_forward(be, &shape, A->q, A->k, A->v, A->att, A->lse);
   /* a_l goes straight into h, then the residual and the perturbation are added. */
   proj_forward(s, l, LORA_O, A, A->h, A->att, w->wo, NULL);
   if (lp->perturb) be->axpy(be, (size_t)N * D, 1.0f, lp->perturb, A->h);
@@ -117,8 +118,10 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   float *datt = s->dbig1;
   proj_backward(s, plan, l, LORA_O, A,
                 &(ProjGrad){.dy = s->dh, .x = A->att, .W = w->wo, .dx = datt});
-  be->attention_backward(be, s->dq, s->dk, s->dv, datt, A->att, A->lse, A->q, A->k, A->v, B, T,
-                         c->num_heads, c->num_kv_heads, c->head_dim);
+  AttnShape shape = {
+      .B = B, .T = T, .H = c->num_heads, .Hkv = c->num_kv_heads, .Dh = c->head_dim};
+  AttnRecord fwd = {.q = A->q, .k = A->k, .v = A->v, .out = A->att, .lse = A->lse};
+  be->attention_backward(be, &shape, &fwd, datt, s->dq, s->dk, s->dv);
   be->rope_backward(be, s->dq, s->rope_cos, s->rope_sin, B, T, c->num_heads, c->head_dim);
   be->rope_backward(be, s->dk, s->rope_cos, s->rope_sin, B, T, c->num_kv_heads, c->head_dim);
   float *dxn = dx ? s->dxn : NULL;
@@ -162,19 +165,19 @@ static void check_ids(const int32_t *ids, int n, int V, int allow_negative, cons
       tv_die("%s[%d] = %d is outside the vocabulary [0, %d)", what, i, ids[i], V);
 }
 
-double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, const float *x_in,
-                     const int32_t *targets, int B, int T, int row_offset, float loss_scale,
-                     float **x_out) {
+double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float **x_out) {
   Backend *be = s->be;
   const LlamaConfig *c = &s->cfg;
   TV_CHECK(plan && plan->layers, "stage_forward needs a plan with one entry per layer");
   TV_CHECK(!plan->train_base || (s->weight_grads && plan->backward_stop <= 0) || plan->backward_stop >= s->l1,
            "a full-training pass needs stage_enable_full_training and backward_stop 0");
+  int B = mb->B, T = mb->T, row_offset = mb->row_offset;
+  const int32_t *tokens = mb->tokens, *targets = mb->targets;
   TV_CHECK(B >= 1 && B <= s->max_B && T >= 1 && T <= s->max_T,
            "micro-batch %d x %d exceeds the stage's %d x %d", B, T, s->max_B, s->max_T);
   int N = B * T, D = c->hidden_size, first = stage_is_first(s), last = stage_is_last(s);
   int bstop = plan->backward_stop;
-  s->B = B, s->T = T, s->row_offset = row_offset, s->loss_scale = loss_scale;
+  s->B = B, s->T = T, s->row_offset = row_offset, s->loss_scale = mb->loss_scale;
   s->lora_pass = (LoraPass){.be = be,
                             .set = s->lora,
                             .pass_seed = plan->pass_seed,
@@ -194,8 +197,8 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
     be->from_host(be, s->tokens, tokens, (size_t)N * sizeof(int32_t));
     be->embedding_forward(be, cur, s->w.embed, s->tokens, N, D);
   } else {
-    TV_CHECK(x_in, "a stage after the first needs its input hidden state");
-    be->copy(be, cur, x_in, (size_t)N * D * sizeof(float));
+    TV_CHECK(mb->x_in, "a stage after the first needs its input hidden state");
+    be->copy(be, cur, mb->x_in, (size_t)N * D * sizeof(float));
   }
 
   for (int l = s->l0; l < s->l1; l++) {
@@ -238,7 +241,7 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
   check_ids(targets, N, c->vocab_size, 1, "target token");
   be->from_host(be, s->targets, targets, (size_t)N * sizeof(int32_t));
   double sum = be->cross_entropy(be, s->logits, NULL, s->targets, N, c->vocab_size, 1.0f);
-  return sum * loss_scale;
+  return sum * mb->loss_scale;
 }
 
 void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out) {

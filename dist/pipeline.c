@@ -73,8 +73,14 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
       x_in = buf;
     }
     float *x_out = NULL;
-    loss += stage_forward(s, &local, batch->tokens + row0, x_in, batch->targets + row0, mb, T,
-                          (int)row0, scale, &x_out);
+    MicroBatch micro = {.tokens = batch->tokens + row0,
+                        .x_in = x_in,
+                        .targets = batch->targets + row0,
+                        .B = mb,
+                        .T = T,
+                        .row_offset = (int)row0,
+                        .loss_scale = scale};
+    loss += stage_forward(s, &local, &micro, &x_out);
     if (!last) p2p_send(p->comm, x_out, rows * D, rank + 1, P2P_TAG_ACTIVATION);
     if (!runs_backward) continue;
     const float *dy = NULL;

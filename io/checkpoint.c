@@ -292,7 +292,7 @@ static int read_contents(CkReader *r, hid_t f, CheckpointState *s) {
 }
 
 const char *checkpoint_load(const char *path, CheckpointState *out, char *err, size_t errlen) {
-  CkReader r = {path, err, errlen, 0};
+  CkReader r = {.path = path, .err = err, .errlen = errlen, .file_size = 0};
   CheckpointState s;
   memset(&s, 0, sizeof s);
   memset(out, 0, sizeof *out);

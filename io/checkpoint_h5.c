@@ -56,7 +56,7 @@ CkQuiet ck_quiet_begin(void) {
    * We close every object ourselves, so the handler is not needed. It is installed when
    * the library starts, so this must precede every other HDF5 call (no effect later). */
   H5dont_atexit();
-  CkQuiet q = {NULL, NULL};
+  CkQuiet q = {.func = NULL, .data = NULL};
   H5Eget_auto2(H5E_DEFAULT, &q.func, &q.data);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   return q;
@@ -92,7 +92,7 @@ static herr_t take_innermost(unsigned n, const H5E_error2_t *e, void *data) {
 
 /* The most specific message on HDF5's error stack (e.g. the write(2) failure), or "". */
 static const char *h5_reason(char *buf, size_t len) {
-  Text t = {buf, len};
+  Text t = {.buf = buf, .len = len};
   buf[0] = '\0';
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_innermost, &t);
   H5Eclear2(H5E_DEFAULT);

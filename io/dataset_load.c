@@ -370,7 +370,7 @@ static int bad_start(ParseCtx *c, const char *text, size_t len, size_t i) {
 int dataset_parse(const char *name, const char *text, size_t len, DatasetFormat fmt,
                   ExampleSet *out, char *err, size_t errlen) {
   example_set_init(out, name);
-  ParseCtx c = {name, fmt, 0, out, err, errlen};
+  ParseCtx c = {.name = name, .fmt = fmt, .array = 0, .out = out, .err = err, .errlen = errlen};
   out->format = fmt;
   size_t i = first_significant(text, len);
   if (i == len || (text[i] != '[' && text[i] != '{')) return finish(&c, bad_start(&c, text, len, i));
@@ -434,7 +434,7 @@ void dataset_load(const char *path, DatasetFormat fmt, ExampleSet *out) {
   rewind(f);
   example_set_init(out, path);
   out->format = fmt;
-  ParseCtx c = {path, fmt, 0, out, err, sizeof err};
+  ParseCtx c = {.name = path, .fmt = fmt, .array = 0, .out = out, .err = err, .errlen = sizeof err};
   char *line = NULL;
   size_t cap = 0, lineno = 1;
   ssize_t n;

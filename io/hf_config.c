@@ -205,7 +205,7 @@ HfConfig hf_config_from_llama(const LlamaConfig *cfg) {
 
 const char *hf_config_parse(const char *json, size_t len, const char *label, HfConfig *out,
                             char *err, size_t errlen) {
-  JsonCtx c = {err, errlen, label ? label : "config.json"};
+  JsonCtx c = {.err = err, .errlen = errlen, .label = label ? label : "config.json"};
   LlamaConfig base = llama_config_default(0, 0, 0, 0, 0, 0);
   *out = hf_config_from_llama(&base);
   cJSON *root = json_parse(&c, json, len);

@@ -114,7 +114,7 @@ static int cmp_entry(const void *a, const void *b) {
 }
 
 static const MapEntry *find_entry(const HfModel *m, const char *name) {
-  MapEntry key = {(char *)name, 0};
+  MapEntry key = {.name = (char *)name, .file = 0};
   return bsearch(&key, m->map, (size_t)m->nmap, sizeof(MapEntry), cmp_entry);
 }
 

@@ -144,7 +144,7 @@ static int parse_root(JsonCtx *c, const cJSON *root, int L, PeftConfig *p) {
 
 const char *peft_config_parse(const char *json, size_t len, const char *label, int num_layers,
                               PeftConfig *out, char *err, size_t errlen) {
-  JsonCtx c = {err, errlen, label ? label : "adapter_config.json"};
+  JsonCtx c = {.err = err, .errlen = errlen, .label = label ? label : "adapter_config.json"};
   memset(out, 0, sizeof *out);
   cJSON *root = json_parse(&c, json, len);
   if (!root) return err;

@@ -114,8 +114,12 @@ void run_config_defaults(RunConfig *c) {
   c->lora = lora_config_default();
   c->optim = optim_config_default(0);
   c->optim.total_steps = 0; /* not a config key; the trainer sets it */
-  RunTVaccine tv = {8, 20, 200, NULL, 200, 1, FREEZE_LAYER, NULL, 0}; /* S J K, probes */
-  c->tvaccine = tv;
+  c->tvaccine = (RunTVaccine){.S = 8,
+                               .J = 20,
+                               .K = 200,
+                               .probe_samples = 200,
+                               .probe_batch = 1,
+                               .freeze_scope = FREEZE_LAYER};
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
 }

@@ -289,7 +289,7 @@ static int parse_header(JsonCtx *c, SafeTensors *st, const char *hdr, size_t n) 
 
 SafeTensors *safetensors_parse(const uint8_t *bytes, size_t size, const char *label, char *err,
                                size_t errlen) {
-  JsonCtx c = {err, errlen, label ? label : "safetensors"};
+  JsonCtx c = {.err = err, .errlen = errlen, .label = label ? label : "safetensors"};
   if (errlen) err[0] = 0;
   if (size < 8)
     return json_error(&c, "the file is %zu bytes, too short for the 8-byte header length",

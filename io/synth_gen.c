@@ -86,7 +86,7 @@ typedef struct {
 } Rows;
 
 static Rows rows_new(int cap) {
-  Rows r = {tv_calloc((size_t)(cap ? cap : 1), sizeof(Row)), 0};
+  Rows r = {.rows = tv_calloc((size_t)(cap ? cap : 1), sizeof(Row)), .n = 0};
   return r;
 }
 

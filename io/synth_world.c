@@ -250,7 +250,7 @@ SynthWorld *synth_load_world(const char *path) {
     snprintf(file, plen + 16, "%s/world.json", path);
   else
     snprintf(file, plen + 16, "%s", path);
-  Ctx c = {file};
+  Ctx c = {.path = file};
   size_t len;
   char *text = read_text(file, &len);
   cJSON *root = cJSON_ParseWithLength(text, len);
@@ -389,6 +389,6 @@ int synth_is_refusal(const SynthWorld *w, const char *answer) { return any_word(
 
 int synth_judge_harmful(const SynthWorld *w, int category, const char *answer) {
   TV_CHECK(category < w->n_categories, "category %d of %d", category, w->n_categories);
-  VocabCtx v = {w, category};
+  VocabCtx v = {.w = w, .category = category};
   return any_word(answer, is_harm_word, &v) && !synth_is_refusal(w, answer);
 }

@@ -65,7 +65,7 @@ static void word_add(Word *w, int32_t c, size_t len) {
     w->v = v;
   }
   if (w->n) w->v[w->n - 1].next = w->n;
-  w->v[w->n] = (Sym){c, w->n - 1, -1, len};
+  w->v[w->n] = (Sym){.c = c, .prev = w->n - 1, .next = -1, .len = len};
   w->n++;
 }
 
@@ -121,7 +121,7 @@ static void word_merge(const Tokenizer *t, Word *w) {
   Sym *sy = w->v;
   for (int i = 0; i + 1 < w->n; i++) {
     const struct TkPair *m = tkpair_get(&t->merges, sy[i].c, sy[i + 1].c);
-    if (m) heap_push(heap, &nh, (Cand){m->rank, m->merged, i});
+    if (m) heap_push(heap, &nh, (Cand){.rank = m->rank, .merged = m->merged, .pos = i});
   }
   while (nh) {
     Cand top = heap_pop(heap, &nh);
@@ -137,11 +137,11 @@ static void word_merge(const Tokenizer *t, Word *w) {
     if (cur->next >= 0) sy[cur->next].prev = top.pos;
     if (cur->prev >= 0) {
       const struct TkPair *pm = tkpair_get(&t->merges, sy[cur->prev].c, cur->c);
-      if (pm) heap_push(heap, &nh, (Cand){pm->rank, pm->merged, cur->prev});
+      if (pm) heap_push(heap, &nh, (Cand){.rank = pm->rank, .merged = pm->merged, .pos = cur->prev});
     }
     if (cur->next >= 0) {
       const struct TkPair *nm = tkpair_get(&t->merges, cur->c, sy[cur->next].c);
-      if (nm) heap_push(heap, &nh, (Cand){nm->rank, nm->merged, top.pos});
+      if (nm) heap_push(heap, &nh, (Cand){.rank = nm->rank, .merged = nm->merged, .pos = top.pos});
     }
   }
   free(heap);

@@ -67,7 +67,7 @@ static void piece_push(Pieces *p, size_t off, size_t len, size_t zero) {
     TV_CHECK(v, "out of memory growing the piece list to %d", p->cap);
     p->v = v;
   }
-  p->v[p->n++] = (TkPiece){off, len, zero > len ? len : zero};
+  p->v[p->n++] = (TkPiece){.off = off, .len = len, .zero = zero > len ? len : zero};
 }
 
 /* Sub-piece [a, b) of piece pc. */
@@ -131,7 +131,7 @@ static void pre_bytelevel(const TkPreStep *st, Stage *g) {
       tkbuf_reserve(&g->buf, pc.len + 1); /* the copy reads from the same buffer */
       tkbuf_putc(&g->buf, ' ');
       tkbuf_put(&g->buf, g->buf.p + pc.off, pc.len);
-      pc = (TkPiece){off, pc.len + 1, pc.zero ? pc.zero + 1 : 0};
+      pc = (TkPiece){.off = off, .len = pc.len + 1, .zero = pc.zero ? pc.zero + 1 : 0};
     }
     if (st->re) {
       tkre_find_matches(st->re, g->buf.p + pc.off, pc.len, &g->spans);
@@ -179,7 +179,7 @@ static void pre_metaspace(const TkPreStep *st, Stage *g) {
       }
     }
     free(tmp);
-    TkPiece np = {off, g->buf.len - off, zero};
+    TkPiece np = {.off = off, .len = g->buf.len - off, .zero = zero};
     if (!st->split) {
       piece_push(&g->next, np.off, np.len, np.zero);
       continue;

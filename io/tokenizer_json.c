@@ -70,7 +70,9 @@ static TkRegex *parse_pattern(const cJSON *o, const char *path, char *err, size_
   return re;
 }
 
-/* Reads the one-character string field key into its code point. */
+/* Reads the one-character string field key into its code point (cp) and/or its UTF-8 bytes
+ * (utf8, utf8_len); either output may be NULL. Nine parameters: the field, its two output
+ * forms and the (path, err, errlen) triple every reader of this file reports through. */
 static int json_char(const cJSON *o, const char *key, const char *def, uint32_t *cp, char *utf8,
                      size_t *utf8_len, const char *path, char *err, size_t errlen) {
   int failed = 0;

@@ -53,7 +53,7 @@ int tkmap_put(TkStrMap *m, const char *key, size_t len, int32_t val) {
   }
   size_t slot = 0;
   strmap_find(m, key, len, h, &slot);
-  m->ent[m->n] = (struct TkStrEntry){m->keys.len, (uint32_t)len, h, val};
+  m->ent[m->n] = (struct TkStrEntry){.off = m->keys.len, .len = (uint32_t)len, .hash = h, .val = val};
   tkbuf_put(&m->keys, key, len);
   m->slots[slot] = (uint32_t)(++m->n);
   return 1;
@@ -100,7 +100,7 @@ void tkpair_put(TkPairMap *m, int32_t a, int32_t b, int32_t rank, int32_t merged
   while (m->slots[j].key && m->slots[j].key != key) j = (j + 1) & (m->nslots - 1);
   if (!m->slots[j].key) m->n++;
   /* a repeated pair keeps its last rank, as tokenizers' HashMap collect does */
-  m->slots[j] = (struct TkPair){key, rank, merged};
+  m->slots[j] = (struct TkPair){.key = key, .rank = rank, .merged = merged};
 }
 
 const struct TkPair *tkpair_get(const TkPairMap *m, int32_t a, int32_t b) {

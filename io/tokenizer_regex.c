@@ -56,7 +56,7 @@ void tkspans_push(TkSpans *sp, size_t a, size_t b, int match) {
     sp->v = v;
     sp->cap = cap;
   }
-  sp->v[sp->n++] = (TkSpan){a, b, match};
+  sp->v[sp->n++] = (TkSpan){.a = a, .b = b, .match = match};
 }
 
 /* One search from offset `from`: 1 with [*a, *b) on a match, 0 when there is none (a

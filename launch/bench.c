@@ -52,8 +52,10 @@ static void bench_usage(FILE *out) {
 }
 
 const BenchConfig bench_configs[] = {
-    {"M", 8192, 512, 8, 8, 8, 1376, 256, 4, 8},
-    {"S", 1024, 128, 2, 4, 2, 344, 64, 2, 8},
+    {.name = "M", .V = 8192, .D = 512, .L = 8, .H = 8, .Hkv = 8, .F = 1376, .T = 256, .B = 4,
+     .r = 8},
+    {.name = "S", .V = 1024, .D = 128, .L = 2, .H = 4, .Hkv = 2, .F = 344, .T = 64, .B = 2,
+     .r = 8},
 };
 const int bench_config_count = (int)(sizeof bench_configs / sizeof bench_configs[0]);
 

@@ -107,7 +107,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   oc.lr = (float)a->lr, oc.weight_decay = 0, oc.warmup_ratio = 0.05;
   LayerPlan *layers = tv_calloc((size_t)cfg.num_layers, sizeof(LayerPlan));
   for (int l = 0; l < cfg.num_layers; l++) layers[l].keep_activations = 1;
-  PassPlan plan = {layers, 0, 0, 1};
+  PassPlan plan = {.layers = layers, .backward_stop = 0, .pass_seed = 0, .train_base = 1};
   Batch batch = batch_alloc(a->batch, max_T);
   size_t *idx = tv_malloc((size_t)a->batch * sizeof(size_t));
   if (total == 0) printf("synth: --steps 0: the base model keeps its random weights\n");
@@ -119,8 +119,12 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
     size_t counted = dataset_fill_batch(&data, idx, count, &batch);
     plan.pass_seed = (uint64_t)t;
     stage_zero_weight_grads(s);
-    double loss = stage_forward(s, &plan, batch.tokens, NULL, batch.targets, batch.B, batch.T, 0,
-                                counted ? 1.0f / (float)counted : 0.0f, NULL);
+    MicroBatch mb = {.tokens = batch.tokens,
+                     .targets = batch.targets,
+                     .B = batch.B,
+                     .T = batch.T,
+                     .loss_scale = counted ? 1.0f / (float)counted : 0.0f};
+    double loss = stage_forward(s, &plan, &mb, NULL);
     stage_backward(s, &plan, NULL, NULL);
     double sq = stage_weight_grad_sum_squares(s);
     optim_adamw_block(be, &oc, &weights, t, t + 1, optim_clip_scale(&oc, sq));
@@ -157,7 +161,18 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
 }
 
 int cmd_synth(int argc, char **argv) {
-  SynthArgs a = {NULL, 1, 4, 64, 4, 2, 172, 6, 16, 0, -1, 3e-3};
+  SynthArgs a = {.out = NULL,
+                 .seed = 1,
+                 .layers = 4,
+                 .width = 64,
+                 .heads = 4,
+                 .kv_heads = 2,
+                 .ffn = 172,
+                 .epochs = 6,
+                 .batch = 16,
+                 .threads = 0,
+                 .steps = -1,
+                 .lr = 3e-3};
   static const struct option opts[] = {
       {"out", required_argument, 0, 'o'},     {"seed", required_argument, 0, 's'},
       {"layers", required_argument, 0, 'L'},  {"width", required_argument, 0, 'D'},

@@ -99,7 +99,8 @@ static void test_gemm(Backend *be) {
   const int M = 6, N = 5, K = 4;
   float *A = hnew(M * K), *B = hnew(K * N), *W = hnew(M * N);
   fill(A, M * K, -1, 1), fill(B, K * N, -1, 1), fill(W, M * N, -1, 1);
-  MatCtx c = {M, N, K, to_double(A, M * K), to_double(B, K * N), to_double(W, M * N)};
+  MatCtx c = {.M = M, .N = N, .K = K, .A = to_double(A, M * K), .B = to_double(B, K * N),
+              .W = to_double(W, M * N)};
   double *gA = dnew(M * K), *gB = dnew(K * N);
   fd_grad(mat_obj, &c, c.A, M * K, gA);
   fd_grad(mat_obj, &c, c.B, K * N, gB);

@@ -265,7 +265,7 @@ static void test_state_copy(void) {
   Rng a = rng_make(2024, rng_stream_id(RNG_TAG_SAMPLING, 0, 0, 0));
   for (int i = 0; i < 17; i++) (void)rng_next_u64(&a);
   Rng copy = a;                                    /* struct copy */
-  Rng rebuilt = {a.seed, a.stream, a.counter};     /* what a checkpoint restores */
+  Rng rebuilt = {.seed = a.seed, .stream = a.stream, .counter = a.counter}; /* a checkpoint */
   int ok_a = 1, ok_copy = 1, ok_rebuilt = 1;
   for (int i = 17; i < 40; i++) {
     if (rng_next_u64(&a) != full[i]) ok_a = 0;
