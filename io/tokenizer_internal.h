@@ -214,7 +214,7 @@ typedef struct {
   size_t zero;     /* leading bytes aligned to original offset 0 */
 } TkPiece;
 
-/* Normalises s into out (appends), returns the new `zero`. */
+/* tokenizer_normalize.c: normalises s into out (appends), returns the new `zero`. */
 size_t tk_normalize(const Tokenizer *t, const char *s, size_t n, size_t zero, TkBuf *out);
 
 /* tokenizer_nfc.c: Unicode NFC of s appended to out (invalid UTF-8 bytes pass through). */
