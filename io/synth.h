@@ -64,6 +64,10 @@ typedef struct {
  * the run with one line. stats may be NULL. Returns the world (synth_world_free). */
 SynthWorld *synth_generate(const SynthOptions *opt, const char *dir, SynthStats *stats);
 
+/* Writes dir/align.yaml: a T-Vaccine run config over the world's files for its base model
+ * of num_layers layers at dir/base (S = half the layers). */
+void synth_write_align_config(const char *dir, int num_layers);
+
 /* Reads dir/world.json (or a path to the file) back; one error line on a bad file. */
 SynthWorld *synth_load_world(const char *path);
 void synth_world_free(SynthWorld *w);

@@ -390,3 +390,31 @@ SynthWorld *synth_generate(const SynthOptions *opt, const char *dir, SynthStats 
   strmap_free(&g.seen);
   return w;
 }
+
+/* The world's own files named once more, here for `tvaccine align`. */
+void synth_write_align_config(const char *dir, int num_layers) {
+  char text[4096];
+  int S = num_layers / 2 > 0 ? num_layers / 2 : 1;
+  snprintf(text, sizeof text,
+           "# T-Vaccine alignment of the synthetic base model (written by tvaccine synth).\n"
+           "method: tvaccine\n"
+           "model: %s/base\n"
+           "data: %s/align.json\n"
+           "out: %s/tvaccine\n"
+           "max_len: 96\n"
+           "epochs: 4\n"
+           "batch_size: 16\n"
+           "seed: 1\n"
+           "rho: 1.0            # the paper's rho 3 is large next to this model's activations\n"
+           "lora: {r: 8, alpha: 16, dropout: 0.1}\n"
+           "optim: {lr: 2.0e-3, weight_decay: 0.1, warmup_ratio: 0.1, max_grad_norm: 1.0}\n"
+           "tvaccine:\n"
+           "  S: %d               # of %d layers\n"
+           "  J: 20\n"
+           "  K: 50\n"
+           "  probe_data: %s/harmful_probe.json\n"
+           "  probe_samples: 200\n"
+           "  probe_batch: 1\n",
+           dir, dir, dir, S, num_layers, dir);
+  synth_write_file(dir, "align.yaml", text, strlen(text));
+}

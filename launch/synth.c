@@ -47,34 +47,6 @@ typedef struct {
   double lr;
 } SynthArgs;
 
-static void write_align_config(const char *dir, const LlamaConfig *cfg) {
-  char path[4096], text[4096];
-  snprintf(path, sizeof path, "%s/align.yaml", dir);
-  int S = cfg->num_layers / 2 > 0 ? cfg->num_layers / 2 : 1;
-  snprintf(text, sizeof text,
-           "# T-Vaccine alignment of the synthetic base model (written by tvaccine synth).\n"
-           "method: tvaccine\n"
-           "model: %s/base\n"
-           "data: %s/align.json\n"
-           "out: %s/tvaccine\n"
-           "max_len: 96\n"
-           "epochs: 4\n"
-           "batch_size: 16\n"
-           "seed: 1\n"
-           "rho: 1.0            # the paper's rho 3 is large next to this model's activations\n"
-           "lora: {r: 8, alpha: 16, dropout: 0.1}\n"
-           "optim: {lr: 2.0e-3, weight_decay: 0.1, warmup_ratio: 0.1, max_grad_norm: 1.0}\n"
-           "tvaccine:\n"
-           "  S: %d               # of %d layers\n"
-           "  J: 20\n"
-           "  K: 50\n"
-           "  probe_data: %s/harmful_probe.json\n"
-           "  probe_samples: 200\n"
-           "  probe_batch: 1\n",
-           dir, dir, dir, S, cfg->num_layers, dir);
-  hf_write_text_file(path, text);
-}
-
 static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   char path[4096];
   snprintf(path, sizeof path, "%s/pretrain.jsonl", dir);
@@ -148,7 +120,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
     snprintf(dst, sizeof dst, "%s/base/%s", dir, files[i]);
     hf_copy_file(src, dst);
   }
-  write_align_config(dir, &cfg);
+  synth_write_align_config(dir, cfg.num_layers);
   printf("synth: base model in %s/base (%.0f s); align it with: tvaccine align --config %s/align.yaml\n",
          dir, now_s() - t0, dir);
   free(idx);
