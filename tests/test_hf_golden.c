@@ -1,6 +1,6 @@
 /* Hugging Face interoperability: model folders and a PEFT adapter written by the real
- * transformers / peft libraries (tests/ref/hf_models.py) must load through io/hf_model.h and
- * io/peft.h and give the logits transformers computed from the same files.
+ * transformers / peft libraries (tests/ref/hf_models.py) must load through io/hf/hf_model.h and
+ * io/hf/peft.h and give the logits transformers computed from the same files.
  *
  * Usage: test_hf_golden DATADIR MODEL [ADAPTER]
  *   DATADIR/MODEL/        the folder (config.json, safetensors, maybe index + shards)

@@ -1,4 +1,4 @@
-/* Shared inside the synthetic benchmark (io/synth_*.c): growable strings, a string map,
+/* Shared inside the synthetic benchmark (the files of io/synth): growable strings, a string map,
  * the world's lexicon and the tokenizer builder. Not part of the io interface. */
 #ifndef TV_SYNTH_INTERNAL_H
 #define TV_SYNTH_INTERNAL_H

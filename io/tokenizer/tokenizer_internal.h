@@ -1,4 +1,4 @@
-/* Internals shared by io/tokenizer*.c: the parsed form of a tokenizer.json (model, added
+/* Internals shared by the files of io/tokenizer: the parsed form of a tokenizer.json (model, added
  * tokens, normaliser / pre-tokeniser / decoder steps) and the helpers the stages share. */
 #ifndef TV_TOKENIZER_INTERNAL_H
 #define TV_TOKENIZER_INTERNAL_H
