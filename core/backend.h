@@ -16,6 +16,38 @@
 
 typedef struct Backend Backend;
 
+/* The scalars of one AdamW update, each rounded once to float from a double (see
+ * optim_adamw_scalars): beta2 = 0.999 held as a float makes 1 - beta2 come out 1.3e-5
+ * relative too small, so 1 - beta is passed in rather than formed by the kernel. */
+typedef struct {
+  float lr, weight_decay, eps;
+  float beta1, beta2;
+  float one_minus_beta1, one_minus_beta2;
+  float bias_correction1, bias_correction2; /* 1 - beta^k, k = the block's update count */
+  float grad_scale;                         /* gradients are multiplied by it first */
+} AdamwScalars;
+
+/* One causal grouped-query attention call: B sequences of T positions, H query heads in
+ * groups sharing Hkv key-value heads (Hkv divides H), head dim Dh. */
+typedef struct {
+  int B, T, H, Hkv, Dh;
+} AttnShape;
+
+/* What an attention forward leaves for its backward: q [B,T,H,Dh], k, v [B,T,Hkv,Dh]
+ * (already rotated), out [B,T,H,Dh] and lse [B,H,T]. */
+typedef struct {
+  const float *q, *k, *v, *out, *lse;
+} AttnRecord;
+
+/* Parameters updated by AdamW as a whole (one LoRA adapter, or all base weights of a stage
+ * in full-parameter training): n floats each, backend memory. */
+typedef struct {
+  float *params;
+  const float *grads;
+  float *m, *v; /* first and second moments */
+  size_t n;
+} AdamwBlock;
+
 struct Backend {
   const char *name;
   void *ctx; /* backend-private state (threads, cuBLAS handle, stream, ...) */
@@ -32,7 +64,9 @@ struct Backend {
 
   /* ---- dense algebra ---- */
   /* C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when trans_* != 0.
-   * A is [M,K] (or [K,M] transposed) with leading dim lda, likewise B, C. */
+   * A is [M,K] (or [K,M] transposed) with leading dim lda, likewise B, C.
+   * 14 parameters on purpose: exactly BLAS sgemm's, so every call reads like the BLAS call
+   * (and cuBLAS's) it stands for. */
   void (*gemm)(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C,
                int ldc);
@@ -55,7 +89,8 @@ struct Backend {
   void (*rmsnorm_forward)(Backend *be, float *y /* [N,D] */, float *inv_rms /* [N] */,
                           const float *x /* [N,D] */, const float *w /* [D] */, int N, int D,
                           float eps);
-  /* dx written; dw (may be NULL) accumulated. */
+  /* dx written; dw (may be NULL) accumulated. Nine parameters: the forward's inputs plus the
+   * gradients, each a different tensor, as in the forward above. */
   void (*rmsnorm_backward)(Backend *be, float *dx, float *dw, const float *dy, const float *x,
                            const float *w, const float *inv_rms, int N, int D);
 
@@ -67,16 +102,13 @@ struct Backend {
   void (*rope_backward)(Backend *be, float *dx, const float *cos_t, const float *sin_t, int B,
                         int T, int nh, int Dh);
 
-  /* ---- causal grouped-query attention ---- */
-  /* q [B,T,H,Dh], k/v [B,T,Hkv,Dh] (already rotated), out [B,T,H,Dh],
-   * lse [B,H,T] = log-sum-exp of each scaled score row, kept for backward. */
-  void (*attention_forward)(Backend *be, float *out, float *lse, const float *q, const float *k,
-                            const float *v, int B, int T, int H, int Hkv, int Dh);
+  /* ---- causal grouped-query attention (AttnShape, AttnRecord above) ---- */
+  /* out [B,T,H,Dh]; lse [B,H,T] = log-sum-exp of each scaled score row, kept for backward. */
+  void (*attention_forward)(Backend *be, const AttnShape *shape, const float *q, const float *k,
+                            const float *v, float *out, float *lse);
   /* dq written; dk, dv written (summed over the query heads of each group). */
-  void (*attention_backward)(Backend *be, float *dq, float *dk, float *dv, const float *dout,
-                             const float *out, const float *lse, const float *q,
-                             const float *k, const float *v, int B, int T, int H, int Hkv,
-                             int Dh);
+  void (*attention_backward)(Backend *be, const AttnShape *shape, const AttnRecord *fwd,
+                             const float *dout, float *dq, float *dk, float *dv);
 
   /* ---- SwiGLU: out = silu(gate) * up ---- */
   void (*swiglu_forward)(Backend *be, float *out, const float *gate, const float *up, size_t n);
@@ -91,7 +123,8 @@ struct Backend {
    * (row_offset places a micro-batch inside its batch), where u_i is
    * word (i % 4) of philox4x32(seed, stream, i / 4) scaled to [0, 1) with 24 bits.
    * The same (seed, stream) regenerates the same mask, so backward needs no stored mask
-   * and a recomputed forward is identical. In place (out == x) is allowed. */
+   * and a recomputed forward is identical. In place (out == x) is allowed. Nine parameters:
+   * the mask's whole key (seed, stream, row_offset) is spelled out so no call can drop one. */
   void (*dropout)(Backend *be, float *out, const float *x, int N, int C, float p,
                   uint64_t seed, uint64_t stream, int64_t row_offset);
 
@@ -105,9 +138,7 @@ struct Backend {
   /* ---- AdamW, one parameter block (SPEC section 4) ----
    * p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
    * p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), g already multiplied by grad_scale. */
-  void (*adamw)(Backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
-                float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                float bias_correction1, float bias_correction2);
+  void (*adamw)(Backend *be, const AdamwBlock *block, const AdamwScalars *k);
 };
 
 /* The CPU reference backend (OpenBLAS + OpenMP). threads <= 0: use OpenMP's default. */

@@ -1,5 +1,5 @@
-/* LoRA adapter storage and initialisation. The forward/backward terms are applied by the
- * stage (model.c) through the backend's GEMMs; this file owns the memory layout. */
+/* LoRA: adapter storage and initialisation, the adapter's forward / backward terms inside a
+ * projection (through the backend's GEMMs), the trainable set's gradients and the merge. */
 #include "lora.h"
 
 #include <math.h>
@@ -17,8 +17,7 @@ const char *lora_target_name(LoraTarget t) { return target_names[t]; }
 const char *lora_target_parent(LoraTarget t) { return t <= LORA_O ? "self_attn" : "mlp"; }
 
 LoraConfig lora_config_default(void) {
-  LoraConfig c = {8, 1.0f, 0.1f, (1u << LORA_NUM_TARGETS) - 1};
-  return c;
+  return (LoraConfig){.r = 8, .alpha = 1.0f, .dropout = 0.1f, .target_mask = LORA_ALL_TARGETS};
 }
 
 const char *lora_config_validate(const LoraConfig *c, char *buf, size_t buflen) {
@@ -34,7 +33,9 @@ const char *lora_config_validate(const LoraConfig *c, char *buf, size_t buflen) 
   return NULL;
 }
 
-void lora_target_shape(LoraTarget t, int D, int F, int H, int Hkv, int Dh, int *in, int *out) {
+void lora_target_shape(LoraTarget t, const LlamaConfig *model, int *in, int *out) {
+  int D = model->hidden_size, F = model->intermediate_size;
+  int H = model->num_heads, Hkv = model->num_kv_heads, Dh = model->head_dim;
   switch (t) {
     case LORA_Q: *in = D; *out = H * Dh; break;
     case LORA_K:
@@ -46,8 +47,8 @@ void lora_target_shape(LoraTarget t, int D, int F, int H, int Hkv, int Dh, int *
   }
 }
 
-LoraSet *lora_set_create(Backend *be, const LoraConfig *cfg, int l0, int l1, int D, int F, int H,
-                         int Hkv, int Dh) {
+LoraSet *lora_set_create(Backend *be, const LoraConfig *cfg, const LlamaConfig *model, int l0,
+                         int l1) {
   LoraSet *s = tv_calloc(1, sizeof(LoraSet));
   int nl = l1 - l0, r = cfg->r;
   s->cfg = *cfg;
@@ -59,7 +60,7 @@ LoraSet *lora_set_create(Backend *be, const LoraConfig *cfg, int l0, int l1, int
   for (int t = 0; t < LORA_NUM_TARGETS; t++) {
     if (!(cfg->target_mask & (1u << t))) continue;
     int in, out;
-    lora_target_shape(t, D, F, H, Hkv, Dh, &in, &out);
+    lora_target_shape(t, model, &in, &out);
     per_layer += (size_t)r * in + (size_t)out * r;
   }
   s->layer_numel = per_layer;
@@ -73,7 +74,7 @@ LoraSet *lora_set_create(Backend *be, const LoraConfig *cfg, int l0, int l1, int
     for (int t = 0; t < LORA_NUM_TARGETS; t++) {
       LoraAdapter *a = &s->layers[i][t];
       if (!(cfg->target_mask & (1u << t))) continue;
-      lora_target_shape(t, D, F, H, Hkv, Dh, &a->in, &a->out);
+      lora_target_shape(t, model, &a->in, &a->out);
       size_t na = (size_t)r * a->in, nb = (size_t)a->out * r;
       a->A = s->params + off, a->B = s->params + off + na;
       a->dA = s->grads + off, a->dB = s->grads + off + na;
@@ -126,4 +127,100 @@ float *lora_layer_params(LoraSet *s, int l) {
 float *lora_layer_grads(LoraSet *s, int l) {
   TV_CHECK(l >= s->l0 && l < s->l1, "layer %d outside LoRA set [%d, %d)", l, s->l0, s->l1);
   return s->grads + (size_t)(l - s->l0) * s->layer_numel;
+}
+
+LoraAdapter *lora_adapter(const LoraSet *s, int l, LoraTarget t) {
+  LoraAdapter *a = &s->layers[l - s->l0][t];
+  return a->in ? a : NULL;
+}
+
+size_t lora_adapter_numel(const LoraSet *s, const LoraAdapter *a) {
+  return (size_t)s->cfg.r * a->in + (size_t)a->out * s->cfg.r;
+}
+
+/* ---- the trainable set ---------------------------------------------------------------- */
+
+double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets) {
+  double total = 0;
+  for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+    const LoraAdapter *a = &s->layers[i][t];
+    if (a->in && ((targets >> t) & 1u))
+      total += be->sum_squares(be, lora_adapter_numel(s, a), a->dA);
+  }
+  return total;
+}
+
+double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train) {
+  double total = 0;
+  for (int i = 0; i < s->l1 - s->l0; i++)
+    total += lora_layer_grad_sum_squares(be, s, i, train ? train[i] : LORA_ALL_TARGETS);
+  return total;
+}
+
+void lora_zero_grads(Backend *be, LoraSet *s, const unsigned *train) {
+  for (int i = 0; i < s->l1 - s->l0; i++)
+    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+      LoraAdapter *a = &s->layers[i][t];
+      if (a->in && lora_is_trained(train, i, t))
+        be->zero(be, a->dA, lora_adapter_numel(s, a) * sizeof(float));
+    }
+}
+
+/* ---- the adapter's term inside a projection ------------------------------------------- */
+
+/* dropout(x) for target t of layer l into the scratch, or x itself when dropout is off. */
+static const float *dropped(const LoraPass *p, int l, LoraTarget t, const float *x, int in) {
+  float rate = p->set->cfg.dropout;
+  if (rate <= 0) return x;
+  p->be->dropout(p->be, p->scratch, x, p->N, in, rate, p->pass_seed,
+                 rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)l, (uint32_t)t, 0), p->row_offset);
+  return p->scratch;
+}
+
+static float scaling_of(const LoraSet *s) { return s->cfg.alpha / (float)s->cfg.r; }
+
+void lora_forward(const LoraPass *p, int l, LoraTarget t, const float *x, float *u, float *y) {
+  const LoraAdapter *a = lora_adapter(p->set, l, t);
+  if (!a) return;
+  Backend *be = p->be;
+  int N = p->N, r = p->set->cfg.r;
+  const float *xd = dropped(p, l, t, x, a->in);
+  be->gemm(be, 0, 1, N, r, a->in, 1.0f, xd, a->in, a->A, a->in, 0.0f, u, r);
+  be->gemm(be, 0, 1, N, a->out, r, scaling_of(p->set), u, r, a->B, r, 1.0f, y, a->out);
+}
+
+void lora_backward(const LoraPass *p, int l, LoraTarget t, const float *dy, const float *x,
+                   const float *u, float *dx, int train) {
+  LoraAdapter *a = lora_adapter(p->set, l, t);
+  if (!a || !(train || dx)) return;
+  Backend *be = p->be;
+  int N = p->N, r = p->set->cfg.r;
+  float scaling = scaling_of(p->set);
+  if (train) /* dB[out,r] += scaling dy^T u */
+    be->gemm(be, 1, 0, a->out, r, N, scaling, dy, a->out, u, r, 1.0f, a->dB, r);
+  /* du[N,r] = scaling dy B */
+  be->gemm(be, 0, 0, N, r, a->out, scaling, dy, a->out, a->B, r, 0.0f, p->du, r);
+  if (train) { /* dA[r,in] += du^T dropout(x) */
+    const float *xd = dropped(p, l, t, x, a->in);
+    be->gemm(be, 1, 0, r, a->in, N, 1.0f, p->du, r, xd, a->in, 1.0f, a->dA, a->in);
+  }
+  if (!dx) return;
+  if (p->set->cfg.dropout <= 0) {
+    be->gemm(be, 0, 0, N, a->in, r, 1.0f, p->du, r, a->A, a->in, 1.0f, dx, a->in);
+  } else { /* the same mask again: dropout is its own adjoint */
+    be->gemm(be, 0, 0, N, a->in, r, 1.0f, p->du, r, a->A, a->in, 0.0f, p->scratch, a->in);
+    dropped(p, l, t, p->scratch, a->in);
+    be->axpy(be, (size_t)N * a->in, 1.0f, p->scratch, dx);
+  }
+}
+
+/* ---- merge ------------------------------------------------------------------------------ */
+
+void lora_merge(Backend *be, LoraSet *s, int l, LoraTarget t, float *W) {
+  LoraAdapter *a = lora_adapter(s, l, t);
+  if (!a) return;
+  int r = s->cfg.r;
+  /* W[out, in] += scaling * B[out, r] A[r, in] */
+  be->gemm(be, 0, 0, a->out, a->in, r, scaling_of(s), a->B, r, a->A, a->in, 1.0f, W, a->in);
+  be->zero(be, a->B, (size_t)a->out * r * sizeof(float));
 }

@@ -1,5 +1,7 @@
 /* LoRA adapters on the seven projections of every layer:
- * y = W x + (alpha / r) * B (A dropout(x)), A [r, in], B [out, r], base W frozen. */
+ * y = W x + (alpha / r) * B (A dropout(x)), A [r, in], B [out, r], base W frozen.
+ * Everything LoRA is here: storage and init, the adapter's forward / backward terms inside
+ * a projection, the trainable set's gradient helpers and the merge into the base weight. */
 #ifndef TV_LORA_H
 #define TV_LORA_H
 
@@ -7,6 +9,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "llama_config.h"
 
 typedef enum {
   LORA_Q = 0, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_NUM_TARGETS
@@ -52,10 +55,10 @@ typedef struct {
 } LoraSet;
 
 /* in/out of each target for this model shape. */
-void lora_target_shape(LoraTarget t, int D, int F, int H, int Hkv, int Dh, int *in, int *out);
+void lora_target_shape(LoraTarget t, const LlamaConfig *model, int *in, int *out);
 
-LoraSet *lora_set_create(Backend *be, const LoraConfig *cfg, int l0, int l1, int D, int F, int H,
-                         int Hkv, int Dh);
+LoraSet *lora_set_create(Backend *be, const LoraConfig *cfg, const LlamaConfig *model, int l0,
+                         int l1);
 void lora_set_destroy(Backend *be, LoraSet *s);
 
 /* SPEC init: A ~ U(-1/sqrt(in), 1/sqrt(in)) from stream (LORA_INIT, layer, target), B = 0.
@@ -64,5 +67,52 @@ void lora_set_init(Backend *be, LoraSet *s, uint64_t seed);
 
 float *lora_layer_params(LoraSet *s, int l); /* global layer index */
 float *lora_layer_grads(LoraSet *s, int l);
+
+/* The adapter of target t of global layer l, or NULL when t is not adapted. */
+LoraAdapter *lora_adapter(const LoraSet *s, int l, LoraTarget t);
+/* Floats of one adapter (A then B, adjacent in every arena: one block for AdamW). */
+size_t lora_adapter_numel(const LoraSet *s, const LoraAdapter *a);
+
+/* ---- the trainable set ----
+ * Given per local layer as a bitmask of targets, train[l - l0] (1u << LoraTarget); NULL
+ * means every target of every layer. */
+static inline int lora_is_trained(const unsigned *train, int i, int t) {
+  return !train || ((train[i] >> t) & 1u);
+}
+/* Sum of squared gradients over the trainable set (double). On many ranks the caller
+ * allreduces these partial sums before optim_clip_scale. */
+double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train);
+/* The same for local layer i (0-based within the set) and the given targets. */
+double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets);
+/* Zero the gradients of the trainable set. */
+void lora_zero_grads(Backend *be, LoraSet *s, const unsigned *train);
+
+/* ---- the adapter's term inside a projection ----
+ * What one micro-batch pass needs to apply the adapters: dropout masks come from
+ * (pass_seed, layer, target) at element (row_offset + n) * in + c, so a recomputed forward
+ * and the backward regenerate the same masks without storing them. */
+typedef struct {
+  Backend *be;
+  LoraSet *set;
+  uint64_t pass_seed;
+  int64_t row_offset; /* the micro-batch's first row within its batch */
+  int N;              /* rows of the micro-batch */
+  float *scratch;     /* [N, largest in] dropout(x) and the dropout backward */
+  float *du;          /* [N, r] */
+} LoraPass;
+
+/* y[N,out] += (alpha/r) u B^T with u[N,r] = dropout(x) A^T written (kept for backward).
+ * Nothing happens when target t of layer l is not adapted. */
+void lora_forward(const LoraPass *p, int l, LoraTarget t, const float *x, float *u, float *y);
+
+/* Backward of lora_forward for dy[N,out]: with train, dB += (alpha/r) dy^T u and
+ * dA += du^T dropout(x), du = (alpha/r) dy B; when dx is not NULL it gets
+ * dropout'(du A) ADDED (the caller writes the base term first). */
+void lora_backward(const LoraPass *p, int l, LoraTarget t, const float *dy, const float *x,
+                   const float *u, float *dx, int train);
+
+/* W[out,in] += (alpha/r) B A for target t of layer l, then B = 0: the model computes the same
+ * function and the adapter contributes nothing (A kept, as PEFT's fresh LoRA). */
+void lora_merge(Backend *be, LoraSet *s, int l, LoraTarget t, float *W);
 
 #endif

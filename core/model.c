@@ -1,5 +1,4 @@
-/* Llama configuration rules and the Stage's lifecycle: memory layout, rotary tables,
- * random initialisation. The passes themselves are in stage_pass.c. */
+/* The Stage's lifecycle: memory layout, rotary tables, random initialisation, LoRA merge. The passes themselves are in stage_pass.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,70 +6,6 @@
 #include "check.h"
 #include "rng.h"
 #include "stage_internal.h"
-
-LlamaConfig llama_config_default(int vocab, int D, int F, int L, int H, int Hkv) {
-  LlamaConfig c = {0};
-  c.vocab_size = vocab;
-  c.hidden_size = D;
-  c.intermediate_size = F;
-  c.num_layers = L;
-  c.num_heads = H;
-  c.num_kv_heads = Hkv;
-  c.head_dim = H > 0 ? D / H : 0;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
-  c.rope_scaling = ROPE_SCALING_NONE;
-  c.rope_factor = 1.0f;
-  c.rope_low_freq_factor = 1.0f;
-  c.rope_high_freq_factor = 4.0f;
-  c.rope_original_max_pos = 8192;
-  return c;
-}
-
-#define REJECT(...) return (snprintf(buf, buflen, __VA_ARGS__), buf)
-
-const char *llama_config_validate(const LlamaConfig *c, char *buf, size_t buflen) {
-  /* Upper bounds keep every size product far from overflow and catch absurd files. */
-  if (c->vocab_size < 2 || c->vocab_size > (1 << 24))
-    REJECT("vocab_size %d is out of range [2, 16777216]", c->vocab_size);
-  if (c->hidden_size < 1 || c->hidden_size > (1 << 17))
-    REJECT("hidden_size %d is out of range [1, 131072]", c->hidden_size);
-  if (c->intermediate_size < 1 || c->intermediate_size > (1 << 19))
-    REJECT("intermediate_size %d is out of range [1, 524288]", c->intermediate_size);
-  if (c->num_layers < 1 || c->num_layers > 1024)
-    REJECT("num_hidden_layers %d is out of range [1, 1024]", c->num_layers);
-  if (c->num_heads < 1 || c->num_heads > 4096)
-    REJECT("num_attention_heads %d is out of range [1, 4096]", c->num_heads);
-  if (c->num_kv_heads < 1 || c->num_kv_heads > c->num_heads)
-    REJECT("num_key_value_heads %d must be in [1, num_attention_heads %d]", c->num_kv_heads,
-           c->num_heads);
-  if (c->num_heads % c->num_kv_heads)
-    REJECT("num_key_value_heads %d does not divide num_attention_heads %d", c->num_kv_heads,
-           c->num_heads);
-  if (c->head_dim < 2 || c->head_dim > 4096 || c->head_dim % 2)
-    REJECT("head_dim %d must be even and in [2, 4096] (hidden_size %d, num_attention_heads %d)",
-           c->head_dim, c->hidden_size, c->num_heads);
-  if ((long long)c->num_heads * c->head_dim > (1 << 18))
-    REJECT("num_attention_heads * head_dim = %lld is too large",
-           (long long)c->num_heads * c->head_dim);
-  if (!(c->rms_norm_eps > 0) || !isfinite(c->rms_norm_eps))
-    REJECT("rms_norm_eps must be a positive number (got %g)", c->rms_norm_eps);
-  if (!(c->rope_theta > 1) || !isfinite(c->rope_theta))
-    REJECT("rope_theta must be a number > 1 (got %g)", c->rope_theta);
-  if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
-    if (!(c->rope_factor >= 1) || !isfinite(c->rope_factor))
-      REJECT("rope_scaling.factor must be >= 1 (got %g)", c->rope_factor);
-    if (!(c->rope_low_freq_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor))
-      REJECT("rope_scaling needs 0 < low_freq_factor (%g) < high_freq_factor (%g)",
-             c->rope_low_freq_factor, c->rope_high_freq_factor);
-    if (c->rope_original_max_pos < 1)
-      REJECT("rope_scaling.original_max_position_embeddings must be >= 1 (got %d)",
-             c->rope_original_max_pos);
-  } else if (c->rope_scaling != ROPE_SCALING_NONE) {
-    REJECT("rope_scaling type %d is not supported (none or llama3)", (int)c->rope_scaling);
-  }
-  return NULL;
-}
 
 /* inv_freq_i = theta^(-2i/Dh), then the llama3 rule: long wavelengths are slowed by
  * `factor`, short ones kept, and the band between is interpolated smoothly. */
@@ -162,8 +97,7 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   }
 #undef TAKE
 
-  s->lora = lora_set_create(be, lora, l0, l1, (int)D, (int)F, cfg->num_heads, cfg->num_kv_heads,
-                            cfg->head_dim);
+  s->lora = lora_set_create(be, lora, cfg, l0, l1);
 
   /* Rotary tables for positions 0..max_T-1, computed in double. */
   int half = cfg->head_dim / 2;
@@ -325,19 +259,10 @@ void stage_init_random_weights(Stage *s, uint64_t seed, float std) {
 }
 
 void stage_merge_lora(Stage *s) {
-  Backend *be = s->be;
-  int r = s->lora_cfg.r;
-  float scaling = s->lora_cfg.alpha / (float)r;
   for (int l = s->l0; l < s->l1; l++) {
     LayerWeights *w = &s->w.layers[l - s->l0];
     float *base[LORA_NUM_TARGETS] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
-    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
-      LoraAdapter *a = &s->lora->layers[l - s->l0][t];
-      if (!a->in) continue;
-      /* W[out, in] += scaling * B[out, r] A[r, in] */
-      be->gemm(be, 0, 0, a->out, a->in, r, scaling, a->B, r, a->A, a->in, 1.0f, base[t], a->in);
-      be->zero(be, a->B, (size_t)a->out * r * sizeof(float));
-    }
+    for (int t = 0; t < LORA_NUM_TARGETS; t++) lora_merge(s->be, s->lora, l, t, base[t]);
   }
 }
 
@@ -360,11 +285,11 @@ double stage_weight_grad_sum_squares(Stage *s) {
   return s->be->sum_squares(s->be, s->weight_bytes / sizeof(float), s->weight_grads);
 }
 
-void stage_weights_adamw(Stage *s, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, float grad_scale, int64_t k) {
+AdamwBlock stage_weight_block(Stage *s) {
   TV_CHECK(s->weight_grads, "full training is not enabled on this stage");
-  float bc1 = (float)(1.0 - pow(beta1, (double)k)), bc2 = (float)(1.0 - pow(beta2, (double)k));
-  s->be->adamw(s->be, s->weight_arena, s->weight_grads, s->weight_m, s->weight_v,
-               s->weight_bytes / sizeof(float), lr, beta1, beta2, eps, weight_decay, grad_scale,
-               bc1, bc2);
+  return (AdamwBlock){.params = s->weight_arena,
+                      .grads = s->weight_grads,
+                      .m = s->weight_m,
+                      .v = s->weight_v,
+                      .n = s->weight_bytes / sizeof(float)};
 }

@@ -8,38 +8,11 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "llama_config.h"
 #include "lora.h"
 
 /* Letters: B batch rows of the micro-batch, T time, N = B*T, D width, H heads,
  * Hkv kv heads, Dh head dim, F MLP width, V vocab, L layers. */
-
-typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LLAMA3 = 1 } RopeScalingType;
-
-typedef struct {
-  int vocab_size;        /* V */
-  int hidden_size;       /* D */
-  int intermediate_size; /* F */
-  int num_layers;        /* L */
-  int num_heads;         /* H */
-  int num_kv_heads;      /* Hkv, divides H */
-  int head_dim;          /* Dh; H * Dh need not equal D (head_dim in config.json) */
-  float rms_norm_eps;
-  float rope_theta;
-  RopeScalingType rope_scaling;
-  float rope_factor;            /* llama3: factor */
-  float rope_low_freq_factor;   /* llama3: low_freq_factor */
-  float rope_high_freq_factor;  /* llama3: high_freq_factor */
-  int rope_original_max_pos;    /* llama3: original_max_position_embeddings */
-  int tie_word_embeddings;      /* LM head shares the embedding matrix */
-  int attention_bias;           /* q, k, v projections carry biases (Qwen2) */
-} LlamaConfig;
-
-/* Fills defaults for a model of the given shape (theta 10000, eps 1e-5, untied, no bias). */
-LlamaConfig llama_config_default(int vocab, int D, int F, int L, int H, int Hkv);
-
-/* Checks every shape rule. Returns NULL when valid, else a static message naming the
- * field (e.g. "hidden_size 510 is not divisible by num_attention_heads 8"), written into buf. */
-const char *llama_config_validate(const LlamaConfig *c, char *buf, size_t buflen);
 
 /* Frozen base weights of one decoder layer, HF layout [out, in]. */
 typedef struct {
@@ -113,18 +86,26 @@ LoraSet *stage_lora(Stage *s);
  * and benchmarks. Deterministic per (seed, global layer), independent of the stage split. */
 void stage_init_random_weights(Stage *s, uint64_t seed, float std);
 
-/* One micro-batch forward.
- *  first stage: tokens [B, T] (int32, validated < V) is the input; x_in is ignored.
- *  other stages: x_in [B*T, D] backend memory is the input hidden state.
- *  last stage: targets [B, T] (next-token ids, < 0 ignored); returns scale * sum CE.
- *  not last: the output hidden state is at *x_out (stage-owned [B*T, D]).
- * row_offset = index of this micro-batch's first row within the whole batch (for dropout
- * streams, so the split into micro-batches does not change the masks). */
-double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, const float *x_in,
-                     const int32_t *targets, int B, int T, int row_offset, float loss_scale,
-                     float **x_out);
+/* One micro-batch of a pass: the rows a stage forwards at once (B <= max_B, T <= max_T).
+ * The pipeline schedule keeps one of these per micro-batch in flight. */
+typedef struct {
+  const int32_t *tokens;  /* [B, T] host: the input of the first stage (validated < V) */
+  const float *x_in;      /* [B*T, D] backend memory: the input of every later stage */
+  const int32_t *targets; /* [B, T] host: last stage's next-token ids, < 0 ignored; NULL = no
+                             loss (e.g. logits only) */
+  int B, T;
+  /* Index of this micro-batch's first row within the whole batch, so the dropout streams
+   * and therefore the masks do not depend on the split into micro-batches. */
+  int row_offset;
+  float loss_scale; /* the last stage returns loss_scale * sum CE (1 / targets of the batch) */
+} MicroBatch;
 
-/* Backward of the last stage_forward (same plan). dy_in: gradient of this stage's output
+/* One micro-batch forward. The first stage reads mb->tokens, the others mb->x_in. The last
+ * stage returns the scaled loss; the others return 0 and leave the output hidden state at
+ * *x_out (stage-owned [B*T, D]). */
+double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float **x_out);
+
+/* Backward of the last stage_forward (same plan and micro-batch). dy_in: gradient of this stage's output
  * (ignored on the last stage, which starts from the loss). LoRA gradients accumulate (+=)
  * into the LoRA set's gradients for the targets in train_targets; dLoss/da_l is written for layers
  * with record_grad_a. When the stage below needs a gradient (not the first stage and
@@ -135,9 +116,8 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
 void stage_enable_full_training(Stage *s);
 void stage_zero_weight_grads(Stage *s);
 double stage_weight_grad_sum_squares(Stage *s);
-/* One AdamW step over every base weight (one parameter block, update count `k`). */
-void stage_weights_adamw(Stage *s, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, float grad_scale, int64_t k);
+/* Every base weight with its gradient and moments, as one AdamW block (optim_adamw_block). */
+AdamwBlock stage_weight_block(Stage *s);
 
 /* Folds every adapter into its base weight, W += (alpha / r) B A, and sets B = 0 so the
  * stage computes the same function with the LoRA term contributing nothing (A is kept, so

@@ -7,24 +7,37 @@
 #include "check.h"
 
 OptimConfig optim_config_default(int64_t total_steps) {
-  OptimConfig c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.1, 1.0f, total_steps};
-  return c;
+  return (OptimConfig){.lr = 1e-3f,
+                       .beta1 = 0.9,
+                       .beta2 = 0.999,
+                       .eps = 1e-8f,
+                       .weight_decay = 0.1f,
+                       .warmup_ratio = 0.1,
+                       .max_grad_norm = 1.0f,
+                       .total_steps = total_steps};
 }
 
 const char *optim_config_validate(const OptimConfig *c, char *buf, size_t buflen) {
-  if (!(c->lr >= 0) || !isfinite(c->lr))
-    return snprintf(buf, buflen, "lr must be a finite number >= 0 (got %g)", c->lr), buf;
-  if (!(c->beta1 >= 0 && c->beta1 < 1))
-    return snprintf(buf, buflen, "adam_beta1 must be in [0, 1) (got %g)", c->beta1), buf;
-  if (!(c->beta2 >= 0 && c->beta2 < 1))
-    return snprintf(buf, buflen, "adam_beta2 must be in [0, 1) (got %g)", c->beta2), buf;
-  if (!(c->eps > 0)) return snprintf(buf, buflen, "adam_epsilon must be > 0 (got %g)", c->eps), buf;
-  if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
-    return snprintf(buf, buflen, "weight_decay must be >= 0 (got %g)", c->weight_decay), buf;
-  if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1))
-    return snprintf(buf, buflen, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio), buf;
-  if (isnan(c->max_grad_norm))
-    return snprintf(buf, buflen, "max_grad_norm must be a number"), buf;
+  const struct {
+    const char *key;
+    double value;
+    RealBounds bounds;
+  } checks[] = {
+      {.key = "lr", .value = c->lr, .bounds = OPTIM_LR_BOUNDS},
+      {.key = "weight_decay", .value = c->weight_decay, .bounds = OPTIM_WEIGHT_DECAY_BOUNDS},
+      {.key = "warmup_ratio", .value = c->warmup_ratio, .bounds = OPTIM_WARMUP_RATIO_BOUNDS},
+      {.key = "max_grad_norm", .value = c->max_grad_norm, .bounds = OPTIM_MAX_GRAD_NORM_BOUNDS},
+      {.key = "adam_beta1", .value = c->beta1, .bounds = OPTIM_BETA_BOUNDS},
+      {.key = "adam_beta2", .value = c->beta2, .bounds = OPTIM_BETA_BOUNDS},
+      {.key = "adam_epsilon", .value = c->eps, .bounds = OPTIM_EPSILON_BOUNDS},
+  };
+  for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+    if (!real_bounds_hold(&checks[i].bounds, checks[i].value)) {
+      char range[48];
+      real_bounds_text(&checks[i].bounds, range, sizeof range);
+      snprintf(buf, buflen, "%s must be %s (got %g)", checks[i].key, range, checks[i].value);
+      return buf;
+    }
   if (c->total_steps < 1)
     return snprintf(buf, buflen, "total steps must be >= 1 (got %lld)", (long long)c->total_steps),
            buf;
@@ -40,56 +53,40 @@ double lr_at_step(const OptimConfig *c, int64_t t) {
   return (double)c->lr * (f > 0 ? f : 0);
 }
 
-static int is_trained(const unsigned *train, int i, int t) {
-  return !train || ((train[i] >> t) & 1u);
-}
-
-/* The A and B gradients of one adapter are adjacent: dB follows dA. */
-static size_t adapter_numel(const LoraSet *s, const LoraAdapter *a) {
-  return (size_t)s->cfg.r * a->in + (size_t)a->out * s->cfg.r;
-}
-
-double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets) {
-  double total = 0;
-  for (int t = 0; t < LORA_NUM_TARGETS; t++) {
-    const LoraAdapter *a = &s->layers[i][t];
-    if (a->in && ((targets >> t) & 1u)) total += be->sum_squares(be, adapter_numel(s, a), a->dA);
-  }
-  return total;
-}
-
-double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train) {
-  double total = 0;
-  for (int i = 0; i < s->l1 - s->l0; i++)
-    total += lora_layer_grad_sum_squares(be, s, i, train ? train[i] : LORA_ALL_TARGETS);
-  return total;
-}
-
 float optim_clip_scale(const OptimConfig *c, double total_sq) {
   if (!(c->max_grad_norm > 0)) return 1.0f;
   double scale = c->max_grad_norm / (sqrt(total_sq) + 1e-6);
   return scale < 1.0 ? (float)scale : 1.0f;
 }
 
+AdamwScalars optim_adamw_scalars(const OptimConfig *c, int64_t t, int64_t k, float grad_scale) {
+  return (AdamwScalars){.lr = (float)lr_at_step(c, t),
+                        .weight_decay = c->weight_decay,
+                        .eps = c->eps,
+                        .beta1 = (float)c->beta1,
+                        .beta2 = (float)c->beta2,
+                        .one_minus_beta1 = (float)(1.0 - c->beta1),
+                        .one_minus_beta2 = (float)(1.0 - c->beta2),
+                        .bias_correction1 = (float)(1.0 - pow(c->beta1, (double)k)),
+                        .bias_correction2 = (float)(1.0 - pow(c->beta2, (double)k)),
+                        .grad_scale = grad_scale};
+}
+
+void optim_adamw_block(Backend *be, const OptimConfig *c, const AdamwBlock *b, int64_t t,
+                       int64_t k, float grad_scale) {
+  AdamwScalars scalars = optim_adamw_scalars(c, t, k, grad_scale);
+  be->adamw(be, b, &scalars);
+}
+
 void optim_step(Backend *be, const OptimConfig *c, LoraSet *s, const unsigned *train, int64_t t,
                 float grad_scale) {
-  float lr = (float)lr_at_step(c, t);
   for (int i = 0; i < s->l1 - s->l0; i++)
     for (int tg = 0; tg < LORA_NUM_TARGETS; tg++) {
       LoraAdapter *a = &s->layers[i][tg];
-      if (!a->in || !is_trained(train, i, tg)) continue;
-      int64_t k = ++s->steps[i][tg];
-      float bc1 = (float)(1.0 - pow(c->beta1, (double)k));
-      float bc2 = (float)(1.0 - pow(c->beta2, (double)k));
-      be->adamw(be, a->A, a->dA, a->mA, a->vA, adapter_numel(s, a), lr, c->beta1, c->beta2,
-                c->eps, c->weight_decay, grad_scale, bc1, bc2);
-    }
-}
-
-void lora_zero_grads(Backend *be, LoraSet *s, const unsigned *train) {
-  for (int i = 0; i < s->l1 - s->l0; i++)
-    for (int t = 0; t < LORA_NUM_TARGETS; t++) {
-      LoraAdapter *a = &s->layers[i][t];
-      if (a->in && is_trained(train, i, t)) be->zero(be, a->dA, adapter_numel(s, a) * sizeof(float));
+      if (!a->in || !lora_is_trained(train, i, tg)) continue;
+      /* A and B of an adapter are adjacent in every arena, so the adapter is one block. */
+      AdamwBlock block = {
+          .params = a->A, .grads = a->dA, .m = a->mA, .v = a->vA, .n = lora_adapter_numel(s, a)};
+      optim_adamw_block(be, c, &block, t, ++s->steps[i][tg], grad_scale);
     }
 }

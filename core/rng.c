@@ -2,6 +2,10 @@
  * Mapping: key = (seed lo, seed hi); counter = (stream lo, stream hi, index lo, index hi). */
 #include "rng.h"
 
+#include <string.h>
+
+#include "check.h"
+
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
 #define PHILOX_W0 0x9E3779B9u
@@ -70,8 +74,7 @@ float rng_uniform_at(uint64_t seed, uint64_t stream, uint64_t index) {
 }
 
 Rng rng_make(uint64_t seed, uint64_t stream) {
-  Rng r = {seed, stream, 0};
-  return r;
+  return (Rng){.seed = seed, .stream = stream, .counter = 0};
 }
 
 uint64_t rng_next_u64(Rng *r) {
@@ -83,6 +86,26 @@ uint64_t rng_next_u64(Rng *r) {
 double rng_next_double(Rng *r) { return (double)(rng_next_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
 
 float rng_next_uniform(Rng *r) { return (float)(rng_next_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+uint64_t rng_below(Rng *r, uint64_t n) {
+  TV_CHECK(n >= 1, "rng_below(0)");
+  uint64_t rejected = -n % n; /* 2^64 mod n: the words that would favour small values */
+  for (;;) {
+    uint64_t x = rng_next_u64(r);
+    if (x >= rejected) return x % n;
+  }
+}
+
+void rng_shuffle(Rng *r, void *items, size_t n, size_t item_size) {
+  unsigned char tmp[16], *a = items;
+  TV_CHECK(item_size <= sizeof tmp, "rng_shuffle of %zu-byte items", item_size);
+  for (size_t i = n; i > 1; i--) {
+    size_t j = (size_t)rng_below(r, i);
+    memcpy(tmp, a + (i - 1) * item_size, item_size);
+    memcpy(a + (i - 1) * item_size, a + j * item_size, item_size);
+    memcpy(a + j * item_size, tmp, item_size);
+  }
+}
 
 /* splitmix64 finaliser: a bijective mix, so distinct inputs chain to well-spread ids. */
 static uint64_t mix64(uint64_t x) {

@@ -3,6 +3,7 @@
 #ifndef TV_RNG_H
 #define TV_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Four 32-bit words at counter (stream, index) under key seed. */
@@ -31,6 +32,12 @@ Rng rng_make(uint64_t seed, uint64_t stream);
 uint64_t rng_next_u64(Rng *r);
 double rng_next_double(Rng *r); /* uniform [0, 1), 53 bits */
 float rng_next_uniform(Rng *r); /* uniform [0, 1), 24 bits */
+/* Uniform in [0, n), n >= 1, without modulo bias: draws below 2^64 mod n are rejected, so
+ * each of the n values takes the same number of the accepted words. */
+uint64_t rng_below(Rng *r, uint64_t n);
+/* Fisher-Yates: permutes n items of item_size bytes (<= 16) so that every order is equally
+ * likely; draws rng_below(i) for i = n, n - 1, ..., 2. */
+void rng_shuffle(Rng *r, void *items, size_t n, size_t item_size);
 
 /* Stream ids are built from a purpose tag and up to three small integers so that every
  * consumer (LoRA init of layer l target j, dropout of step s layer l target j, ...)

@@ -56,6 +56,7 @@ struct Stage {
   /* Remembered from the last forward for the matching backward. */
   int B, T, row_offset, has_forward;
   float loss_scale;
+  LoraPass lora_pass; /* the adapters' context for this micro-batch (set by stage_forward) */
 };
 
 #endif

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "check.h"
-#include "rng.h"
 #include "stage_internal.h"
 
 static float *act_take(Stage *s, size_t floats) {
@@ -22,79 +21,39 @@ static float *grad_of(const Stage *s, const float *w) {
   return s->weight_grads + (w - s->weight_arena);
 }
 
+/* y[N,out] = x W^T (+ bias) + the adapter's term (lora_forward, which keeps A->u[t]). */
+static void proj_forward(Stage *s, int l, LoraTarget t, LayerActs *A, float *y, const float *x,
+                         const float *W, const float *bias) {
+  Backend *be = s->be;
+  int N = s->B * s->T, in, out;
+  lora_target_shape(t, &s->cfg, &in, &out);
+  be->gemm(be, 0, 1, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+  if (bias) be->add_bias(be, y, bias, N, out);
+  lora_forward(&s->lora_pass, l, t, x, A->u[t], y);
+}
+
+/* What proj_backward reads and where it writes: dy of the output, the forward's input x and
+ * base weight W; dx (NULL when not needed) is written, or added to with accumulate. */
 typedef struct {
-  int in, out;
-  const LoraAdapter *a; /* NULL when this target is not adapted */
-} Proj;
+  const float *dy, *x, *W;
+  float *dx;
+  int accumulate;
+} ProjGrad;
 
-static Proj proj_of(const Stage *s, int l, LoraTarget t) {
-  Proj p;
-  const LlamaConfig *c = &s->cfg;
-  lora_target_shape(t, c->hidden_size, c->intermediate_size, c->num_heads, c->num_kv_heads,
-                    c->head_dim, &p.in, &p.out);
-  const LoraAdapter *a = &s->lora->layers[l - s->l0][t];
-  p.a = a->in ? a : NULL;
-  return p;
-}
-
-/* dropout(x) for target t of layer l into lora_tmp, or x itself when dropout is off. */
-static const float *dropped_input(Stage *s, const PassPlan *plan, int l, LoraTarget t,
-                                  const float *x, int N, int in) {
-  float p = s->lora_cfg.dropout;
-  if (p <= 0) return x;
-  s->be->dropout(s->be, s->lora_tmp, x, N, in, p, plan->pass_seed,
-                 rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)l, (uint32_t)t, 0), s->row_offset);
-  return s->lora_tmp;
-}
-
-/* y[N,out] = x W^T (+ bias) + (alpha/r) (dropout(x) A^T) B^T; u[N,r] = dropout(x) A^T. */
-static void proj_forward(Stage *s, const PassPlan *plan, int l, LoraTarget t, float *y,
-                         const float *x, const float *W, const float *bias, float *u, int N) {
+/* Backward of proj_forward: dx = dy W + the adapter's input gradient; the base weight's
+ * gradient in full-parameter training, the adapter's when the plan trains target t. */
+static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t,
+                          const LayerActs *A, const ProjGrad *g) {
   Backend *be = s->be;
-  Proj p = proj_of(s, l, t);
-  be->gemm(be, 0, 1, N, p.out, p.in, 1.0f, x, p.in, W, p.in, 0.0f, y, p.out);
-  if (bias) be->add_bias(be, y, bias, N, p.out);
-  if (!p.a) return;
-  int r = s->lora_cfg.r;
-  float scaling = s->lora_cfg.alpha / (float)r;
-  const float *xd = dropped_input(s, plan, l, t, x, N, p.in);
-  be->gemm(be, 0, 1, N, r, p.in, 1.0f, xd, p.in, p.a->A, p.in, 0.0f, u, r);
-  be->gemm(be, 0, 1, N, p.out, r, scaling, u, r, p.a->B, r, 1.0f, y, p.out);
-}
-
-/* Backward of proj_forward. LoRA gradients accumulate when train; when dx is not NULL it
- * gets dy W + dropout'((alpha/r) (dy B) A), written (accumulate = 0) or added (1). */
-static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t, float *dx,
-                          int accumulate, const float *dy, const float *x, const float *W,
-                          const float *u, int N, int train) {
-  Backend *be = s->be;
-  Proj p = proj_of(s, l, t);
-  int r = s->lora_cfg.r;
-  float scaling = s->lora_cfg.alpha / (float)r;
+  int N = s->B * s->T, in, out;
+  int train = (int)((plan->layers[l - s->l0].train_targets >> t) & 1u);
+  lora_target_shape(t, &s->cfg, &in, &out);
   if (plan->train_base) /* dW[out,in] += dy^T x: the base weight sees x without dropout */
-    be->gemm(be, 1, 0, p.out, p.in, N, 1.0f, dy, p.out, x, p.in, 1.0f, grad_of(s, W), p.in);
-  if (p.a && (train || dx)) {
-    LoraAdapter *a = (LoraAdapter *)p.a;
-    if (train) /* dB[out,r] += scaling dy^T u */
-      be->gemm(be, 1, 0, p.out, r, N, scaling, dy, p.out, u, r, 1.0f, a->dB, r);
-    /* du[N,r] = scaling dy B */
-    be->gemm(be, 0, 0, N, r, p.out, scaling, dy, p.out, a->B, r, 0.0f, s->du, r);
-    if (train) { /* dA[r,in] += du^T dropout(x) */
-      const float *xd = dropped_input(s, plan, l, t, x, N, p.in);
-      be->gemm(be, 1, 0, r, p.in, N, 1.0f, s->du, r, xd, p.in, 1.0f, a->dA, p.in);
-    }
-  }
-  if (!dx) return;
-  be->gemm(be, 0, 0, N, p.in, p.out, 1.0f, dy, p.out, W, p.in, accumulate ? 1.0f : 0.0f, dx,
-           p.in);
-  if (!p.a) return;
-  if (s->lora_cfg.dropout <= 0) {
-    be->gemm(be, 0, 0, N, p.in, r, 1.0f, s->du, r, p.a->A, p.in, 1.0f, dx, p.in);
-  } else { /* the same mask again: dropout is its own adjoint */
-    be->gemm(be, 0, 0, N, p.in, r, 1.0f, s->du, r, p.a->A, p.in, 0.0f, s->lora_tmp, p.in);
-    dropped_input(s, plan, l, t, s->lora_tmp, N, p.in);
-    be->axpy(be, (size_t)N * p.in, 1.0f, s->lora_tmp, dx);
-  }
+    be->gemm(be, 1, 0, out, in, N, 1.0f, g->dy, out, g->x, in, 1.0f, grad_of(s, g->W), in);
+  if (g->dx)
+    be->gemm(be, 0, 0, N, in, out, 1.0f, g->dy, out, g->W, in, g->accumulate ? 1.0f : 0.0f, g->dx,
+             in);
+  lora_backward(&s->lora_pass, l, t, g->dy, g->x, A->u[t], g->dx, train);
 }
 
 /* y = h + MLP(norm(h)), h = x + a_l (+ e_l), a_l = o_proj(Attn(norm(x))). A->x_in is set. */
@@ -106,23 +65,24 @@ static void layer_forward(Stage *s, const PassPlan *plan, int l, LayerActs *A, f
   const LayerPlan *lp = &plan->layers[l - s->l0];
   int N = B * T, D = c->hidden_size, F = c->intermediate_size;
   be->rmsnorm_forward(be, A->xn1, A->inv1, A->x_in, w->attn_norm, N, D, c->rms_norm_eps);
-  proj_forward(s, plan, l, LORA_Q, A->q, A->xn1, w->wq, w->bq, A->u[LORA_Q], N);
-  proj_forward(s, plan, l, LORA_K, A->k, A->xn1, w->wk, w->bk, A->u[LORA_K], N);
-  proj_forward(s, plan, l, LORA_V, A->v, A->xn1, w->wv, w->bv, A->u[LORA_V], N);
+  proj_forward(s, l, LORA_Q, A, A->q, A->xn1, w->wq, w->bq);
+  proj_forward(s, l, LORA_K, A, A->k, A->xn1, w->wk, w->bk);
+  proj_forward(s, l, LORA_V, A, A->v, A->xn1, w->wv, w->bv);
   be->rope_forward(be, A->q, s->rope_cos, s->rope_sin, B, T, c->num_heads, c->head_dim);
   be->rope_forward(be, A->k, s->rope_cos, s->rope_sin, B, T, c->num_kv_heads, c->head_dim);
-  be->attention_forward(be, A->att, A->lse, A->q, A->k, A->v, B, T, c->num_heads,
-                        c->num_kv_heads, c->head_dim);
+  AttnShape shape = {
+      .B = B, .T = T, .H = c->num_heads, .Hkv = c->num_kv_heads, .Dh = c->head_dim};
+  be->attention_forward(be, &shape, A->q, A->k, A->v, A->att, A->lse);
   /* a_l goes straight into h, then the residual and the perturbation are added. */
-  proj_forward(s, plan, l, LORA_O, A->h, A->att, w->wo, NULL, A->u[LORA_O], N);
+  proj_forward(s, l, LORA_O, A, A->h, A->att, w->wo, NULL);
   if (lp->perturb) be->axpy(be, (size_t)N * D, 1.0f, lp->perturb, A->h);
   be->axpy(be, (size_t)N * D, 1.0f, A->x_in, A->h);
   be->rmsnorm_forward(be, A->xn2, A->inv2, A->h, w->mlp_norm, N, D, c->rms_norm_eps);
-  proj_forward(s, plan, l, LORA_GATE, A->gate, A->xn2, w->w_gate, NULL, A->u[LORA_GATE], N);
-  proj_forward(s, plan, l, LORA_UP, A->up, A->xn2, w->w_up, NULL, A->u[LORA_UP], N);
+  proj_forward(s, l, LORA_GATE, A, A->gate, A->xn2, w->w_gate, NULL);
+  proj_forward(s, l, LORA_UP, A, A->up, A->xn2, w->w_up, NULL);
   float *act = s->dbig1; /* [N, F], rebuilt in backward */
   be->swiglu_forward(be, act, A->gate, A->up, (size_t)N * F);
-  proj_forward(s, plan, l, LORA_DOWN, y, act, w->w_down, NULL, A->u[LORA_DOWN], N);
+  proj_forward(s, l, LORA_DOWN, A, y, act, w->w_down, NULL);
   be->axpy(be, (size_t)N * D, 1.0f, A->h, y);
 }
 
@@ -135,16 +95,17 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   const LayerPlan *lp = &plan->layers[l - s->l0];
   int N = B * T, D = c->hidden_size, F = c->intermediate_size;
   unsigned train = lp->train_targets;
-#define TRAIN(t) ((int)((train >> (t)) & 1u))
 
   /* MLP branch: dh = dy + norm2'(gate'/up'(swiglu'(down'(dy)))). */
   float *act = s->dbig2;
   be->swiglu_forward(be, act, A->gate, A->up, (size_t)N * F);
-  proj_backward(s, plan, l, LORA_DOWN, s->dbig1, 0, dy, act, w->w_down, A->u[LORA_DOWN], N, TRAIN(LORA_DOWN));
+  proj_backward(s, plan, l, LORA_DOWN, A,
+                &(ProjGrad){.dy = dy, .x = act, .W = w->w_down, .dx = s->dbig1});
   be->swiglu_backward(be, s->dbig1, s->dbig2, s->dbig1, A->gate, A->up, (size_t)N * F);
-  proj_backward(s, plan, l, LORA_GATE, s->dxn, 0, s->dbig1, A->xn2, w->w_gate, A->u[LORA_GATE], N,
-                TRAIN(LORA_GATE));
-  proj_backward(s, plan, l, LORA_UP, s->dxn, 1, s->dbig2, A->xn2, w->w_up, A->u[LORA_UP], N, TRAIN(LORA_UP));
+  proj_backward(s, plan, l, LORA_GATE, A,
+                &(ProjGrad){.dy = s->dbig1, .x = A->xn2, .W = w->w_gate, .dx = s->dxn});
+  proj_backward(s, plan, l, LORA_UP, A,
+                &(ProjGrad){.dy = s->dbig2, .x = A->xn2, .W = w->w_up, .dx = s->dxn, .accumulate = 1});
   float *dnorm2 = plan->train_base ? grad_of(s, w->mlp_norm) : NULL;
   be->rmsnorm_backward(be, s->dh, dnorm2, s->dxn, A->h, w->mlp_norm, A->inv2, N, D);
   be->axpy(be, (size_t)N * D, 1.0f, dy, s->dh);
@@ -155,20 +116,25 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   if (!(train & LORA_ATTENTION_TARGETS) && !dx && !plan->train_base) return;
 
   float *datt = s->dbig1;
-  proj_backward(s, plan, l, LORA_O, datt, 0, s->dh, A->att, w->wo, A->u[LORA_O], N, TRAIN(LORA_O));
-  be->attention_backward(be, s->dq, s->dk, s->dv, datt, A->att, A->lse, A->q, A->k, A->v, B, T,
-                         c->num_heads, c->num_kv_heads, c->head_dim);
+  proj_backward(s, plan, l, LORA_O, A,
+                &(ProjGrad){.dy = s->dh, .x = A->att, .W = w->wo, .dx = datt});
+  AttnShape shape = {
+      .B = B, .T = T, .H = c->num_heads, .Hkv = c->num_kv_heads, .Dh = c->head_dim};
+  AttnRecord fwd = {.q = A->q, .k = A->k, .v = A->v, .out = A->att, .lse = A->lse};
+  be->attention_backward(be, &shape, &fwd, datt, s->dq, s->dk, s->dv);
   be->rope_backward(be, s->dq, s->rope_cos, s->rope_sin, B, T, c->num_heads, c->head_dim);
   be->rope_backward(be, s->dk, s->rope_cos, s->rope_sin, B, T, c->num_kv_heads, c->head_dim);
   float *dxn = dx ? s->dxn : NULL;
-  proj_backward(s, plan, l, LORA_Q, dxn, 0, s->dq, A->xn1, w->wq, A->u[LORA_Q], N, TRAIN(LORA_Q));
-  proj_backward(s, plan, l, LORA_K, dxn, 1, s->dk, A->xn1, w->wk, A->u[LORA_K], N, TRAIN(LORA_K));
-  proj_backward(s, plan, l, LORA_V, dxn, 1, s->dv, A->xn1, w->wv, A->u[LORA_V], N, TRAIN(LORA_V));
+  proj_backward(s, plan, l, LORA_Q, A,
+                &(ProjGrad){.dy = s->dq, .x = A->xn1, .W = w->wq, .dx = dxn});
+  proj_backward(s, plan, l, LORA_K, A,
+                &(ProjGrad){.dy = s->dk, .x = A->xn1, .W = w->wk, .dx = dxn, .accumulate = 1});
+  proj_backward(s, plan, l, LORA_V, A,
+                &(ProjGrad){.dy = s->dv, .x = A->xn1, .W = w->wv, .dx = dxn, .accumulate = 1});
   if (!dx) return;
   float *dnorm1 = plan->train_base ? grad_of(s, w->attn_norm) : NULL;
   be->rmsnorm_backward(be, dx, dnorm1, s->dxn, A->x_in, w->attn_norm, A->inv1, N, D);
   be->axpy(be, (size_t)N * D, 1.0f, s->dh, dx);
-#undef TRAIN
 }
 
 static void take_layer_record(Stage *s, LayerActs *A, int N) {
@@ -199,19 +165,26 @@ static void check_ids(const int32_t *ids, int n, int V, int allow_negative, cons
       tv_die("%s[%d] = %d is outside the vocabulary [0, %d)", what, i, ids[i], V);
 }
 
-double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, const float *x_in,
-                     const int32_t *targets, int B, int T, int row_offset, float loss_scale,
-                     float **x_out) {
+double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float **x_out) {
   Backend *be = s->be;
   const LlamaConfig *c = &s->cfg;
   TV_CHECK(plan && plan->layers, "stage_forward needs a plan with one entry per layer");
   TV_CHECK(!plan->train_base || (s->weight_grads && plan->backward_stop <= 0) || plan->backward_stop >= s->l1,
            "a full-training pass needs stage_enable_full_training and backward_stop 0");
+  int B = mb->B, T = mb->T, row_offset = mb->row_offset;
+  const int32_t *tokens = mb->tokens, *targets = mb->targets;
   TV_CHECK(B >= 1 && B <= s->max_B && T >= 1 && T <= s->max_T,
            "micro-batch %d x %d exceeds the stage's %d x %d", B, T, s->max_B, s->max_T);
   int N = B * T, D = c->hidden_size, first = stage_is_first(s), last = stage_is_last(s);
   int bstop = plan->backward_stop;
-  s->B = B, s->T = T, s->row_offset = row_offset, s->loss_scale = loss_scale;
+  s->B = B, s->T = T, s->row_offset = row_offset, s->loss_scale = mb->loss_scale;
+  s->lora_pass = (LoraPass){.be = be,
+                            .set = s->lora,
+                            .pass_seed = plan->pass_seed,
+                            .row_offset = row_offset,
+                            .N = N,
+                            .scratch = s->lora_tmp,
+                            .du = s->du};
   s->act_used = 0;
   s->has_forward = 1;
 
@@ -224,8 +197,8 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
     be->from_host(be, s->tokens, tokens, (size_t)N * sizeof(int32_t));
     be->embedding_forward(be, cur, s->w.embed, s->tokens, N, D);
   } else {
-    TV_CHECK(x_in, "a stage after the first needs its input hidden state");
-    be->copy(be, cur, x_in, (size_t)N * D * sizeof(float));
+    TV_CHECK(mb->x_in, "a stage after the first needs its input hidden state");
+    be->copy(be, cur, mb->x_in, (size_t)N * D * sizeof(float));
   }
 
   for (int l = s->l0; l < s->l1; l++) {
@@ -268,7 +241,7 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
   check_ids(targets, N, c->vocab_size, 1, "target token");
   be->from_host(be, s->targets, targets, (size_t)N * sizeof(int32_t));
   double sum = be->cross_entropy(be, s->logits, NULL, s->targets, N, c->vocab_size, 1.0f);
-  return sum * loss_scale;
+  return sum * mb->loss_scale;
 }
 
 void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out) {

@@ -7,12 +7,12 @@
 #include "check.h"
 #include "lora.h"
 
-const char *method_name(Method m) {
-  switch (m) {
-    case METHOD_SFT: return "sft";
-    case METHOD_VACCINE: return "vaccine";
-    default: return "tvaccine";
-  }
+const char *const method_names[METHOD_COUNT] = {"sft", "vaccine", "tvaccine"};
+const char *const freeze_scope_names[FREEZE_SCOPE_COUNT] = {"layer", "attention"};
+
+const char *method_name(Method m) { return (unsigned)m < METHOD_COUNT ? method_names[m] : "?"; }
+const char *freeze_scope_name(FreezeScope s) {
+  return (unsigned)s < FREEZE_SCOPE_COUNT ? freeze_scope_names[s] : "?";
 }
 
 void tvaccine_probabilities(const double *norms, int L, double *probs) {

@@ -9,10 +9,16 @@
 #include "model.h"
 #include "rng.h"
 
-typedef enum { METHOD_SFT = 0, METHOD_VACCINE = 1, METHOD_TVACCINE = 2 } Method;
-typedef enum { FREEZE_LAYER = 0, FREEZE_ATTENTION = 1 } FreezeScope;
+typedef enum { METHOD_SFT = 0, METHOD_VACCINE = 1, METHOD_TVACCINE = 2, METHOD_COUNT } Method;
+/* layer: a T-Vaccine step trains only the sampled layers (SPEC 6.3); attention: only their
+ * attention LoRA is switched, MLP LoRA trains everywhere (the reference code's behaviour). */
+typedef enum { FREEZE_LAYER = 0, FREEZE_ATTENTION = 1, FREEZE_SCOPE_COUNT } FreezeScope;
 
-const char *method_name(Method m); /* "sft", "vaccine", "tvaccine" */
+/* The names configs, checkpoints and logs use, indexed by the enum. */
+extern const char *const method_names[METHOD_COUNT];            /* sft, vaccine, tvaccine */
+extern const char *const freeze_scope_names[FREEZE_SCOPE_COUNT]; /* layer, attention */
+const char *method_name(Method m);             /* "?" outside the enum */
+const char *freeze_scope_name(FreezeScope s); /* "?" outside the enum */
 
 /* p_l = n_l / sum_j n_j over L layers. When every norm is zero (or the sum is not finite)
  * the probabilities are uniform, so sampling still has a defined answer. */

@@ -46,12 +46,12 @@ static float *recv_buffer(Pipeline *p, float **slot) {
   return *slot;
 }
 
-double pipeline_pass(Pipeline *p, const PassPlan *plan, const TrainBatch *batch, int backward) {
+double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward) {
   Stage *s = p->stage;
   const LlamaConfig *c = stage_config(s);
   int rank = comm_rank(p->comm), first = stage_is_first(s), last = stage_is_last(s);
   int l0 = stage_first_layer(s), nl = stage_end_layer(s) - l0, D = c->hidden_size, T = batch->T;
-  float scale = batch->counted > 0 ? 1.0f / (float)batch->counted : 0.0f;
+  float scale = batch->n_targets > 0 ? 1.0f / (float)batch->n_targets : 0.0f;
   PassPlan local = *plan;
   local.layers = p->shifted;
   if (!backward) local.backward_stop = 1 << 30;
@@ -73,8 +73,14 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const TrainBatch *batch,
       x_in = buf;
     }
     float *x_out = NULL;
-    loss += stage_forward(s, &local, batch->tokens + row0, x_in, batch->targets + row0, mb, T,
-                          (int)row0, scale, &x_out);
+    MicroBatch micro = {.tokens = batch->tokens + row0,
+                        .x_in = x_in,
+                        .targets = batch->targets + row0,
+                        .B = mb,
+                        .T = T,
+                        .row_offset = (int)row0,
+                        .loss_scale = scale};
+    loss += stage_forward(s, &local, &micro, &x_out);
     if (!last) p2p_send(p->comm, x_out, rows * D, rank + 1, P2P_TAG_ACTIVATION);
     if (!runs_backward) continue;
     const float *dy = NULL;

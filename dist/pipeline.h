@@ -6,15 +6,9 @@
 
 #include <stdint.h>
 
+#include "batch.h"
 #include "comm.h"
 #include "model.h"
-
-typedef struct {
-  const int32_t *tokens;  /* [B, T] host */
-  const int32_t *targets; /* [B, T] host, next-token ids, < 0 ignored */
-  int B, T;
-  int64_t counted;        /* non-ignored targets in the whole batch (loss = sum / counted) */
-} TrainBatch;
 
 typedef struct Pipeline Pipeline;
 
@@ -24,6 +18,6 @@ void pipeline_destroy(Pipeline *p);
 /* Runs the plan over the batch (forward, and backward when `backward`). Layer plans'
  * record_grad_a / perturb point at whole-batch buffers [B*T, D]; each micro-batch uses its
  * rows. Returns the batch loss on every rank. */
-double pipeline_pass(Pipeline *p, const PassPlan *plan, const TrainBatch *batch, int backward);
+double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward);
 
 #endif

@@ -112,7 +112,7 @@ static void recorded_norms_sq(Trainer *t, size_t n) {
   comm_allreduce_sum(t->comm, t->norms, t->L);
 }
 
-static void probe_and_sample(Trainer *t, int64_t step, const TrainBatch *probe, StepReport *r) {
+static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepReport *r) {
   size_t rows = (size_t)probe->B * probe->T, D = stage_config(t->stage)->hidden_size;
   if (step % t->cfg.K == 0) {
     /* Probe: gradients of every layer's attention output, nothing trained. */
@@ -148,7 +148,7 @@ static double trainable_grad_sum_squares(Trainer *t) {
   return sq;
 }
 
-void trainer_step(Trainer *t, int64_t step, const TrainBatch *batch, const TrainBatch *probe,
+void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *probe,
                   StepReport *r) {
   memset(r, 0, sizeof *r);
   Backend *be = stage_backend(t->stage);

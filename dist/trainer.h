@@ -42,7 +42,7 @@ int trainer_needs_probe(const Trainer *t, int64_t step);
 
 /* One optimizer step at 0-based step `step` on `batch`; `probe` is the harmful probe batch
  * when trainer_needs_probe(step), else ignored. */
-void trainer_step(Trainer *t, int64_t step, const TrainBatch *batch, const TrainBatch *probe,
+void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *probe,
                   StepReport *report);
 
 /* State a checkpoint saves and restores. */

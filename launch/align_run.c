@@ -87,12 +87,6 @@ static void resolve_config(AlignRun *r, const AlignArgs *args) {
   check_config(run_config_validate(&r->cfg, err, sizeof err));
 }
 
-static DatasetFormat data_format(RunDataFormat f) {
-  DatasetFormat out = DATASET_FORMAT_AUTO;
-  dataset_format_parse(run_data_format_name(f), &out);
-  return out;
-}
-
 /* The first probe_samples harmful rows (is_safe 0 when the file says) of the probe file. */
 static void load_probe_set(AlignRun *r) {
   const RunTVaccine *tv = &r->cfg.tvaccine;
@@ -144,14 +138,14 @@ static void setup(AlignRun *r) {
 
   r->tok = tokenizer_load(run_config_tokenizer(c));
   ExampleSet examples;
-  dataset_load(c->data, data_format(c->data_format), &examples);
+  dataset_load(c->data, c->data_format, &examples);
   if (examples.n == 0) tv_die("data %s holds no rows", c->data);
   dataset_encode(r->tok, &examples, c->max_len, &r->data);
   example_set_free(&examples);
   data_sampler_init_epochs(&r->sampler, r->data.n, c->batch_size, c->seed, 1);
   r->batch = batch_alloc(c->batch_size, c->max_len);
 
-  Method method = (Method)c->method;
+  Method method = c->method;
   int sampling = method == METHOD_TVACCINE && c->tvaccine.n_layers == 0;
   if (sampling) {
     if (!c->tvaccine.probe_data[0])
@@ -161,7 +155,7 @@ static void setup(AlignRun *r) {
   r->total_steps = run_config_total_steps(c, (int64_t)r->data.n);
   TrainerConfig tc = {0};
   tc.method = method;
-  tc.freeze_scope = c->tvaccine.freeze_scope == RUN_FREEZE_ATTENTION ? FREEZE_ATTENTION : FREEZE_LAYER;
+  tc.freeze_scope = c->tvaccine.freeze_scope;
   tc.rho = c->rho;
   tc.S = c->tvaccine.S, tc.J = c->tvaccine.J, tc.K = c->tvaccine.K;
   tc.fixed_layers = c->tvaccine.layers, tc.num_fixed = c->tvaccine.n_layers;
@@ -174,7 +168,7 @@ static void setup(AlignRun *r) {
     char line[512];
     dataset_encode_summary(&r->data, c->data, line, sizeof line);
     printf("align: %s on %s: %d layers over %d rank(s), LoRA r %d alpha %g, %lld steps\n",
-           run_method_name(c->method), c->model, mc->num_layers, r->size, c->lora.r,
+           method_name(c->method), c->model, mc->num_layers, r->size, c->lora.r,
            c->lora.alpha, (long long)r->total_steps);
     printf("align: %s\n", line);
     if (r->has_probe) {
@@ -210,7 +204,7 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   int count;
   const int *act = trainer_active_layers(r->trainer, &count);
   char layers[256] = "all";
-  if (r->cfg.method == RUN_METHOD_TVACCINE) {
+  if (r->cfg.method == METHOD_TVACCINE) {
     size_t off = 0;
     layers[off++] = '[';
     for (int k = 0; k < count && off < sizeof layers - 8; k++)
@@ -231,7 +225,7 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   runlog_int(log, "step", r->step + 1);
   runlog_int(log, "total_steps", r->total_steps);
   runlog_num(log, "loss", rep->loss);
-  if (r->cfg.method != RUN_METHOD_SFT) {
+  if (r->cfg.method != METHOD_SFT) {
     runlog_num(log, "loss_unperturbed", rep->loss_pass1);
     runlog_num(log, "perturbation_grad_norm", rep->perturb_norm);
   }
@@ -266,19 +260,17 @@ static void train(AlignRun *r) {
     }
     double t0 = now_s();
     int count = data_sampler_next(&r->sampler, idx);
-    size_t counted = dataset_fill_batch(&r->data, idx, count, &r->batch);
-    TrainBatch tb = {r->batch.tokens, r->batch.targets, r->batch.B, r->batch.T, (int64_t)counted};
-    TrainBatch pb = {0};
+    dataset_fill_batch(&r->data, idx, count, &r->batch);
+    const Batch no_probe = {0}, *probe = &no_probe; /* the trainer reads its B */
     if (trainer_needs_probe(r->trainer, r->step)) {
       int pc = data_sampler_next(&r->probe_sampler, pidx);
-      size_t pcounted = dataset_fill_batch(&r->probe, pidx, pc, &r->probe_batch);
-      pb = (TrainBatch){r->probe_batch.tokens, r->probe_batch.targets, r->probe_batch.B,
-                        r->probe_batch.T, (int64_t)pcounted};
+      dataset_fill_batch(&r->probe, pidx, pc, &r->probe_batch);
+      probe = &r->probe_batch;
     }
     StepReport rep;
-    trainer_step(r->trainer, r->step, &tb, &pb, &rep);
+    trainer_step(r->trainer, r->step, &r->batch, probe, &rep);
     double t1 = now_s();
-    report_step(r, &rep, t1 - t0, t1 - t_start, r->step - first + 1, (size_t)tb.B * tb.T);
+    report_step(r, &rep, t1 - t0, t1 - t_start, r->step - first + 1, (size_t)r->batch.B * r->batch.T);
     if (r->cfg.save_every > 0 && (r->step + 1) % r->cfg.save_every == 0 && r->step + 1 < r->total_steps)
       align_save_checkpoint(r, r->step + 1);
   }

@@ -9,8 +9,6 @@
 #include "check.h"
 #include "peft.h"
 
-_Static_assert(CHECKPOINT_LORA_TARGETS == LORA_NUM_TARGETS, "checkpoint stores one count per target");
-
 static volatile sig_atomic_t stop_flag = 0;
 
 static void on_stop_signal(int sig) {
@@ -64,7 +62,7 @@ void align_save_checkpoint(AlignRun *r, int64_t steps_done) {
     st.num_active = count;
     st.active_layers = active;
     st.config_yaml = run_config_to_yaml(&r->cfg);
-    st.method = (char *)run_method_name(r->cfg.method);
+    st.method = (char *)method_name(r->cfg.method);
     st.lora_r = ls->cfg.r;
     st.lora_alpha = ls->cfg.alpha;
     st.lora_target_mask = ls->cfg.target_mask;

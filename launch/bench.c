@@ -12,20 +12,9 @@
 #include "check.h"
 #include "model.h"
 #include "optim.h"
-#include "rng.h"
 #include "trainer.h"
 #include "bench.h"
 #include "subcommands.h"
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-double bench_median(double *values, int n) {
-  qsort(values, (size_t)n, sizeof(double), cmp_double);
-  return values[n / 2];
-}
 
 static void bench_usage(FILE *out) {
   fprintf(out,
@@ -49,20 +38,6 @@ static void bench_usage(FILE *out) {
           "  --tvaccine-layers S  layers T-Vaccine activates in --methods (default 2)\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
           "                    must print one JSON line with \"step_s\", and report the ratio\n");
-}
-
-const BenchConfig bench_configs[] = {
-    {"M", 8192, 512, 8, 8, 8, 1376, 256, 4, 8},
-    {"S", 1024, 128, 2, 4, 2, 344, 64, 2, 8},
-};
-const int bench_config_count = (int)(sizeof bench_configs / sizeof bench_configs[0]);
-
-int64_t bench_random_batch(const BenchConfig *bc, int32_t *tokens, int32_t *targets) {
-  size_t n = (size_t)bc->B * bc->T;
-  Rng rng = rng_make(7, rng_stream_id(RNG_TAG_DATA, 0, 0, 0));
-  for (size_t i = 0; i < n; i++) tokens[i] = (int32_t)(rng_next_u64(&rng) % (uint64_t)bc->V);
-  for (size_t i = 0; i < n; i++) targets[i] = (i + 1) % bc->T ? tokens[i + 1] : -1;
-  return (int64_t)(n - (size_t)bc->B);
 }
 
 /* Useful floating-point work of one step: base GEMMs forward and input-gradient backward
@@ -196,7 +171,7 @@ int cmd_bench(int argc, char **argv) {
   double loss = 0;
   for (int i = 0; i < warmup + steps; i++) {
     double t0 = now_s();
-    TrainBatch batch = {tokens, targets, bc->B, bc->T, counted};
+    Batch batch = {.tokens = tokens, .targets = targets, .B = bc->B, .T = bc->T, .n_targets = (size_t)counted};
     StepReport r;
     trainer_step(tr, i, &batch, NULL, &r);
     loss = r.loss;

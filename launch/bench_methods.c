@@ -27,8 +27,9 @@ static MethodResult run_method(Comm *comm, Backend *be, const BenchConfig *bc, M
   lora_set_init(be, stage_lora(s), 7);
   size_t n = (size_t)bc->B * bc->T;
   int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
-  TrainBatch batch = {tokens, targets, bc->B, bc->T, bench_random_batch(bc, tokens, targets)};
-  TrainBatch probe = {tokens, targets, 1, bc->T, bc->T - 1};
+  Batch batch = {.tokens = tokens, .targets = targets, .B = bc->B, .T = bc->T};
+  batch.n_targets = (size_t)bench_random_batch(bc, tokens, targets);
+  Batch probe = {.tokens = tokens, .targets = targets, .B = 1, .T = bc->T, .n_targets = (size_t)bc->T - 1};
   TrainerConfig tc = {0};
   tc.method = m;
   tc.rho = 3.0;

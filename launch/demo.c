@@ -88,9 +88,8 @@ int cmd_demo(int argc, char **argv) {
   double t0 = now_s(), first_loss = 0, last_loss = 0;
   for (int64_t t = 0; t < steps; t++) {
     make_batch(tokens, targets, B, T, V, seed, t);
-    int64_t counted = 0;
-    for (int i = 0; i < B * T; i++) counted += targets[i] >= 0;
-    TrainBatch batch = {tokens, targets, B, T, counted};
+    Batch batch = {.tokens = tokens, .targets = targets, .B = B, .T = T};
+    for (int i = 0; i < B * T; i++) batch.n_targets += targets[i] >= 0;
     StepReport r;
     trainer_step(tr, t, &batch, NULL, &r);
     if (t == 0) first_loss = r.loss;

@@ -47,34 +47,6 @@ typedef struct {
   double lr;
 } SynthArgs;
 
-static void write_align_config(const char *dir, const LlamaConfig *cfg) {
-  char path[4096], text[4096];
-  snprintf(path, sizeof path, "%s/align.yaml", dir);
-  int S = cfg->num_layers / 2 > 0 ? cfg->num_layers / 2 : 1;
-  snprintf(text, sizeof text,
-           "# T-Vaccine alignment of the synthetic base model (written by tvaccine synth).\n"
-           "method: tvaccine\n"
-           "model: %s/base\n"
-           "data: %s/align.json\n"
-           "out: %s/tvaccine\n"
-           "max_len: 96\n"
-           "epochs: 4\n"
-           "batch_size: 16\n"
-           "seed: 1\n"
-           "rho: 1.0            # the paper's rho 3 is large next to this model's activations\n"
-           "lora: {r: 8, alpha: 16, dropout: 0.1}\n"
-           "optim: {lr: 2.0e-3, weight_decay: 0.1, warmup_ratio: 0.1, max_grad_norm: 1.0}\n"
-           "tvaccine:\n"
-           "  S: %d               # of %d layers\n"
-           "  J: 20\n"
-           "  K: 50\n"
-           "  probe_data: %s/harmful_probe.json\n"
-           "  probe_samples: 200\n"
-           "  probe_batch: 1\n",
-           dir, dir, dir, S, cfg->num_layers, dir);
-  hf_write_text_file(path, text);
-}
-
 static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   char path[4096];
   snprintf(path, sizeof path, "%s/pretrain.jsonl", dir);
@@ -96,6 +68,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   Stage *s = stage_create(be, &cfg, &lc, 0, cfg.num_layers, a->batch, max_T);
   stage_init_random_weights(s, a->seed, 0.05f);
   stage_enable_full_training(s);
+  AdamwBlock weights = stage_weight_block(s);
 
   DataSampler sampler;
   data_sampler_init_epochs(&sampler, data.n, a->batch, a->seed, 1);
@@ -106,7 +79,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   oc.lr = (float)a->lr, oc.weight_decay = 0, oc.warmup_ratio = 0.05;
   LayerPlan *layers = tv_calloc((size_t)cfg.num_layers, sizeof(LayerPlan));
   for (int l = 0; l < cfg.num_layers; l++) layers[l].keep_activations = 1;
-  PassPlan plan = {layers, 0, 0, 1};
+  PassPlan plan = {.layers = layers, .backward_stop = 0, .pass_seed = 0, .train_base = 1};
   Batch batch = batch_alloc(a->batch, max_T);
   size_t *idx = tv_malloc((size_t)a->batch * sizeof(size_t));
   if (total == 0) printf("synth: --steps 0: the base model keeps its random weights\n");
@@ -118,12 +91,15 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
     size_t counted = dataset_fill_batch(&data, idx, count, &batch);
     plan.pass_seed = (uint64_t)t;
     stage_zero_weight_grads(s);
-    double loss = stage_forward(s, &plan, batch.tokens, NULL, batch.targets, batch.B, batch.T, 0,
-                                counted ? 1.0f / (float)counted : 0.0f, NULL);
+    MicroBatch mb = {.tokens = batch.tokens,
+                     .targets = batch.targets,
+                     .B = batch.B,
+                     .T = batch.T,
+                     .loss_scale = counted ? 1.0f / (float)counted : 0.0f};
+    double loss = stage_forward(s, &plan, &mb, NULL);
     stage_backward(s, &plan, NULL, NULL);
     double sq = stage_weight_grad_sum_squares(s);
-    stage_weights_adamw(s, (float)lr_at_step(&oc, t), oc.beta1, oc.beta2, oc.eps, 0.0f,
-                        optim_clip_scale(&oc, sq), t + 1);
+    optim_adamw_block(be, &oc, &weights, t, t + 1, optim_clip_scale(&oc, sq));
     avg = t == 0 ? loss : 0.98 * avg + 0.02 * loss;
     if ((t + 1) % per_epoch == 0 || t == 0)
       printf("synth: step %lld/%lld  loss %.4f (running %.4f)  %.0f s\n", (long long)t + 1,
@@ -144,7 +120,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
     snprintf(dst, sizeof dst, "%s/base/%s", dir, files[i]);
     hf_copy_file(src, dst);
   }
-  write_align_config(dir, &cfg);
+  synth_write_align_config(dir, cfg.num_layers);
   printf("synth: base model in %s/base (%.0f s); align it with: tvaccine align --config %s/align.yaml\n",
          dir, now_s() - t0, dir);
   free(idx);
@@ -157,7 +133,18 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
 }
 
 int cmd_synth(int argc, char **argv) {
-  SynthArgs a = {NULL, 1, 4, 64, 4, 2, 172, 6, 16, 0, -1, 3e-3};
+  SynthArgs a = {.out = NULL,
+                 .seed = 1,
+                 .layers = 4,
+                 .width = 64,
+                 .heads = 4,
+                 .kv_heads = 2,
+                 .ffn = 172,
+                 .epochs = 6,
+                 .batch = 16,
+                 .threads = 0,
+                 .steps = -1,
+                 .lr = 3e-3};
   static const struct option opts[] = {
       {"out", required_argument, 0, 'o'},     {"seed", required_argument, 0, 's'},
       {"layers", required_argument, 0, 'L'},  {"width", required_argument, 0, 'D'},

@@ -77,8 +77,8 @@ static void make_state(CheckpointState *s, uint64_t seed, int L, int64_t N, int 
       memcpy(&(*arrays[a])[i], &bits, 4);
     }
   }
-  s->lora_steps = malloc(sizeof(int64_t) * (size_t)L * CHECKPOINT_LORA_TARGETS);
-  for (int l = 0; l < L * CHECKPOINT_LORA_TARGETS; l++) s->lora_steps[l] = (int64_t)(rnd() % 1000000);
+  s->lora_steps = malloc(sizeof(int64_t) * (size_t)L * LORA_NUM_TARGETS);
+  for (int l = 0; l < L * LORA_NUM_TARGETS; l++) s->lora_steps[l] = (int64_t)(rnd() % 1000000);
 }
 
 static void expect_same(const CheckpointState *a, const CheckpointState *b, const char *what) {
@@ -100,7 +100,7 @@ static void expect_same(const CheckpointState *a, const CheckpointState *b, cons
   EXPECT(!memcmp(a->lora_params, b->lora_params, n * sizeof(float)), "%s: lora_params", what);
   EXPECT(!memcmp(a->lora_m, b->lora_m, n * sizeof(float)), "%s: lora_m", what);
   EXPECT(!memcmp(a->lora_v, b->lora_v, n * sizeof(float)), "%s: lora_v", what);
-  EXPECT(!memcmp(a->lora_steps, b->lora_steps, L * CHECKPOINT_LORA_TARGETS * sizeof(int64_t)),
+  EXPECT(!memcmp(a->lora_steps, b->lora_steps, L * LORA_NUM_TARGETS * sizeof(int64_t)),
          "%s: lora_steps", what);
 }
 

@@ -65,7 +65,7 @@ static unsigned char *read_file(const char *path, size_t *size) {
 }
 
 Golden *golden_load(const char *path) {
-  Reader r = {path, NULL, 0, 0};
+  Reader r = {.path = path, .buf = NULL, .size = 0, .pos = 0};
   unsigned char *buf = read_file(path, &r.size);
   r.buf = buf;
 

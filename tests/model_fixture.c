@@ -79,20 +79,28 @@ void fixture_free(Fixture *f) {
   free(f->layer_plans);
 }
 
+/* The fixture's batch as one micro-batch, entering at x_in (the fixture's own when NULL). */
+static MicroBatch fixture_micro_batch(const Fixture *f, const float *x_in) {
+  return (MicroBatch){.tokens = f->tokens,
+                      .x_in = x_in ? x_in : f->x_in,
+                      .targets = f->targets,
+                      .B = f->B,
+                      .T = f->T,
+                      .loss_scale = f->loss_scale};
+}
+
 double fixture_pass(Fixture *f, const float *x_in, const float *dy, float **dx_out) {
-  if (!x_in) x_in = f->x_in;
-  double loss = stage_forward(f->stage, &f->plan, f->tokens, x_in, f->targets, f->B, f->T, 0,
-                              f->loss_scale, NULL);
+  MicroBatch mb = fixture_micro_batch(f, x_in);
+  double loss = stage_forward(f->stage, &f->plan, &mb, NULL);
   stage_backward(f->stage, &f->plan, dy, dx_out);
   return loss;
 }
 
 double fixture_forward_only(Fixture *f, const float *x_in) {
-  if (!x_in) x_in = f->x_in;
   int saved = f->plan.backward_stop;
   f->plan.backward_stop = 1 << 30;
-  double loss = stage_forward(f->stage, &f->plan, f->tokens, x_in, f->targets, f->B, f->T, 0,
-                              f->loss_scale, NULL);
+  MicroBatch mb = fixture_micro_batch(f, x_in);
+  double loss = stage_forward(f->stage, &f->plan, &mb, NULL);
   f->plan.backward_stop = saved;
   return loss;
 }

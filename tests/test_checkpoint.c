@@ -35,7 +35,7 @@ typedef struct {
 static void run_save(const SaveJob *job) {
   if (job->as_nobody && geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(77);
   if (job->fsize_limit) {
-    struct rlimit rl = {job->fsize_limit, job->fsize_limit};
+    struct rlimit rl = {.rlim_cur = job->fsize_limit, .rlim_max = job->fsize_limit};
     setrlimit(RLIMIT_FSIZE, &rl);
     signal(SIGXFSZ, job->die_on_limit ? SIG_DFL : SIG_IGN);
   }
@@ -43,7 +43,7 @@ static void run_save(const SaveJob *job) {
 }
 
 static Child in_child(void (*fn)(const void *), const void *arg) {
-  Child c = {0, {0}};
+  Child c = {.status = 0, .err = {0}};
   int p[2];
   if (pipe(p) != 0) return c;
   fflush(stdout);
@@ -66,7 +66,7 @@ static Child in_child(void (*fn)(const void *), const void *arg) {
 
 static void save_fn(const void *arg) { run_save(arg); }
 static Child save_in_child(const char *path, const CheckpointState *s, rlim_t limit, int die) {
-  SaveJob job = {path, s, limit, die, 0};
+  SaveJob job = {.path = path, .s = s, .fsize_limit = limit, .die_on_limit = die, .as_nobody = 0};
   return in_child(save_fn, &job);
 }
 
@@ -137,7 +137,7 @@ static int resume_then_fail_main(const char *path) {
     fprintf(stderr, "%s\n", err);
     return 4;
   }
-  struct rlimit rl = {4096, 4096};
+  struct rlimit rl = {.rlim_cur = 4096, .rlim_max = 4096};
   setrlimit(RLIMIT_FSIZE, &rl);
   signal(SIGXFSZ, SIG_IGN);
   s.step = s.total_steps;
@@ -205,7 +205,7 @@ static void test_atomicity(void) {
   char *dir = checkpoint_dir(root);
   chmod(root, 0711);
   chmod(dir, 0555);
-  SaveJob job = {p3, &next, 0, 0, 1};
+  SaveJob job = {.path = p3, .s = &next, .fsize_limit = 0, .die_on_limit = 0, .as_nobody = 1};
   c = in_child(save_fn, &job);
   if (WIFEXITED(c.status) && WEXITSTATUS(c.status) == 77) {
     printf("  (cannot drop root privileges here: the unwritable-folder case is skipped)\n");

@@ -85,7 +85,7 @@ static void e_params_flat(hid_t f, const CheckpointState *s) {
   put_dataset(f, "lora/params", H5T_NATIVE_FLOAT, 1, d, "F32");
 }
 static void e_steps_f64(hid_t f, const CheckpointState *s) {
-  hsize_t d[2] = {(hsize_t)s->num_layers, CHECKPOINT_LORA_TARGETS};
+  hsize_t d[2] = {(hsize_t)s->num_layers, LORA_NUM_TARGETS};
   put_dataset(f, "lora/steps", H5T_NATIVE_DOUBLE, 2, d, "I64");
 }
 static void e_config_int(hid_t f, const CheckpointState *s) {

@@ -213,7 +213,7 @@ static void test_epoch_order(void) {
     EXPECT(data_sampler_seek(&b, saved, err, sizeof err) == 0, "seek: %s", err);
     size_t nb = draw(&b, 7, eb, NULL);
     EXPECT(na == nb && memcmp(ea, eb, na * sizeof *ea) == 0, "restored cursor after %d batches differs", skip);
-    DataCursor bad = {0, 11};
+    DataCursor bad = {.epoch = 0, .position = 11};
     EXPECT(data_sampler_seek(&b, bad, err, sizeof err) == -1 && strstr(err, "11"), "seek beyond data");
     data_sampler_free(&b);
   }

@@ -36,7 +36,8 @@ static float *logits_of(Stage *s) {
   plan.backward_stop = 1 << 30;
   plan.pass_seed = 1;
   targets[1] = 4; /* at least one target so the loss is defined */
-  stage_forward(s, &plan, tokens, NULL, targets, B, T, 0, 1.0f, NULL);
+  MicroBatch mb = {.tokens = tokens, .targets = targets, .B = B, .T = T, .loss_scale = 1.0f};
+  stage_forward(s, &plan, &mb, NULL);
   size_t n = (size_t)B * T * cfg.vocab_size;
   float *h = malloc(n * sizeof(float));
   be->to_host(be, h, stage_logits(s), n * sizeof(float));

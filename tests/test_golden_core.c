@@ -127,11 +127,16 @@ static void run_file(const char *path) {
     lora_zero_grads(be, ls, NULL);
     for (int l = 0; l < L; l++) {
       be->zero(be, grad_a[l], N * D * sizeof(float));
-      lp[l] = (LayerPlan){grad_a[l], NULL, keep, LORA_ALL_TARGETS};
+      lp[l] = (LayerPlan){.record_grad_a = grad_a[l],
+                          .perturb = NULL,
+                          .keep_activations = keep,
+                          .train_targets = LORA_ALL_TARGETS};
     }
 
     float *x_out = NULL;
-    double loss = stage_forward(s, &plan, ids->i32, NULL, targets, B, T, 0, loss_scale, &x_out);
+    MicroBatch mb = {
+        .tokens = ids->i32, .targets = targets, .B = B, .T = T, .loss_scale = loss_scale};
+    double loss = stage_forward(s, &plan, &mb, &x_out);
     double ref = ref_loss->f32[0];
     double lerr = fabs(loss - ref) / fabs(ref);
     snprintf(name, sizeof name, "%s loss (%s)", file, pass);

@@ -65,7 +65,11 @@ static void run_file(Comm *comm, const char *path) {
   memcpy(before, ls->params, total * sizeof(float));
 
   Trainer *tr = trainer_create(comm, s, &tc, gm.B);
-  TrainBatch batch = {gm.tokens, gm.targets, gm.B, gm.T, gm.n_targets};
+  Batch batch = batch_alloc(gm.B, gm.T); /* the golden tokens are read-only file memory */
+  size_t cells = (size_t)gm.B * gm.T;
+  memcpy(batch.tokens, gm.tokens, cells * sizeof(int32_t));
+  memcpy(batch.targets, gm.targets, cells * sizeof(int32_t));
+  batch.B = gm.B, batch.T = gm.T, batch.n_targets = (size_t)gm.n_targets;
   StepReport rep;
   trainer_step(tr, t, &batch, NULL, &rep);
 
@@ -116,6 +120,7 @@ static void run_file(Comm *comm, const char *path) {
   trainer_destroy(tr);
   free(before);
   free(fixed);
+  batch_free(&batch);
   free(gm.targets);
   stage_destroy(s);
   backend_destroy(be);

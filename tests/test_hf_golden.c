@@ -1,6 +1,6 @@
 /* Hugging Face interoperability: model folders and a PEFT adapter written by the real
- * transformers / peft libraries (tests/ref/hf_models.py) must load through io/hf_model.h and
- * io/peft.h and give the logits transformers computed from the same files.
+ * transformers / peft libraries (tests/ref/hf_models.py) must load through io/hf/hf_model.h and
+ * io/hf/peft.h and give the logits transformers computed from the same files.
  *
  * Usage: test_hf_golden DATADIR MODEL [ADAPTER]
  *   DATADIR/MODEL/        the folder (config.json, safetensors, maybe index + shards)
@@ -63,8 +63,9 @@ static void forward(Stage *s, const GoldenTensor *ids) {
   LayerPlan *lp = tv_calloc((size_t)L, sizeof *lp); /* nothing recorded, perturbed, trained */
   PassPlan plan = {.layers = lp, .backward_stop = INT_MAX, .pass_seed = 0};
   float *x_out = NULL;
-  stage_forward(s, &plan, ids->i32, NULL, NULL, (int)ids->dims[0], (int)ids->dims[1], 0, 1.0f,
-                &x_out);
+  MicroBatch mb = {
+      .tokens = ids->i32, .B = (int)ids->dims[0], .T = (int)ids->dims[1], .loss_scale = 1.0f};
+  stage_forward(s, &plan, &mb, &x_out);
   free(lp);
 }
 

@@ -169,20 +169,21 @@ static void check_base_grads(Fixture *f, const char *label) {
   size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
   WeightBlock blocks[64];
   int nb = 0;
-  blocks[nb++] = (WeightBlock){"embed", w->embed, V * D};
-  if (w->lm_head != w->embed) blocks[nb++] = (WeightBlock){"lm_head", w->lm_head, V * D};
-  blocks[nb++] = (WeightBlock){"final_norm", w->final_norm, D};
+  blocks[nb++] = (WeightBlock){.name = "embed", .p = w->embed, .n = V * D};
+  if (w->lm_head != w->embed)
+    blocks[nb++] = (WeightBlock){.name = "lm_head", .p = w->lm_head, .n = V * D};
+  blocks[nb++] = (WeightBlock){.name = "final_norm", .p = w->final_norm, .n = D};
   for (int l = 0; l < c->num_layers && nb < 60; l++) {
     LayerWeights *lw = &w->layers[l];
-    blocks[nb++] = (WeightBlock){"attn_norm", lw->attn_norm, D};
-    blocks[nb++] = (WeightBlock){"wq", lw->wq, HD * D};
-    blocks[nb++] = (WeightBlock){"wk", lw->wk, KD * D};
-    blocks[nb++] = (WeightBlock){"wv", lw->wv, KD * D};
-    blocks[nb++] = (WeightBlock){"wo", lw->wo, D * HD};
-    blocks[nb++] = (WeightBlock){"mlp_norm", lw->mlp_norm, D};
-    blocks[nb++] = (WeightBlock){"w_gate", lw->w_gate, F * D};
-    blocks[nb++] = (WeightBlock){"w_up", lw->w_up, F * D};
-    blocks[nb++] = (WeightBlock){"w_down", lw->w_down, D * F};
+    blocks[nb++] = (WeightBlock){.name = "attn_norm", .p = lw->attn_norm, .n = D};
+    blocks[nb++] = (WeightBlock){.name = "wq", .p = lw->wq, .n = HD * D};
+    blocks[nb++] = (WeightBlock){.name = "wk", .p = lw->wk, .n = KD * D};
+    blocks[nb++] = (WeightBlock){.name = "wv", .p = lw->wv, .n = KD * D};
+    blocks[nb++] = (WeightBlock){.name = "wo", .p = lw->wo, .n = D * HD};
+    blocks[nb++] = (WeightBlock){.name = "mlp_norm", .p = lw->mlp_norm, .n = D};
+    blocks[nb++] = (WeightBlock){.name = "w_gate", .p = lw->w_gate, .n = F * D};
+    blocks[nb++] = (WeightBlock){.name = "w_up", .p = lw->w_up, .n = F * D};
+    blocks[nb++] = (WeightBlock){.name = "w_down", .p = lw->w_down, .n = D * F};
   }
   double worst = 0;
   for (int b = 0; b < nb; b++) {

@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "ops_check.h"
+#include "optim.h"
 #include "test_util.h"
 
 /* ---------------------------------------------------------------- gemm */
@@ -98,7 +99,8 @@ static void test_gemm(Backend *be) {
   const int M = 6, N = 5, K = 4;
   float *A = hnew(M * K), *B = hnew(K * N), *W = hnew(M * N);
   fill(A, M * K, -1, 1), fill(B, K * N, -1, 1), fill(W, M * N, -1, 1);
-  MatCtx c = {M, N, K, to_double(A, M * K), to_double(B, K * N), to_double(W, M * N)};
+  MatCtx c = {.M = M, .N = N, .K = K, .A = to_double(A, M * K), .B = to_double(B, K * N),
+              .W = to_double(W, M * N)};
   double *gA = dnew(M * K), *gB = dnew(K * N);
   fd_grad(mat_obj, &c, c.A, M * K, gA);
   fd_grad(mat_obj, &c, c.B, K * N, gB);
@@ -118,13 +120,20 @@ static void test_gemm(Backend *be) {
 
 /* ---------------------------------------------------------------- AdamW */
 
-/* One step of SPEC section 4 in double, using the float parameters the kernel gets:
- * g' = g * grad_scale; p -= lr wd p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
- * p -= lr (m / bc1) / (sqrt(v / bc2) + eps), bc1 = 1 - b1^k, bc2 = 1 - b2^k. */
+/* One step of SPEC section 4 in double with the betas as the user wrote them (0.9, 0.999,
+ * not their float roundings): g' = g * grad_scale; p -= lr wd p; m = b1 m + (1-b1) g';
+ * v = b2 v + (1-b2) g'^2; p -= lr (m / bc1) / (sqrt(v / bc2) + eps), bc = 1 - b^k. The
+ * kernel gets its scalars from optim_adamw_scalars, the one place that forms them. */
 static void adamw_case(Backend *be, int k, float lr, float wd, float grad_scale) {
   const size_t n = 67;
-  const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-  float bc1 = (float)(1.0 - pow((double)b1, k)), bc2 = (float)(1.0 - pow((double)b2, k));
+  const double b1 = 0.9, b2 = 0.999;
+  const float eps = 1e-8f;
+  double bc1 = 1.0 - pow(b1, k), bc2 = 1.0 - pow(b2, k);
+  /* One step without warmup: the schedule gives lr itself at t = 0. */
+  OptimConfig oc = optim_config_default(1);
+  oc.lr = lr, oc.weight_decay = wd, oc.warmup_ratio = 0, oc.beta1 = b1, oc.beta2 = b2;
+  oc.eps = eps;
+  AdamwScalars scalars = optim_adamw_scalars(&oc, 0, k, grad_scale);
   float *p = hnew(n), *g = hnew(n), *m = hnew(n), *v = hnew(n);
   fill(p, n, -1, 1);
   fill(g, n, -0.5, 0.5);
@@ -143,22 +152,23 @@ static void adamw_case(Backend *be, int k, float lr, float wd, float grad_scale)
   for (size_t i = 0; i < n; i++) {
     double gg = (double)g[i] * grad_scale;
     double pp = p[i] - (double)lr * wd * p[i];
-    rm[i] = (double)b1 * m[i] + (1.0 - (double)b1) * gg;
-    mag_m[i] = fabs((double)b1 * m[i]) + fabs((1.0 - (double)b1) * gg);
-    rv[i] = (double)b2 * v[i] + (1.0 - (double)b2) * gg * gg;
+    rm[i] = b1 * m[i] + (1.0 - b1) * gg;
+    mag_m[i] = fabs(b1 * m[i]) + fabs((1.0 - b1) * gg);
+    rv[i] = b2 * v[i] + (1.0 - b2) * gg * gg;
     rp[i] = pp - (double)lr * (rm[i] / bc1) / (sqrt(rv[i] / bc2) + (double)eps);
     delta[i] = rp[i] - p[i];
   }
 
   float *d_p = dev_upload(be, p, n), *d_g = dev_upload(be, g, n);
   float *d_m = dev_upload(be, m, n), *d_v = dev_upload(be, v, n);
-  be->adamw(be, d_p, d_g, d_m, d_v, n, lr, b1, b2, eps, wd, grad_scale, bc1, bc2);
+  AdamwBlock block = {.params = d_p, .grads = d_g, .m = d_m, .v = d_v, .n = n};
+  be->adamw(be, &block, &scalars);
   float *gp = host_download(be, d_p, n), *gm = host_download(be, d_m, n);
   float *gv = host_download(be, d_v, n), *gg = host_download(be, d_g, n);
 
   /* m, v: a sum of two products, a few roundings of the size of the TERMS (m can cancel
    * to far below its terms): 4 FLT_EPSILON (|b1 m| + |(1-b1) g'|); v has no cancellation,
-   * so 1e-6 of itself. p: its own float rounding (2 FLT_EPSILON |p|) plus 1e-5 of the
+   * so 1e-6 of itself (1 - beta2 formed from a float beta2 is 1.3e-5 off and fails). p: its own float rounding (2 FLT_EPSILON |p|) plus 1e-5 of the
    * update (a handful of roundings in the update expression). */
   int bad_p = 0, bad_m = 0, bad_v = 0;
   for (size_t i = 0; i < n; i++) {

@@ -78,7 +78,8 @@ static void rmsnorm_case(Backend *be, int N, int D, float eps) {
   fill(W, nd, -1, 1);
   fill(dw0, D, -0.5, 0.5);
 
-  RmsCtx c = {N, D, eps, to_double(x, nd), to_double(w, D), to_double(W, nd), dnew(nd), dnew(N)};
+  RmsCtx c = {.N = N, .D = D, .eps = eps, .x = to_double(x, nd), .w = to_double(w, D),
+              .W = to_double(W, nd), .y = dnew(nd), .inv = dnew(N)};
   rms_ref(&c);
 
   float *d_x = dev_upload(be, x, nd), *d_w = dev_upload(be, w, D);
@@ -211,7 +212,8 @@ static void test_rope(Backend *be) {
   float *x = hnew(n), *W = hnew(n);
   fill(x, n, -1, 1);
   fill(W, n, -1, 1);
-  RopeCtx c = {B, T, nh, Dh, cs, sn, to_double(x, n), to_double(W, n), dnew(n)};
+  RopeCtx c = {.B = B, .T = T, .nh = nh, .Dh = Dh, .cos_t = cs, .sin_t = sn,
+               .x = to_double(x, n), .W = to_double(W, n), .y = dnew(n)};
   rope_ref(&c);
   float *d_x = dev_upload(be, x, n);
   be->rope_forward(be, d_x, d_cs, d_sn, B, T, nh, Dh);
@@ -309,13 +311,15 @@ static void attention_case(Backend *be, int B, int T, int H, int Hkv, int Dh) {
   fill(k, nk, -1.5, 1.5);
   fill(v, nk, -1, 1);
   fill(W, nq, -1, 1);
-  AttnCtx c = {B, T, H, Hkv, Dh, to_double(q, nq), to_double(k, nk), to_double(v, nk),
-               to_double(W, nq), dnew(nq), dnew(nl)};
+  AttnCtx c = {.B = B, .T = T, .H = H, .Hkv = Hkv, .Dh = Dh, .q = to_double(q, nq),
+               .k = to_double(k, nk), .v = to_double(v, nk), .W = to_double(W, nq),
+               .out = dnew(nq), .lse = dnew(nl)};
   attn_ref(&c);
 
   float *d_q = dev_upload(be, q, nq), *d_k = dev_upload(be, k, nk), *d_v = dev_upload(be, v, nk);
   float *d_out = dev_filled(be, nq, GARBAGE), *d_lse = dev_filled(be, nl, GARBAGE);
-  be->attention_forward(be, d_out, d_lse, d_q, d_k, d_v, B, T, H, Hkv, Dh);
+  AttnShape shape = {.B = B, .T = T, .H = H, .Hkv = Hkv, .Dh = Dh};
+  be->attention_forward(be, &shape, d_q, d_k, d_v, d_out, d_lse);
   float *out = host_download(be, d_out, nq), *lse = host_download(be, d_lse, nl);
   EXPECT_REL(rel_err(out, c.out, nq, 1e-30), FWD_RTOL, "attention_forward out H=%d Hkv=%d", H,
              Hkv);
@@ -325,8 +329,8 @@ static void attention_case(Backend *be, int B, int T, int H, int Hkv, int Dh) {
   float *d_dout = dev_upload(be, W, nq);
   float *d_dq = dev_filled(be, nq, GARBAGE), *d_dk = dev_filled(be, nk, GARBAGE);
   float *d_dv = dev_filled(be, nk, GARBAGE);
-  be->attention_backward(be, d_dq, d_dk, d_dv, d_dout, d_out, d_lse, d_q, d_k, d_v, B, T, H, Hkv,
-                         Dh);
+  AttnRecord fwd = {.q = d_q, .k = d_k, .v = d_v, .out = d_out, .lse = d_lse};
+  be->attention_backward(be, &shape, &fwd, d_dout, d_dq, d_dk, d_dv);
   float *dq = host_download(be, d_dq, nq), *dk = host_download(be, d_dk, nk);
   float *dv = host_download(be, d_dv, nk);
   double *gq = dnew(nq), *gk = dnew(nk), *gv = dnew(nk);
@@ -374,7 +378,7 @@ static void test_swiglu(Backend *be) {
   fill(gate, n, -6, 6);
   fill(up, n, -2, 2);
   fill(W, n, -1, 1);
-  SwiCtx c = {n, to_double(gate, n), to_double(up, n), to_double(W, n)};
+  SwiCtx c = {.n = n, .gate = to_double(gate, n), .up = to_double(up, n), .W = to_double(W, n)};
   double *ref = dnew(n);
   for (size_t i = 0; i < n; i++) ref[i] = silu(c.gate[i]) * c.up[i];
 
@@ -437,7 +441,7 @@ static void cross_entropy_case(Backend *be, int N, int V, const int32_t *tgt, fl
    * the max shift returns inf/nan there. */
   if (N > 3)
     for (int j = 0; j < V; j++) z[3 * V + j] += 100.0f;
-  CeCtx c = {N, V, scale, tgt, to_double(z, nv)};
+  CeCtx c = {.N = N, .V = V, .scale = scale, .tgt = tgt, .logits = to_double(z, nv)};
   double want = ce_sum(&c);
   double *g = dnew(nv);
   fd_grad(ce_obj, &c, c.logits, nv, g);
@@ -613,7 +617,8 @@ static void test_dropout(Backend *be) {
     const float p = 0.3f;
     float *xs = hnew(n2 * c2), *W = hnew(n2 * c2);
     fill(xs, n2 * c2, -1, 1), fill(W, n2 * c2, -1, 1);
-    DropCtx c = {n2, c2, p, seed, stream, off, to_double(xs, n2 * c2), to_double(W, n2 * c2)};
+    DropCtx c = {.N = n2, .C = c2, .p = p, .seed = seed, .stream = stream, .row_offset = off,
+                 .x = to_double(xs, n2 * c2), .W = to_double(W, n2 * c2)};
     double *g = dnew(n2 * c2);
     fd_grad(drop_obj, &c, c.x, n2 * c2, g);
     float *dx = run_dropout(be, W, n2, c2, p, seed, stream, off);

@@ -37,7 +37,8 @@ static void test_step_and_clip(void) {
   Backend *be = backend_cpu_create(0);
   LoraConfig lc = lora_config_default();
   lc.r = 2;
-  LoraSet *s = lora_set_create(be, &lc, 3, 6, 8, 12, 2, 1, 4); /* layers 3, 4, 5 */
+  LlamaConfig model = llama_config_default(16, 8, 12, 6, 2, 1); /* head_dim 4 */
+  LoraSet *s = lora_set_create(be, &lc, &model, 3, 6); /* layers 3, 4, 5 */
   lora_set_init(be, s, 1);
   size_t per = s->layer_numel, n = 3 * per;
   for (size_t i = 0; i < n; i++) s->grads[i] = (float)((int)(i % 11) - 5) * 0.01f;
@@ -89,6 +90,46 @@ static void test_step_and_clip(void) {
   backend_destroy(be);
 }
 
+/* The moments after a first update, against float64 with the betas as written (0.9, 0.999):
+ * m = (1 - b1) g', v = (1 - b2) g'^2, g' = grad_scale g. A few float roundings make at most
+ * ~4e-7 relative; 1 - beta2 formed from the float 0.999f is 1.3e-5 too small. The LoRA
+ * path (optim_step) and the full-parameter path (optim_adamw_block) are both measured. */
+static void test_first_moments_float64(void) {
+  Backend *be = backend_cpu_create(1);
+  LoraConfig lc = lora_config_default();
+  lc.r = 2;
+  LlamaConfig model = llama_config_default(16, 8, 12, 1, 2, 1);
+  LoraSet *s = lora_set_create(be, &lc, &model, 0, 1);
+  lora_set_init(be, s, 3);
+  size_t n = s->layer_numel;
+  for (size_t i = 0; i < n; i++) s->grads[i] = (float)(0.37 * sin(1.0 + (double)i));
+  OptimConfig oc = optim_config_default(10);
+  const float scale = 0.75f;
+  optim_step(be, &oc, s, NULL, 0, scale);
+
+  float *p = tv_calloc(n, sizeof(float)), *m = tv_calloc(n, sizeof(float));
+  float *v = tv_calloc(n, sizeof(float));
+  AdamwBlock block = {.params = p, .grads = s->grads, .m = m, .v = v, .n = n};
+  optim_adamw_block(be, &oc, &block, 0, 1, scale);
+
+  double worst_m = 0, worst_v = 0;
+  for (size_t i = 0; i < n; i++) {
+    double g = (double)s->grads[i] * scale, want_m = (1.0 - 0.9) * g, want_v = (1.0 - 0.999) * g * g;
+    if (want_v < 1e-30) continue;
+    for (int path = 0; path < 2; path++) {
+      double got_m = path ? m[i] : s->m[i], got_v = path ? v[i] : s->v[i];
+      double em = fabs(got_m - want_m) / fabs(want_m), ev = fabs(got_v - want_v) / want_v;
+      worst_m = em > worst_m ? em : worst_m;
+      worst_v = ev > worst_v ? ev : worst_v;
+    }
+  }
+  EXPECT(worst_m <= 1e-6, "first moment %.3g relative off a float64 reference", worst_m);
+  EXPECT(worst_v <= 1e-6, "second moment %.3g relative off a float64 reference", worst_v);
+  free(p), free(m), free(v);
+  lora_set_destroy(be, s);
+  backend_destroy(be);
+}
+
 static void test_validation(void) {
   char buf[256];
   OptimConfig c = optim_config_default(10);
@@ -100,12 +141,28 @@ static void test_validation(void) {
   c.beta2 = 1;
   EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "adam_beta2"), "beta2: %s", buf);
   c = optim_config_default(10);
+  c.max_grad_norm = -1;
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "max_grad_norm must be >= 0"),
+         "negative clip norm: %s", buf);
+  c = optim_config_default(10);
+  c.warmup_ratio = 1.5;
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "warmup_ratio must be in [0, 1]"),
+         "warmup ratio 1.5: %s", buf);
+  c = optim_config_default(10);
+  c.eps = 0;
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) && strstr(buf, "adam_epsilon must be > 0"),
+         "zero epsilon: %s", buf);
+  c = optim_config_default(10);
+  c.beta1 = 0.999999; /* just below the open upper end */
+  EXPECT(optim_config_validate(&c, buf, sizeof buf) == NULL, "beta1 0.999999 rejected: %s", buf);
+  c = optim_config_default(10);
   EXPECT(optim_config_validate(&c, buf, sizeof buf) == NULL, "defaults are valid");
 }
 
 int main(void) {
   test_schedule();
   test_step_and_clip();
+  test_first_moments_float64();
   test_validation();
   return tv_test_report("test_optim");
 }

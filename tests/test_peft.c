@@ -137,8 +137,7 @@ static float convert(float x, StDtype dt) {
 }
 
 static LoraSet *random_set(const LoraConfig *lc, int l0, int l1, uint64_t seed) {
-  LoraSet *s = lora_set_create(be, lc, l0, l1, model.hidden_size, model.intermediate_size,
-                               model.num_heads, model.num_kv_heads, model.head_dim);
+  LoraSet *s = lora_set_create(be, lc, &model, l0, l1);
   size_t n = (size_t)(l1 - l0) * s->layer_numel;
   float *h = malloc(n * sizeof(float));
   Rng r = rng_make(seed, 3);
@@ -171,9 +170,7 @@ static void test_round_trip(StDtype dt) {
   /* whole set, then a middle stage's layers */
   int ranges[2][2] = {{0, 3}, {1, 2}};
   for (int k = 0; k < 2; k++) {
-    LoraSet *s = lora_set_create(be, &lc, ranges[k][0], ranges[k][1], model.hidden_size,
-                                 model.intermediate_size, model.num_heads, model.num_kv_heads,
-                                 model.head_dim);
+    LoraSet *s = lora_set_create(be, &lc, &model, ranges[k][0], ranges[k][1]);
     peft_load(dir, &model, be, s);
     float *got = host_params(s);
     size_t n = (size_t)(s->l1 - s->l0) * s->layer_numel, off = (size_t)s->l0 * s->layer_numel, bad = 0;
@@ -243,9 +240,7 @@ static const char *g_dir;
 static LoraConfig g_lc;
 static void load_into(void *arg) {
   (void)arg;
-  LoraSet *s = lora_set_create(be, &g_lc, 0, model.num_layers, model.hidden_size,
-                               model.intermediate_size, model.num_heads, model.num_kv_heads,
-                               model.head_dim);
+  LoraSet *s = lora_set_create(be, &g_lc, &model, 0, model.num_layers);
   peft_load(g_dir, &model, be, s);
   lora_set_destroy(be, s);
 }

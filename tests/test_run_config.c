@@ -74,7 +74,7 @@ static void set_ok(RunConfig *c, const char *assignment) {
 static void test_defaults(void) {
   RunConfig c;
   run_config_defaults(&c);
-  EXPECT(c.method == RUN_METHOD_TVACCINE && c.data_format == RUN_DATA_AUTO, "method/format");
+  EXPECT(c.method == METHOD_TVACCINE && c.data_format == DATASET_FORMAT_AUTO, "method/format");
   EXPECT(!strcmp(c.model, "") && !strcmp(c.data, "") && !strcmp(c.out, "") && !strcmp(c.resume, ""),
          "strings empty");
   EXPECT(c.max_len == 200 && c.epochs == 20 && c.max_steps == 0 && c.batch_size == 10, "sizes");
@@ -86,12 +86,12 @@ static void test_defaults(void) {
       c.lora.r == 8 && c.lora.alpha == 1.0f && c.lora.dropout == 0.1f && c.lora.target_mask == 0x7f,
       "lora");
   EXPECT(c.optim.lr == 1e-3f && c.optim.weight_decay == 0.1f && c.optim.warmup_ratio == 0.1 &&
-             c.optim.max_grad_norm == 1.0f && c.optim.beta1 == 0.9f && c.optim.beta2 == 0.999f &&
+             c.optim.max_grad_norm == 1.0f && c.optim.beta1 == 0.9 && c.optim.beta2 == 0.999 &&
              c.optim.eps == 1e-8f,
          "optim");
   EXPECT(c.tvaccine.S == 8 && c.tvaccine.J == 20 && c.tvaccine.K == 200 &&
              c.tvaccine.probe_samples == 200 && c.tvaccine.probe_batch == 1 &&
-             c.tvaccine.freeze_scope == RUN_FREEZE_LAYER && c.tvaccine.n_layers == 0 &&
+             c.tvaccine.freeze_scope == FREEZE_LAYER && c.tvaccine.n_layers == 0 &&
              !strcmp(c.tvaccine.probe_data, ""),
          "tvaccine");
   /* Defaults lack only the required paths. */
@@ -109,9 +109,9 @@ static void test_defaults(void) {
   EXPECT(!strcmp(run_config_tokenizer(&c), "/m"), "tokenizer falls back to the model");
   EXPECT(run_config_total_steps(&c, 95) == 20 * 10, "20 epochs of ceil(95 / 10)");
   EXPECT(run_config_micro_batch(&c) == 10, "micro_batch 0 = batch");
-  EXPECT(!strcmp(run_method_name(RUN_METHOD_VACCINE), "vaccine") &&
-             !strcmp(run_data_format_name(RUN_DATA_REFUSAL), "refusal") &&
-             !strcmp(run_freeze_scope_name(RUN_FREEZE_ATTENTION), "attention"),
+  EXPECT(!strcmp(method_name(METHOD_VACCINE), "vaccine") &&
+             !strcmp(dataset_format_name(DATASET_FORMAT_REFUSAL), "refusal") &&
+             !strcmp(freeze_scope_name(FREEZE_ATTENTION), "attention"),
          "names");
   run_config_free(&c);
 }
@@ -133,9 +133,9 @@ static void test_full_file(void) {
   run_config_defaults(&c);
   const char *e = load_str(&c, FULL);
   EXPECT(e == NULL, "full file: %s", e ? e : "");
-  EXPECT(c.method == RUN_METHOD_VACCINE && !strcmp(c.model, "/models/llama") &&
+  EXPECT(c.method == METHOD_VACCINE && !strcmp(c.model, "/models/llama") &&
              !strcmp(c.tokenizer, "/models/tok") && !strcmp(c.data, "data/align.json") &&
-             c.data_format == RUN_DATA_ALPACA,
+             c.data_format == DATASET_FORMAT_ALPACA,
          "top strings/enums");
   EXPECT(c.max_len == 128 && c.epochs == 3 && c.max_steps == 77 && c.batch_size == 8 &&
              c.micro_batch == 2,
@@ -150,12 +150,12 @@ static void test_full_file(void) {
              c.lora.target_mask == ((1u << LORA_Q) | (1u << LORA_V)),
          "lora mask %x", c.lora.target_mask);
   EXPECT(c.optim.lr == 3e-4f && c.optim.weight_decay == 0 && c.optim.warmup_ratio == 0.03 &&
-             c.optim.max_grad_norm == 0 && c.optim.beta1 == 0.8f && c.optim.beta2 == 0.95f &&
+             c.optim.max_grad_norm == 0 && c.optim.beta1 == 0.8 && c.optim.beta2 == 0.95 &&
              c.optim.eps == 1e-6f,
          "optim");
   EXPECT(c.tvaccine.S == 2 && c.tvaccine.J == 5 && c.tvaccine.K == 1 &&
              !strcmp(c.tvaccine.probe_data, "h.jsonl") && c.tvaccine.probe_samples == 50 &&
-             c.tvaccine.probe_batch == 2 && c.tvaccine.freeze_scope == RUN_FREEZE_ATTENTION,
+             c.tvaccine.probe_batch == 2 && c.tvaccine.freeze_scope == FREEZE_ATTENTION,
          "tvaccine");
   EXPECT(c.tvaccine.n_layers == 3 && c.tvaccine.layers[0] == 3 && c.tvaccine.layers[1] == 0 &&
              c.tvaccine.layers[2] == 5,
@@ -280,7 +280,7 @@ static void test_set(void) {
   set_ok(&c, "tvaccine.layers=[1, 5]");
   set_ok(&c, "model=/a path/with: colon # and hash \"quoted\" \\ slash");
   set_ok(&c, "lora={r: 4, alpha: 2}");
-  EXPECT(c.tvaccine.S == 2 && c.epochs == 7 && c.method == RUN_METHOD_SFT && c.optim.lr == 1e-4f,
+  EXPECT(c.tvaccine.S == 2 && c.epochs == 7 && c.method == METHOD_SFT && c.optim.lr == 1e-4f,
          "scalars");
   EXPECT(c.lora.target_mask == ((1u << LORA_Q) | (1u << LORA_V)), "modules %x", c.lora.target_mask);
   EXPECT(c.tvaccine.n_layers == 2 && c.tvaccine.layers[0] == 1 && c.tvaccine.layers[1] == 5,
@@ -386,10 +386,10 @@ static void test_validate(void) {
       run_config_validate(&c, err, sizeof err) && strstr(err, "optim.lr: expected a finite number"),
       "%s", err);
   c.optim.lr = 1e-3f;
-  c.method = (RunMethod)7;
+  c.method = (Method)7;
   EXPECT(run_config_validate(&c, err, sizeof err) && strstr(err, "method: '7' is not one of"), "%s",
          err);
-  c.method = RUN_METHOD_SFT;
+  c.method = METHOD_SFT;
   c.max_steps = -1;
   EXPECT(run_config_validate(&c, err, sizeof err) && strstr(err, "max_steps: -1 is out of range"),
          "%s", err);
@@ -415,7 +415,7 @@ static void test_validate(void) {
 
 static void test_shipped_configs(const char *dir) {
   const char *names[] = {"llama2-7b-tvaccine.yaml", "vaccine-baseline.yaml", "sft-baseline.yaml"};
-  const RunMethod methods[] = {RUN_METHOD_TVACCINE, RUN_METHOD_VACCINE, RUN_METHOD_SFT};
+  const Method methods[] = {METHOD_TVACCINE, METHOD_VACCINE, METHOD_SFT};
   for (int i = 0; i < 3; i++) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, names[i]);
@@ -432,11 +432,11 @@ static void test_shipped_configs(const char *dir) {
                c.lora.alpha == 1.0f && c.lora.dropout == 0.1f && c.lora.target_mask == 0x7f,
            "%s settings", names[i]);
     EXPECT(strstr(c.model, "/path/to/") != NULL, "%s model is a marked placeholder", names[i]);
-    if (c.method != RUN_METHOD_SFT) EXPECT(c.rho == 3.0, "%s rho", names[i]);
-    if (c.method == RUN_METHOD_TVACCINE)
+    if (c.method != METHOD_SFT) EXPECT(c.rho == 3.0, "%s rho", names[i]);
+    if (c.method == METHOD_TVACCINE)
       EXPECT(c.tvaccine.S == 8 && c.tvaccine.J == 20 && c.tvaccine.K == 200 &&
                  c.tvaccine.probe_samples == 200 && c.tvaccine.probe_batch == 1 &&
-                 c.tvaccine.freeze_scope == RUN_FREEZE_LAYER && c.tvaccine.n_layers == 0,
+                 c.tvaccine.freeze_scope == FREEZE_LAYER && c.tvaccine.n_layers == 0,
              "%s tvaccine settings", names[i]);
     run_config_free(&c);
   }

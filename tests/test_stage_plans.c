@@ -111,7 +111,9 @@ static void test_perturb_equals_by_hand(void) {
   size_t n = fixture_lora_numel(&f), per = layer_numel(&f);
 
   fixture_zero_grads(&f);
-  stage_forward(f.stage, &f.plan, f.tokens, NULL, f.targets, f.B, f.T, 0, f.loss_scale, NULL);
+  MicroBatch mb = {
+      .tokens = f.tokens, .targets = f.targets, .B = f.B, .T = f.T, .loss_scale = f.loss_scale};
+  stage_forward(f.stage, &f.plan, &mb, NULL);
   float *att = tv_malloc(N * HD * sizeof(float));
   memcpy(att, f.stage->acts[l].att, N * HD * sizeof(float));
   stage_backward(f.stage, &f.plan, NULL, NULL);
@@ -222,8 +224,13 @@ static void test_microbatch_split(void) {
   double loss_two = 0;
   for (int half = 0; half < 2; half++) {
     size_t off = (size_t)half * 2 * f.T;
-    loss_two += stage_forward(f.stage, &f.plan, f.tokens + off, NULL, f.targets + off, 2, f.T,
-                              half * 2 * f.T, f.loss_scale, NULL);
+    MicroBatch mb = {.tokens = f.tokens + off,
+                     .targets = f.targets + off,
+                     .B = 2,
+                     .T = f.T,
+                     .row_offset = half * 2 * f.T,
+                     .loss_scale = f.loss_scale};
+    loss_two += stage_forward(f.stage, &f.plan, &mb, NULL);
     stage_backward(f.stage, &f.plan, NULL, NULL);
   }
   fixture_get_lora_grads(&f, two);

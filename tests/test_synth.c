@@ -336,7 +336,7 @@ static int dies_with(const DeathCase *dc, const char *want) {
 }
 
 static void test_bad_input(const char *scratch) {
-  DeathCase dc = {0, scratch, synth_default_options()};
+  DeathCase dc = {.kind = 0, .path = scratch, .opt = synth_default_options()};
   write_text(scratch, "world.json", "{\"format\": \"tvaccine-synth-world\", \"version\": 1, ");
   EXPECT(dies_with(&dc, "not valid JSON"), "truncated world.json");
   write_text(scratch, "world.json", "{\"format\": \"other\"}");

@@ -52,7 +52,7 @@ static int split_lines(char *buf, size_t len, char ***out) {
 
 /* The escapes of tokenizer_golden.py: \\ \n \r \t \xHH. */
 static Str unescape(const char *s, size_t n) {
-  Str r = {malloc(n + 1), 0};
+  Str r = {.p = malloc(n + 1), .len = 0};
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
     if (c == '\\' && i + 1 < n) {

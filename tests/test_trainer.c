@@ -62,7 +62,7 @@ static void test_sampling_frequencies(void) {
 typedef struct {
   Fixture f;
   Trainer *tr;
-  TrainBatch batch;
+  Batch batch;
 } Run;
 
 static void run_init(Run *r, Comm *comm, Method m, int S, int K, int J, const int *fixed,
@@ -79,8 +79,8 @@ static void run_init(Run *r, Comm *comm, Method m, int S, int K, int J, const in
   tc.optim = optim_config_default(10);
   tc.seed = 5;
   r->tr = trainer_create(comm, r->f.stage, &tc, 2);
-  r->batch = (TrainBatch){r->f.tokens, r->f.targets, r->f.B, r->f.T, 0};
-  for (int i = 0; i < r->f.B * r->f.T; i++) r->batch.counted += r->f.targets[i] >= 0;
+  r->batch = (Batch){.tokens = r->f.tokens, .targets = r->f.targets, .B = r->f.B, .T = r->f.T};
+  for (int i = 0; i < r->f.B * r->f.T; i++) r->batch.n_targets += r->f.targets[i] >= 0;
 }
 
 static void run_free(Run *r) {

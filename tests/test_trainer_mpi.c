@@ -35,11 +35,11 @@ int main(int argc, char **argv) {
   tc.optim = optim_config_default(STEPS);
   tc.seed = 5;
   Trainer *tr = trainer_create(comm, f.stage, &tc, 2);
-  TrainBatch batch = {f.tokens, f.targets, f.B, f.T, 0};
-  for (int i = 0; i < f.B * f.T; i++) batch.counted += f.targets[i] >= 0;
+  Batch batch = {.tokens = f.tokens, .targets = f.targets, .B = f.B, .T = f.T};
+  for (int i = 0; i < f.B * f.T; i++) batch.n_targets += f.targets[i] >= 0;
   /* the probe batch: the first two rows */
-  TrainBatch probe = {f.tokens, f.targets, 2, f.T, 0};
-  for (int i = 0; i < 2 * f.T; i++) probe.counted += f.targets[i] >= 0;
+  Batch probe = {.tokens = f.tokens, .targets = f.targets, .B = 2, .T = f.T};
+  for (int i = 0; i < 2 * f.T; i++) probe.n_targets += f.targets[i] >= 0;
 
   double losses[2 * STEPS];
   for (int s = 0; s < STEPS; s++) {

@@ -3,20 +3,22 @@
 
 #include "cpu_ops.h"
 
-static void cpu_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n,
-                      float lr, float beta1, float beta2, float eps, float weight_decay,
-                      float grad_scale, float bias_correction1, float bias_correction2) {
+static void cpu_adamw(Backend *be, const AdamwBlock *block, const AdamwScalars *k) {
   (void)be;
-  float decay = 1.0f - lr * weight_decay;
+  float *p = block->params, *m = block->m, *v = block->v;
+  const float *g = block->grads;
+  size_t n = block->n;
+  const AdamwScalars c = *k; /* a local copy: the loop must not re-read through the pointer */
+  float decay = 1.0f - c.lr * c.weight_decay;
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) {
-    float gi = g[i] * grad_scale;
+    float gi = g[i] * c.grad_scale;
     float pi = p[i] * decay;
-    float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-    float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
+    float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] = pi - lr * (mi / bias_correction1) / (sqrtf(vi / bias_correction2) + eps);
+    p[i] = pi - c.lr * (mi / c.bias_correction1) / (sqrtf(vi / c.bias_correction2) + c.eps);
   }
 }
 

@@ -11,13 +11,20 @@
 
 #define ATT_TILE 64
 
+/* One head's queries and keys as causal_probs reads them: rows qld / kld floats apart. */
+typedef struct {
+  const float *q, *k;
+  size_t qld, kld;
+  int Dh;
+  float scale; /* 1 / sqrt(Dh) */
+} HeadQK;
+
 /* S[rows, keys] = scale * Q[rows] K[0:keys]^T; P = exp(S - lse) with the causal mask,
  * row i being query position t0 + i. When lse is NULL it is computed (forward) into lse_out. */
-static void causal_probs(float *P, const float *q, size_t qld, const float *k, size_t kld,
-                         int t0, int rows, int keys, int Dh, float scale, const float *lse,
+static void causal_probs(float *P, const HeadQK *h, int t0, int rows, int keys, const float *lse,
                          float *lse_out) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, Dh, scale, q, (int)qld, k,
-              (int)kld, 0.0f, P, keys);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, h->Dh, h->scale, h->q,
+              (int)h->qld, h->k, (int)h->kld, 0.0f, P, keys);
   for (int i = 0; i < rows; i++) {
     float *p = P + (size_t)i * keys;
     int valid = t0 + i + 1; /* keys 0..t0+i are visible */
@@ -34,9 +41,9 @@ static void causal_probs(float *P, const float *q, size_t qld, const float *k, s
   }
 }
 
-static void cpu_attention_forward(Backend *be, float *out, float *lse, const float *q,
-                                  const float *k, const float *v, int B, int T, int H, int Hkv,
-                                  int Dh) {
+static void cpu_attention_forward(Backend *be, const AttnShape *shape, const float *q,
+                                  const float *k, const float *v, float *out, float *lse) {
+  int B = shape->B, T = shape->T, H = shape->H, Hkv = shape->Hkv, Dh = shape->Dh;
   int group = H / Hkv;
   float scale = 1.0f / sqrtf((float)Dh);
   size_t qld = (size_t)H * Dh, kld = (size_t)Hkv * Dh;
@@ -52,8 +59,8 @@ static void cpu_attention_forward(Backend *be, float *out, float *lse, const flo
         const float *vb = v + (size_t)b * T * kld + (size_t)(h / group) * Dh;
         const float *qt = q + ((size_t)b * T + t0) * qld + (size_t)h * Dh;
         float *ot = out + ((size_t)b * T + t0) * qld + (size_t)h * Dh;
-        causal_probs(P, qt, qld, kb, kld, t0, rows, keys, Dh, scale, NULL,
-                     lse + ((size_t)b * H + h) * T + t0);
+        HeadQK qk = {.q = qt, .k = kb, .qld = qld, .kld = kld, .Dh = Dh, .scale = scale};
+        causal_probs(P, &qk, t0, rows, keys, NULL, lse + ((size_t)b * H + h) * T + t0);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, Dh, keys, 1.0f, P, keys, vb,
                     (int)kld, 0.0f, ot, (int)qld);
       }
@@ -62,10 +69,10 @@ static void cpu_attention_forward(Backend *be, float *out, float *lse, const flo
 /* With P = softmax(S), S = scale q k^T: dP = dout v^T, dS = P (dP - rowsum(dout * out)),
  * dq = scale dS k, dk = scale dS^T q, dv = P^T dout. Tasks own one kv head of one sequence,
  * so the query heads sharing it add into dk, dv without races. */
-static void cpu_attention_backward(Backend *be, float *dq, float *dk, float *dv,
-                                   const float *dout, const float *out, const float *lse,
-                                   const float *q, const float *k, const float *v, int B, int T,
-                                   int H, int Hkv, int Dh) {
+static void cpu_attention_backward(Backend *be, const AttnShape *shape, const AttnRecord *fwd,
+                                   const float *dout, float *dq, float *dk, float *dv) {
+  int B = shape->B, T = shape->T, H = shape->H, Hkv = shape->Hkv, Dh = shape->Dh;
+  const float *q = fwd->q, *k = fwd->k, *v = fwd->v, *out = fwd->out, *lse = fwd->lse;
   int group = H / Hkv;
   float scale = 1.0f / sqrtf((float)Dh);
   size_t qld = (size_t)H * Dh, kld = (size_t)Hkv * Dh;
@@ -89,7 +96,8 @@ static void cpu_attention_backward(Backend *be, float *dq, float *dk, float *dv,
           int t0 = tile * ATT_TILE, rows = T - t0 < ATT_TILE ? T - t0 : ATT_TILE, keys = t0 + rows;
           size_t qo = ((size_t)b * T + t0) * qld + (size_t)h * Dh;
           const float *lse_rows = lse + ((size_t)b * H + h) * T + t0;
-          causal_probs(P, q + qo, qld, kb, kld, t0, rows, keys, Dh, scale, lse_rows, NULL);
+          HeadQK qk = {.q = q + qo, .k = kb, .qld = qld, .kld = kld, .Dh = Dh, .scale = scale};
+          causal_probs(P, &qk, t0, rows, keys, lse_rows, NULL);
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, Dh, 1.0f, dout + qo,
                       (int)qld, vb, (int)kld, 0.0f, dS, keys);
           for (int i = 0; i < rows; i++) {

@@ -1,6 +1,5 @@
 /* The CPU reference backend: host memory, OpenMP threads, OpenBLAS for GEMMs.
  * Kernels live one op family per file; this file wires the table together. */
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,38 +33,14 @@ static void cpu_zero(Backend *be, void *p, size_t bytes) {
 static void cpu_sync(Backend *be) { (void)be; }
 
 static void cpu_destroy(Backend *be) {
-  CpuContext *c = be->ctx;
-  free(c->scratch);
-  free(c->partials);
-  free(c);
+  cpu_context_destroy(be->ctx);
   free(be);
-}
-
-void cpu_reserve_scratch(Backend *be, size_t floats_per_thread) {
-  CpuContext *c = be->ctx;
-  if (floats_per_thread <= c->scratch_per_thread) return;
-  free(c->scratch);
-  size_t per = (floats_per_thread + 15) / 16 * 16;
-  c->scratch = aligned_alloc(64, per * (size_t)c->threads * sizeof(float));
-  if (!c->scratch) tv_die("out of host memory for %zu floats of kernel scratch", per);
-  c->scratch_per_thread = per;
-}
-
-float *cpu_thread_scratch(Backend *be) {
-  CpuContext *c = be->ctx;
-  int t = omp_get_thread_num();
-  TV_CHECK(t < c->threads, "thread %d outside the %d the backend was made for", t, c->threads);
-  return c->scratch + (size_t)t * c->scratch_per_thread;
 }
 
 Backend *backend_cpu_create(int threads) {
   Backend *be = tv_calloc(1, sizeof(Backend));
-  CpuContext *c = tv_calloc(1, sizeof(CpuContext));
-  if (threads > 0) omp_set_num_threads(threads);
-  c->threads = omp_get_max_threads();
-  c->partials = tv_calloc(CPU_REDUCE_CHUNKS, sizeof(double));
   be->name = "cpu";
-  be->ctx = c;
+  be->ctx = cpu_context_create(threads);
   be->alloc = cpu_alloc;
   be->free = cpu_free;
   be->copy = cpu_copy;

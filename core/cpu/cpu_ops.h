@@ -19,6 +19,10 @@ typedef struct {
  * sums are bit-identical for 1 or 64 threads. */
 #define CPU_REDUCE_CHUNKS 256
 
+/* context_cpu.c: threads <= 0 keeps OpenMP's default thread count. */
+CpuContext *cpu_context_create(int threads);
+void cpu_context_destroy(CpuContext *c);
+
 /* Scratch of at least `floats` for the calling thread (grows between kernels, never
  * inside a parallel region: call cpu_reserve_scratch first). */
 void cpu_reserve_scratch(Backend *be, size_t floats_per_thread);

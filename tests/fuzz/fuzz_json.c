@@ -7,8 +7,9 @@
  * Not part of the CMake build. Build and run from the repository root (Debian 12):
  *   apt-get install -y clang libclang-rt-14-dev   # if missing
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- *     -D_DEFAULT_SOURCE -DPCRE2_CODE_UNIT_WIDTH=8 -Icore -Iio tests/fuzz/fuzz_json.c io/hf_config.c io/peft.c \
- *     io/dataset_load.c io/dataset.c io/json_util.c io/hf_write.c io/safetensors.c core/*.c \
+ *     -D_DEFAULT_SOURCE -DPCRE2_CODE_UNIT_WIDTH=8 -Icore -Iio -Iio/hf -Iio/data -Iio/tokenizer \
+ *     tests/fuzz/fuzz_json.c io/hf/hf_config.c io/hf/peft.c io/data/dataset_load.c \
+ *     io/data/dataset.c io/json_util.c io/hf/hf_write.c io/hf/safetensors.c core/*.c \
  *     core/cpu/*.c -I/usr/include/x86_64-linux-gnu/openblas-openmp -fopenmp -lopenblas -lcjson -lpcre2-8 -lm \
  *     -o /tmp/fuzz_json
  *   mkdir -p /tmp/fuzz_json_corpus

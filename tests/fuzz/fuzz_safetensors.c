@@ -1,10 +1,11 @@
-/* libFuzzer target for the safetensors header parser (io/safetensors.c): any input must end
+/* libFuzzer target for the safetensors header parser (io/hf/safetensors.c): any input must end
  * in a parsed file or an error message, never a crash, hang, leak or undefined behaviour.
  *
  * Not part of the CMake build. Build and run from the repository root (Debian 12):
  *   apt-get install -y clang libclang-rt-14-dev libcjson-dev   # if missing
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- *     -D_DEFAULT_SOURCE -Icore -Iio tests/fuzz/fuzz_safetensors.c io/safetensors.c core/check.c \
+ *     -D_DEFAULT_SOURCE -Icore -Iio -Iio/hf tests/fuzz/fuzz_safetensors.c io/hf/safetensors.c \
+ *     core/check.c \
  *     -lcjson -o /tmp/fuzz_safetensors
  *   mkdir -p /tmp/fuzz_st_corpus   # seed it with small valid files, e.g. this one:
  *   printf '\x55\0\0\0\0\0\0\0{"__metadata__":{"format":"pt"},"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}ABCD' \

@@ -4,7 +4,7 @@
  *
  * Not part of the normal build. Build and run (Debian: apt-get install -y clang libclang-rt-14-dev):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_DEFAULT_SOURCE -DPCRE2_CODE_UNIT_WIDTH=8 \
- *     -Iio -Icore tests/fuzz/fuzz_tokenizer.c io/tokenizer_*.c core/check.c \
+ *     -Iio/tokenizer -Icore tests/fuzz/fuzz_tokenizer.c io/tokenizer/tokenizer_*.c core/check.c \
  *     -lcjson -lpcre2-8 -o /tmp/fuzz_tokenizer
  *   mkdir -p /tmp/fuzz_tok_corpus && /tmp/fuzz_tokenizer -write_seeds=/tmp/fuzz_tok_corpus
  *   /tmp/fuzz_tokenizer /tmp/fuzz_tok_corpus -max_total_time=600 -timeout=10 -max_len=8192

@@ -1,5 +1,5 @@
 #!/opt/tvref/bin/python
-"""Loads a LoRA adapter folder written BY TVACCINE (`tvaccine export`, io/peft.c) into
+"""Loads a LoRA adapter folder written BY TVACCINE (`tvaccine export`, io/hf/peft.c) into
 Hugging Face PEFT exactly as a user would -- PeftModel.from_pretrained on the folder as it
 is, no fixups -- and writes the logits it gives, so the tvaccine -> PEFT direction of the
 adapter format is checked by the real library (tests/ref/hf_models.py checks PEFT -> tvaccine).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes io/tokenizer_nfc_data.c, the Unicode tables of the tokenizer's NFC normaliser
+"""Writes io/tokenizer/tokenizer_nfc_data.c, the Unicode tables of the tokenizer's NFC normaliser
 (Qwen2's tokenizer.json asks for NFC), from Python's unicodedata.
 
     python3 tests/ref/tokenizer_nfc_table.py
@@ -14,7 +14,7 @@ import sys
 import unicodedata
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "io",
-                   "tokenizer_nfc_data.c")
+                   "tokenizer", "tokenizer_nfc_data.c")
 
 
 def rows(items, per_line):

@@ -1,0 +1,91 @@
+/* The YAML run config of `tvaccine align` (and later attack/eval): defaults, loading a file
+ * over them with libcyaml, --set key=value overrides, validation, and writing it back out. */
+#ifndef TV_RUN_CONFIG_H
+#define TV_RUN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dataset.h"
+#include "lora.h"
+#include "optim.h"
+#include "vaccine.h"
+
+/* Every function that can fail takes (err, errlen) and returns NULL on success or err holding
+ * ONE line that names the key (dotted path, e.g. "tvaccine.S") and, for a file, the file and
+ * line. RUN_CONFIG_ERR_MAX bytes hold every message (a very long file path is cut, never
+ * overrun). libcyaml's own log never reaches stderr: it is captured and turned into that line. */
+#define RUN_CONFIG_ERR_MAX 512
+
+typedef struct {
+  int S;             /* layers activated per resample */
+  int J;             /* resample interval (steps) */
+  int K;             /* probe interval (steps) */
+  char *probe_data;  /* harmful probe set; "" = the command's default */
+  int probe_samples; /* pairs of the probe set used */
+  int probe_batch;   /* probe batch size */
+  FreezeScope freeze_scope;
+  int *layers; /* [n_layers] fixed layer set that bypasses sampling; none = sample */
+  int n_layers;
+} RunTVaccine;
+
+typedef struct {
+  Method method;
+  char *model;     /* Hugging Face model folder (required) */
+  char *tokenizer; /* "" = the model folder; see run_config_tokenizer */
+  char *data;      /* alignment data, JSON array or JSON Lines (required) */
+  DatasetFormat data_format;
+  int max_len; /* tokens per sequence */
+  int epochs;
+  int64_t max_steps; /* 0 = epochs * ceil(samples / batch_size) */
+  int batch_size;
+  int micro_batch; /* 0 = batch_size (one micro-batch) */
+  uint64_t seed;
+  int threads;        /* 0 = all cores */
+  char *out;          /* output folder (required) */
+  int64_t save_every; /* checkpoint every N steps; 0 = only at the end */
+  int64_t log_every;
+  char *init_adapter; /* PEFT folder to start LoRA from; "" = fresh init */
+  char *resume;       /* checkpoint file or run folder to continue; "" = new run */
+  double rho;         /* perturbation intensity (vaccine, tvaccine) */
+  LoraConfig lora;
+  OptimConfig optim; /* total_steps is not a config key: it stays 0 until the trainer
+                        knows the data size (run_config_total_steps) */
+  RunTVaccine tvaccine;
+} RunConfig;
+
+/* Every key at its default (the key table in run_config.c). Owns its strings. */
+void run_config_defaults(RunConfig *c);
+void run_config_free(RunConfig *c); /* leaves *c zeroed; run_config_defaults makes it usable */
+void run_config_copy(RunConfig *dst, const RunConfig *src); /* deep; dst is overwritten */
+
+/* Reads a YAML file over *c: keys present replace values, absent keys keep theirs. Unknown,
+ * duplicate or mis-cased keys, wrong types and out-of-range values are errors. On error *c
+ * is left exactly as it was. */
+const char *run_config_load(RunConfig *c, const char *path, char *err, size_t errlen);
+/* The same for YAML text held in memory; origin names it in errors ("checkpoint x.h5"). */
+const char *run_config_load_text(RunConfig *c, const char *text, size_t len, const char *origin,
+                                 char *err, size_t errlen);
+
+/* One --set override, "key=value" with a dotted key: tvaccine.S=2, model=/m,
+ * lora.target_modules=[q_proj,v_proj], tvaccine.layers=[1,5], lora={r: 4, alpha: 2}.
+ * A value starting with '[' or '{' is YAML flow syntax; anything else is taken literally as
+ * one scalar. Same type rules and messages as a file; *c unchanged on error. */
+const char *run_config_set(RunConfig *c, const char *assignment, char *err, size_t errlen);
+
+/* Every range, enum and cross-key rule, and the required keys (model, data, out). Does not
+ * look at the file system: whether paths exist is checked by the command that opens them. */
+const char *run_config_validate(const RunConfig *c, char *err, size_t errlen);
+
+/* Every key as YAML (malloc'd, caller frees) that loads back to the same config bit for bit;
+ * written to the run folder and into checkpoints. */
+char *run_config_to_yaml(const RunConfig *c);
+
+/* The tokenizer folder: tokenizer, or the model folder when tokenizer is "". */
+const char *run_config_tokenizer(const RunConfig *c);
+/* Optimizer steps of the run: max_steps, or epochs * ceil(n_samples / batch_size). */
+int64_t run_config_total_steps(const RunConfig *c, int64_t n_samples);
+/* Effective micro-batch size (micro_batch, or batch_size when 0). */
+int run_config_micro_batch(const RunConfig *c);
+
+#endif

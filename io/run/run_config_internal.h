@@ -1,0 +1,43 @@
+/* Shared by io/run_config.c and io/run_config_load.c only: the key table that drives the
+ * libcyaml schema, --set, validation and the writer, and the typed assignment of one value. */
+#ifndef TV_RUN_CONFIG_INTERNAL_H
+#define TV_RUN_CONFIG_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bounds.h"
+#include "run_config.h"
+
+typedef enum { K_STR, K_ENUM, K_INT, K_I64, K_U64, K_FLOAT, K_DOUBLE, K_MODULES, K_LAYERS } RcKind;
+
+typedef struct {
+  const char *name; /* dotted path; a section's keys are "section.leaf" */
+  RcKind kind;
+  size_t off;                    /* offset of the value in RunConfig */
+  int64_t ilo, ihi;              /* K_INT, K_I64, entries of K_LAYERS: [ilo, ihi] */
+  RealBounds bounds;             /* K_FLOAT, K_DOUBLE */
+  const char *const *names;      /* K_ENUM */
+  int n_names;
+} RcKey;
+
+/* Top-level keys first, then each section's keys together (the writer relies on it). */
+#define RC_N_KEYS 37
+#define RC_N_SECTIONS 3
+extern const RcKey rc_keys[RC_N_KEYS];
+extern const char *const rc_sections[RC_N_SECTIONS]; /* lora, optim, tvaccine */
+
+int rc_key_section(const RcKey *k); /* index into rc_sections, -1 = top level */
+const char *rc_key_leaf(const RcKey *k);
+
+/* A user's text inside a one-line message: at most 60 bytes, control characters as '?'. */
+const char *rc_shown(const char *s, char *buf, size_t n);
+
+/* Assign a scalar's text / a list's entries to key k with the type rules, then range-check.
+ * 0 = done; -1 = msg holds "key: what is wrong" (no location) and *c may be half-changed
+ * (callers work on a copy). */
+int rc_set_scalar(RunConfig *c, const RcKey *k, const char *text, char *msg, size_t n);
+int rc_set_list(RunConfig *c, const RcKey *k, char *const *items, unsigned count, char *msg,
+                size_t n);
+
+#endif
