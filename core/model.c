@@ -264,6 +264,11 @@ void stage_max_shape(const Stage *s, int *max_B, int *max_T) {
 LoraSet *stage_lora(Stage *s) { return s->lora; }
 const float *stage_logits(const Stage *s) { return s->logits; }
 
+void stage_rope_tables(const Stage *s, const float **cos_t, const float **sin_t) {
+  *cos_t = s->rope_cos;
+  *sin_t = s->rope_sin;
+}
+
 StageMemory stage_memory(const Stage *s) {
   StageMemory m;
   size_t lora_bytes = (size_t)(s->l1 - s->l0) * s->lora->layer_numel * sizeof(float);

@@ -148,6 +148,10 @@ void stage_merge_lora(Stage *s);
  * stage_forward and stage_backward, which overwrites them with dLoss/dlogits. */
 const float *stage_logits(const Stage *s);
 
+/* The rotary tables cos / sin [max_T, Dh/2] (backend memory): row t holds position t's
+ * angles, so KV-cache decoding can rotate a lone row at its own position. */
+void stage_rope_tables(const Stage *s, const float **cos_t, const float **sin_t);
+
 /* Bytes held on the stage's backend, by class. */
 typedef struct {
   size_t weights, lora, grads, optimizer;

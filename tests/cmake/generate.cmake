@@ -1,0 +1,10 @@
+# Generation (core/decode, dist/generate): KV cache == full forward, on 1 and 2 ranks.
+tv_test(test_generate test_generate.c)
+target_link_libraries(test_generate PRIVATE tv_test_fixture tv_dist)
+target_include_directories(test_generate PRIVATE ${PROJECT_SOURCE_DIR}/dist)
+foreach(np 1 2)
+  add_test(NAME generate_np${np} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np}
+           --oversubscribe --allow-run-as-root $<TARGET_FILE:test_generate>)
+  set_tests_properties(generate_np${np} PROPERTIES
+    ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
+endforeach()
