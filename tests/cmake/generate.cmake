@@ -8,3 +8,11 @@ foreach(np 1 2)
   set_tests_properties(generate_np${np} PROPERTIES
     ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
 endforeach()
+
+# Greedy tokens of a tiny transformers model (and with a PEFT adapter) equal transformers'
+# generate(do_sample=False) (tests/ref/generate_golden.py wrote the committed golden).
+tv_test(test_generate_golden test_generate_golden.c golden.c)
+target_link_libraries(test_generate_golden PRIVATE tv_dist tv_io)
+target_include_directories(test_generate_golden PRIVATE ${PROJECT_SOURCE_DIR}/dist)
+add_test(NAME generate_golden COMMAND test_generate_golden ${CMAKE_CURRENT_SOURCE_DIR}/data/hf)
+set_tests_properties(generate_golden PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1")
