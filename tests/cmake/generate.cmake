@@ -16,3 +16,8 @@ target_link_libraries(test_generate_golden PRIVATE tv_dist tv_io)
 target_include_directories(test_generate_golden PRIVATE ${PROJECT_SOURCE_DIR}/dist)
 add_test(NAME generate_golden COMMAND test_generate_golden ${CMAKE_CURRENT_SOURCE_DIR}/data/hf)
 set_tests_properties(generate_golden PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1")
+
+# The generate command end to end: ranks, reference path, adapter == merged, bad input.
+add_test(NAME generate_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/generate_e2e.sh
+         $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
+set_tests_properties(generate_e2e PROPERTIES TIMEOUT 300)
