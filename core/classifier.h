@@ -13,7 +13,7 @@ typedef struct Classifier Classifier;
 
 /* s holds every layer [0, L) of the body (its LM head is never read). score: host [labels, D]
  * (copied). pad_id < 0: no pad id (pool at the last token). Sequences of up to max_len
- * tokens (s must be built for max_len tokens), up to max_seqs per decoder call. */
+ * tokens, up to max_seqs per decoder call (the stage may be built for one token). */
 Classifier *classifier_create(Stage *s, const float *score, int num_labels, int pad_id,
                               int max_seqs, int max_len);
 void classifier_destroy(Classifier *c);

@@ -2,6 +2,7 @@
  * row, keys and values are stored per (layer, sequence slot, position) and attention reads
  * them back. Same math as stage_forward without LoRA terms (adapters merged) or dropout.
  * Shapes: n rows, D width, HD = H*Dh, KD = Hkv*Dh, F MLP width, V vocab, Tc = max_len. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -23,6 +24,7 @@ struct Decoder {
   float *gate, *up;       /* [max_rows, F] */
   float *gathered, *normed; /* [max_rows, D] last stage */
   float *logits;          /* [max_rows, V] last stage */
+  float *rope_cos, *rope_sin; /* [Tc, Dh/2] angles of every position the cache holds */
   int last_n;             /* rows of the last decoder_forward */
 };
 
@@ -41,12 +43,7 @@ static void require_merged_lora(Stage *s) {
 
 Decoder *decoder_create(Stage *s, int max_seqs, int max_len, int max_rows) {
   const LlamaConfig *c = stage_config(s);
-  int max_B, max_T;
-  stage_max_shape(s, &max_B, &max_T);
   TV_CHECK(max_seqs >= 1 && max_len >= 1 && max_rows >= 1, "decoder sizes must be positive");
-  if (max_len > max_T)
-    tv_die("decoding %d positions needs a stage built for at least that many tokens (it has %d)",
-           max_len, max_T);
   require_merged_lora(s);
   Decoder *d = tv_calloc(1, sizeof(Decoder));
   Backend *be = stage_backend(s);
@@ -77,6 +74,23 @@ Decoder *decoder_create(Stage *s, int max_seqs, int max_len, int max_rows) {
   d->v = be->alloc(be, R * KD * sizeof(float));
   d->gate = be->alloc(be, R * F * sizeof(float));
   d->up = be->alloc(be, R * F * sizeof(float));
+  /* Own rotary tables: the stage's cover only its training length (it may be built for one
+   * token, so that it keeps no activation arena worth the name). Same formula, same floats. */
+  size_t half = (size_t)c->head_dim / 2;
+  float *cs = tv_malloc((size_t)max_len * half * sizeof(float));
+  float *sn = tv_malloc((size_t)max_len * half * sizeof(float));
+  for (size_t t = 0; t < (size_t)max_len; t++)
+    for (size_t i = 0; i < half; i++) {
+      double ang = (double)t * llama_rope_inv_freq(c, (int)i);
+      cs[t * half + i] = (float)cos(ang);
+      sn[t * half + i] = (float)sin(ang);
+    }
+  d->rope_cos = be->alloc(be, (size_t)max_len * half * sizeof(float));
+  d->rope_sin = be->alloc(be, (size_t)max_len * half * sizeof(float));
+  be->from_host(be, d->rope_cos, cs, (size_t)max_len * half * sizeof(float));
+  be->from_host(be, d->rope_sin, sn, (size_t)max_len * half * sizeof(float));
+  free(cs);
+  free(sn);
   if (stage_is_last(s)) {
     d->gathered = be->alloc(be, R * D * sizeof(float));
     d->normed = be->alloc(be, R * D * sizeof(float));
@@ -90,7 +104,7 @@ void decoder_destroy(Decoder *d) {
   Backend *be = d->be;
   void *bufs[] = {d->kcache, d->vcache, d->seq_dev, d->pos_dev, d->tok_dev, d->x, d->y, d->xn,
                   d->h, d->inv, d->q, d->att, d->k, d->v, d->gate, d->up, d->gathered,
-                  d->normed, d->logits};
+                  d->normed, d->logits, d->rope_cos, d->rope_sin};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) be->free(be, bufs[i]);
   free(d->length);
@@ -111,8 +125,7 @@ int decoder_length(const Decoder *d, int seq) {
  * of one sequence (a prompt) is one call, since the kernel takes position t from row t. */
 static void rope_rows(Decoder *d, float *x, int n, const int32_t *seq, int nh) {
   const LlamaConfig *c = stage_config(d->s);
-  const float *cos_t, *sin_t;
-  stage_rope_tables(d->s, &cos_t, &sin_t);
+  const float *cos_t = d->rope_cos, *sin_t = d->rope_sin;
   size_t half = (size_t)c->head_dim / 2, width = (size_t)nh * c->head_dim;
   for (int i = 0; i < n;) {
     int j = i + 1;

@@ -15,9 +15,10 @@
 typedef struct Decoder Decoder;
 
 /* A decoder over stage s for max_seqs sequences of up to max_len positions each, taking at
- * most max_rows rows per call. The stage's rotary tables must cover max_len positions
- * (stage max_T >= max_len). The decoder reads the base weights only: adapters must be merged
- * first (stage_merge_lora), and a stage whose LoRA B is not zero is refused. */
+ * most max_rows rows per call. It keeps its own cache, rotary tables and buffers, so the
+ * stage may be built for a single token (stage_create(..., 1, 1)): its activation arena is
+ * not used. The decoder reads the base weights only: adapters must be merged first
+ * (stage_merge_lora), and a stage whose LoRA B is not zero is refused. */
 Decoder *decoder_create(Stage *s, int max_seqs, int max_len, int max_rows);
 void decoder_destroy(Decoder *d);
 

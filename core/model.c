@@ -88,6 +88,8 @@ static double rope_inv_freq(const LlamaConfig *c, int i) {
   return (1.0 - smooth) * f / c->rope_factor + smooth * f;
 }
 
+double llama_rope_inv_freq(const LlamaConfig *c, int i) { return rope_inv_freq(c, i); }
+
 /* Bytes the activation arena needs when every layer keeps everything for max_B x max_T. */
 static size_t activation_capacity(const Stage *s) {
   const LlamaConfig *c = &s->cfg;
@@ -263,11 +265,6 @@ void stage_max_shape(const Stage *s, int *max_B, int *max_T) {
 }
 LoraSet *stage_lora(Stage *s) { return s->lora; }
 const float *stage_logits(const Stage *s) { return s->logits; }
-
-void stage_rope_tables(const Stage *s, const float **cos_t, const float **sin_t) {
-  *cos_t = s->rope_cos;
-  *sin_t = s->rope_sin;
-}
 
 StageMemory stage_memory(const Stage *s) {
   StageMemory m;

@@ -41,6 +41,11 @@ LlamaConfig llama_config_default(int vocab, int D, int F, int L, int H, int Hkv)
  * field (e.g. "hidden_size 510 is not divisible by num_attention_heads 8"), written into buf. */
 const char *llama_config_validate(const LlamaConfig *c, char *buf, size_t buflen);
 
+/* Rotary frequency of pair i (0 <= i < head_dim / 2): theta^(-2i/Dh), with the llama3
+ * scaling rule when the config asks for it. Stages and the KV-cache decoder build their
+ * cos / sin tables from it (angle = position * frequency, in double). */
+double llama_rope_inv_freq(const LlamaConfig *c, int i);
+
 /* Frozen base weights of one decoder layer, HF layout [out, in]. */
 typedef struct {
   float *attn_norm; /* [D] input_layernorm */
@@ -147,10 +152,6 @@ void stage_merge_lora(Stage *s);
 /* Logits [B*T, V] of the last forward on the last stage (backend memory). Valid between
  * stage_forward and stage_backward, which overwrites them with dLoss/dlogits. */
 const float *stage_logits(const Stage *s);
-
-/* The rotary tables cos / sin [max_T, Dh/2] (backend memory): row t holds position t's
- * angles, so KV-cache decoding can rotate a lone row at its own position. */
-void stage_rope_tables(const Stage *s, const float **cos_t, const float **sin_t);
 
 /* Bytes held on the stage's backend, by class. */
 typedef struct {

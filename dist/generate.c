@@ -134,7 +134,7 @@ static void batch_full(Gen *g, const PromptSet *p, size_t b0, int nb, int32_t *o
                        LayerPlan *layer_plans) {
   const GenerateOptions *o = g->o;
   Stage *s = g->s;
-  int V = stage_config(s)->vocab_size, D = stage_config(s)->hidden_size;
+  int V = stage_config(s)->vocab_size;
   PassPlan plan = {.layers = layer_plans, .backward_stop = 1 << 30, .pass_seed = 0,
                    .train_base = 0};
   for (;;) {
@@ -172,7 +172,6 @@ static void batch_full(Gen *g, const PromptSet *p, size_t b0, int nb, int32_t *o
     for (int k = 0; k < m; k++)
       active[rows[k]] = !append_token(o, out_ids + (b0 + rows[k]) * (size_t)o->max_new_tokens,
                                       &out_len[b0 + rows[k]], next[k]);
-    (void)D;
   }
 }
 
@@ -193,9 +192,9 @@ void generate_greedy(Comm *comm, Stage *s, const GenerateOptions *o, const Promp
   int ctx = generate_context_length(p, o), nb_max = o->batch_size;
   int max_B, max_T;
   stage_max_shape(s, &max_B, &max_T);
-  if (ctx > max_T || (!o->use_cache && nb_max > max_B))
-    tv_die("generation of %d sequences x %d tokens needs a stage built for that (it has %d x %d)",
-           nb_max, ctx, max_B, max_T);
+  if (!o->use_cache && (ctx > max_T || nb_max > max_B))
+    tv_die("the full-forward path for %d sequences x %d tokens needs a stage built for that "
+           "(it has %d x %d)", nb_max, ctx, max_B, max_T);
   /* Buffers for the largest call: prefill chunks, or whole padded batches (reference). */
   size_t rows_max = o->use_cache ? (size_t)(PREFILL_ROWS > nb_max ? PREFILL_ROWS : nb_max)
                                  : (size_t)nb_max * ctx;

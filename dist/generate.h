@@ -29,8 +29,9 @@ typedef struct {
   void *ctx;
 } GenerateOptions;
 
-/* Longest prompt + max_new_tokens: the tokens a stage must be built for (its max_T), with
- * batch_size rows (max_B) for the reference path. */
+/* Longest prompt + max_new_tokens: the positions the KV cache holds; the reference path
+ * needs a stage built for that many tokens (max_T) and batch_size rows (max_B). The KV-cache
+ * path works on a stage built for one token. */
 int generate_context_length(const PromptSet *p, const GenerateOptions *o);
 
 /* Greedy decoding of every prompt. comm may be NULL (one process holding all layers); else

@@ -194,9 +194,10 @@ int cmd_generate(int argc, char **argv) {
   if (a.adapter) lc = peft_read_config(a.adapter, hc->cfg.num_layers).lora;
   lc.dropout = 0.0f; /* inference */
   Backend *be = backend_cpu_create(a.threads);
-  /* The KV-cache path keeps its own state; the stage only needs room for the rotary tables. */
-  Stage *s = stage_create(be, &hc->cfg, &lc, l0, l1, a.no_cache ? a.batch : 1,
-                          generate_context_length(&ps, &o));
+  /* The KV-cache decoder keeps its own state: the stage needs no activation room then. */
+  Stage *s = a.no_cache ? stage_create(be, &hc->cfg, &lc, l0, l1, a.batch,
+                                       generate_context_length(&ps, &o))
+                        : stage_create(be, &hc->cfg, &lc, l0, l1, 1, 1);
   hf_model_load_stage(model, s);
   if (a.adapter) peft_load(a.adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
