@@ -22,8 +22,8 @@ struct Decoder {
   float *q, *att;         /* [max_rows, HD] */
   float *k, *v;           /* [max_rows, KD] */
   float *gate, *up;       /* [max_rows, F] */
-  float *gathered, *normed; /* [max_rows, D] last stage */
-  float *logits;          /* [max_rows, V] last stage */
+  float *gathered, *normed; /* [max_seqs, D] last stage */
+  float *logits;          /* [max_seqs, V] last stage */
   float *rope_cos, *rope_sin; /* [Tc, Dh/2] angles of every position the cache holds */
   int last_n;             /* rows of the last decoder_forward */
 };
@@ -91,10 +91,11 @@ Decoder *decoder_create(Stage *s, int max_seqs, int max_len, int max_rows) {
   be->from_host(be, d->rope_sin, sn, (size_t)max_len * half * sizeof(float));
   free(cs);
   free(sn);
-  if (stage_is_last(s)) {
-    d->gathered = be->alloc(be, R * D * sizeof(float));
-    d->normed = be->alloc(be, R * D * sizeof(float));
-    d->logits = be->alloc(be, R * (size_t)c->vocab_size * sizeof(float));
+  if (stage_is_last(s)) { /* the head reads at most one row per sequence */
+    size_t S = (size_t)max_seqs;
+    d->gathered = be->alloc(be, S * D * sizeof(float));
+    d->normed = be->alloc(be, S * D * sizeof(float));
+    d->logits = be->alloc(be, S * (size_t)c->vocab_size * sizeof(float));
   }
   return d;
 }
@@ -215,7 +216,9 @@ const float *decoder_final_hidden(Decoder *d, const int *rows, int count) {
   const LlamaConfig *c = stage_config(d->s);
   size_t D = (size_t)c->hidden_size;
   TV_CHECK(stage_is_last(d->s), "final hidden states exist on the last stage only");
-  TV_CHECK(count >= 0 && count <= d->last_n, "asked for %d rows of %d", count, d->last_n);
+  TV_CHECK(count >= 0 && count <= d->last_n && count <= d->max_seqs,
+           "asked for %d rows of %d (at most one per sequence slot, %d)", count, d->last_n,
+           d->max_seqs);
   for (int i = 0; i < count; i++) {
     TV_CHECK(rows[i] >= 0 && rows[i] < d->last_n, "row %d outside the last call's %d", rows[i],
              d->last_n);

@@ -33,8 +33,9 @@ int decoder_length(const Decoder *d, int seq); /* positions cached for slot seq 
 const float *decoder_forward(Decoder *d, int n, const int32_t *seq, const int32_t *tokens,
                              const float *x_in);
 
-/* Last stage only, for rows[0 .. count) of the last decoder_forward: the final-norm hidden
- * states [count, D], or the logits [count, V] (decoder-owned backend memory). */
+/* Last stage only, for rows[0 .. count) of the last decoder_forward (count <= max_seqs): the
+ * final-norm hidden states [count, D], or the logits [count, V] (decoder-owned backend
+ * memory). */
 const float *decoder_final_hidden(Decoder *d, const int *rows, int count);
 const float *decoder_logits(Decoder *d, const int *rows, int count);
 

@@ -200,8 +200,10 @@ void generate_greedy(Comm *comm, Stage *s, const GenerateOptions *o, const Promp
                                  : (size_t)nb_max * ctx;
   g.recv_buf = stage_is_first(s) ? NULL
                                  : g.be->alloc(g.be, rows_max * c->hidden_size * sizeof(float));
+  /* Logits come back for at most one row per sequence at a time (one row when reading the
+   * reference path's full logits row by row). */
   g.host_logits = stage_is_last(s)
-                      ? tv_malloc((o->use_cache ? rows_max : 1) * (size_t)c->vocab_size * sizeof(float))
+                      ? tv_malloc((o->use_cache ? (size_t)nb_max : 1) * c->vocab_size * sizeof(float))
                       : NULL;
   int32_t *seq = tv_malloc(rows_max * sizeof(int32_t));
   int32_t *tok = tv_malloc(rows_max * sizeof(int32_t));
