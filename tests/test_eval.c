@@ -58,6 +58,16 @@ static void test_tasks(const SynthWorld *w) {
   EXPECT(!task_score(TASK_SST2, "It is positive .", "negative"), "sst2 wrong word");
   EXPECT(task_score(TASK_GSM8K, "3 + 4 = 7 . The final answer is: 7", "7"), "gsm final answer");
   EXPECT(!task_score(TASK_GSM8K, "The final answer is: 8", "7"), "gsm wrong number");
+  /* Synthetic references are solutions in the answer format: their final answer counts, not
+   * their first number. */
+  const char *ref = "11 + 3 = 14. The final answer is: 14";
+  EXPECT(task_score(TASK_GSM8K, "11 + 3 = 14. The final answer is: 14", ref), "synthetic gsm");
+  EXPECT(task_score(TASK_GSM8K, "It is 14", ref), "synthetic gsm, last number");
+  EXPECT(!task_score(TASK_GSM8K, "11 + 3 = 11. The final answer is: 11", ref),
+         "synthetic gsm: 11 is the reference's first number, not its answer");
+  EXPECT(task_score(TASK_GSM8K, "The final answer is: 72",
+                    "She sold 48 / 2 = 24 clips. The final answer is: 7 #### 72"),
+         "#### wins over the answer-format prompt");
   EXPECT(eval_percent(1, 8) == 12.5 && eval_percent(0, 0) == 0.0, "percentages");
 }
 
