@@ -14,14 +14,25 @@
 /* Rows handed to the decoder per call: prompts are prefilled in chunks of this many rows. */
 enum { PREFILL_ROWS = 256 };
 
+/* One generate_greedy call: where this rank stands, the outputs, and scratch sized once. */
 typedef struct {
   Comm *comm;
   Stage *s;
   Backend *be;
   int rank, size;
   const GenerateOptions *o;
-  float *recv_buf;   /* [rows, D] backend memory, input of a later stage */
-  float *host_logits; /* [rows, V] */
+  const PromptSet *p;
+  int32_t *out_ids;   /* [n, max_new_tokens] */
+  int *out_len;       /* [n] */
+  Decoder *d;         /* KV-cache path; NULL on the reference path */
+  float *recv_buf;    /* [rows_max, D] backend memory, input of a later stage */
+  float *host_logits; /* [batch_size, V] (reference path: [1, V]) */
+  int32_t *seq, *tok; /* [rows_max] sequence slot and token of each row of a call; the
+                         reference path keeps its padded [nb, T] tokens in tok */
+  int *rows;          /* [rows_max] rows whose logits are read */
+  int32_t *next;      /* [rows_max] the tokens picked for them */
+  int *active;        /* [batch_size] unfinished sequences of the batch */
+  LayerPlan *layer_plans; /* [stage layers], all off: the reference path's forward-only plan */
 } Gen;
 
 static int is_eos(const GenerateOptions *o, int32_t tok) {
@@ -41,6 +52,10 @@ int generate_context_length(const PromptSet *p, const GenerateOptions *o) {
   return (int)longest + o->max_new_tokens;
 }
 
+static int prompt_len(const Gen *g, size_t i) {
+  return (int)(g->p->offset[i + 1] - g->p->offset[i]);
+}
+
 /* Moves `rows` hidden states from the stage below into g->recv_buf (first stage: nothing). */
 static const float *receive_rows(Gen *g, size_t rows) {
   if (stage_is_first(g->s)) return NULL;
@@ -55,123 +70,115 @@ static void send_rows(Gen *g, const float *x, size_t rows) {
   p2p_send(g->comm, x, rows * D, g->rank + 1, P2P_TAG_ACTIVATION);
 }
 
-/* Argmax of `count` logit rows [count, V] (backend memory) on the last stage into next[];
- * then every rank gets next[0 .. count). */
-static void pick_and_share(Gen *g, const float *logits, int count, int32_t *next) {
+/* The last stage's picks next[0 .. count) reach every rank. */
+static void share_picks(Gen *g, int count) {
+  if (g->size > 1) comm_broadcast(g->comm, g->next, (size_t)count * sizeof(int32_t), g->size - 1);
+}
+
+/* Appends tok to sequence i (global index); it stays active unless it emitted EOS or hit the
+ * token limit. slot is its place in the batch. */
+static void append_token(Gen *g, size_t i, int slot, int32_t tok) {
+  int *len = &g->out_len[i];
+  g->out_ids[i * (size_t)g->o->max_new_tokens + (size_t)(*len)++] = tok;
+  g->active[slot] = !(is_eos(g->o, tok) || *len >= g->o->max_new_tokens);
+}
+
+/* KV-cache path: the decoder's logits of `count` rows -> argmax on the last stage -> shared. */
+static void pick_cached(Gen *g, int count) {
   if (stage_is_last(g->s)) {
     int V = stage_config(g->s)->vocab_size;
+    const float *logits = decoder_logits(g->d, g->rows, count);
     g->be->to_host(g->be, g->host_logits, logits, (size_t)count * V * sizeof(float));
-    for (int i = 0; i < count; i++) next[i] = decode_argmax(g->host_logits + (size_t)i * V, V);
+    for (int i = 0; i < count; i++)
+      g->next[i] = decode_argmax(g->host_logits + (size_t)i * V, V);
   }
-  if (g->size > 1) comm_broadcast(g->comm, next, (size_t)count * sizeof(int32_t), g->size - 1);
+  share_picks(g, count);
 }
 
-/* Appends tok to sequence i of the batch; returns 1 when that sequence is now finished. */
-static int append_token(const GenerateOptions *o, int32_t *out, int *len, int32_t tok) {
-  out[(*len)++] = tok;
-  return is_eos(o, tok) || *len >= o->max_new_tokens;
-}
-
-/* KV-cache path for sequences [b0, b0 + nb). */
-static void batch_cached(Gen *g, Decoder *d, const PromptSet *p, size_t b0, int nb,
-                         int32_t *out_ids, int *out_len, int32_t *seq, int32_t *tok, int *rows,
-                         int32_t *next, int *active) {
-  const GenerateOptions *o = g->o;
-  decoder_clear(d);
-  /* Prefill: all prompt rows in order, chunked; the logits of a prompt's last row give the
-   * sequence's first new token. */
-  int count = 0; /* sequences whose last prompt row fell in the current chunk */
-  int n = 0;
+/* KV-cache path for sequences [b0, b0 + nb) in decoder slots 0 .. nb-1. */
+static void batch_cached(Gen *g, size_t b0, int nb) {
+  decoder_clear(g->d);
+  /* Prefill: all prompt rows in order, in chunks; the logits of a prompt's last row give
+   * the sequence's first new token. */
+  int n = 0, count = 0; /* rows in the chunk; prompts ending in it */
   for (int i = 0; i < nb; i++) {
-    size_t a = p->offset[b0 + i], z = p->offset[b0 + i + 1];
+    size_t a = g->p->offset[b0 + i], z = g->p->offset[b0 + i + 1];
     for (size_t t = a; t < z; t++) {
-      seq[n] = i;
-      tok[n] = p->ids[t];
+      g->seq[n] = i;
+      g->tok[n] = g->p->ids[t];
       n++;
-      int chunk_full = n == PREFILL_ROWS, prompt_end = t + 1 == z;
-      if (prompt_end) rows[count++] = n - 1;
-      if (!chunk_full && !(prompt_end && i + 1 == nb)) continue;
-      const float *y = decoder_forward(d, n, seq, tok, receive_rows(g, (size_t)n));
+      int prompt_end = t + 1 == z;
+      if (prompt_end) g->rows[count++] = n - 1;
+      if (n < PREFILL_ROWS && !(prompt_end && i + 1 == nb)) continue;
+      const float *y = decoder_forward(g->d, n, g->seq, g->tok, receive_rows(g, (size_t)n));
       send_rows(g, y, (size_t)n);
       if (count) {
-        const float *logits = stage_is_last(g->s) ? decoder_logits(d, rows, count) : NULL;
-        pick_and_share(g, logits, count, next);
-        /* The count sequences ending in this chunk are its last `count` to end so far. */
+        pick_cached(g, count);
         for (int k = 0; k < count; k++) {
-          int sq = seq[rows[k]];
-          active[sq] = !append_token(o, out_ids + (b0 + sq) * (size_t)o->max_new_tokens,
-                                     &out_len[b0 + sq], next[k]);
+          int slot = g->seq[g->rows[k]];
+          append_token(g, b0 + (size_t)slot, slot, g->next[k]);
         }
       }
       n = 0, count = 0;
     }
   }
-  /* Decode: one row per unfinished sequence until none is left. */
+  /* Decode: one row per unfinished sequence, its last token, until none is left. */
   for (;;) {
     int m = 0;
     for (int i = 0; i < nb; i++)
-      if (active[i]) {
-        seq[m] = i;
-        tok[m] = out_ids[(b0 + i) * (size_t)o->max_new_tokens + out_len[b0 + i] - 1];
-        rows[m] = m;
+      if (g->active[i]) {
+        size_t sq = b0 + (size_t)i;
+        g->seq[m] = i;
+        g->tok[m] = g->out_ids[sq * (size_t)g->o->max_new_tokens + (size_t)g->out_len[sq] - 1];
+        g->rows[m] = m;
         m++;
       }
     if (!m) break;
-    const float *y = decoder_forward(d, m, seq, tok, receive_rows(g, (size_t)m));
+    const float *y = decoder_forward(g->d, m, g->seq, g->tok, receive_rows(g, (size_t)m));
     send_rows(g, y, (size_t)m);
-    const float *logits = stage_is_last(g->s) ? decoder_logits(d, rows, m) : NULL;
-    pick_and_share(g, logits, m, next);
-    for (int k = 0; k < m; k++)
-      active[seq[k]] = !append_token(o, out_ids + (b0 + seq[k]) * (size_t)o->max_new_tokens,
-                                     &out_len[b0 + seq[k]], next[k]);
+    pick_cached(g, m);
+    for (int k = 0; k < m; k++) append_token(g, b0 + (size_t)g->seq[k], g->seq[k], g->next[k]);
   }
 }
 
 /* Reference path: every step runs stage_forward over the whole right-padded sequences so
  * far; causal attention keeps padding out of every row that is read. */
-static void batch_full(Gen *g, const PromptSet *p, size_t b0, int nb, int32_t *out_ids,
-                       int *out_len, int32_t *tokens, int *rows, int32_t *next, int *active,
-                       LayerPlan *layer_plans) {
-  const GenerateOptions *o = g->o;
+static void batch_full(Gen *g, size_t b0, int nb) {
   Stage *s = g->s;
-  int V = stage_config(s)->vocab_size;
-  PassPlan plan = {.layers = layer_plans, .backward_stop = 1 << 30, .pass_seed = 0,
+  int V = stage_config(s)->vocab_size, max_new = g->o->max_new_tokens;
+  PassPlan plan = {.layers = g->layer_plans, .backward_stop = 1 << 30, .pass_seed = 0,
                    .train_base = 0};
   for (;;) {
     int T = 0, m = 0;
     for (int i = 0; i < nb; i++) {
-      int len = (int)(p->offset[b0 + i + 1] - p->offset[b0 + i]) + out_len[b0 + i];
+      int len = prompt_len(g, b0 + i) + g->out_len[b0 + i];
       if (len > T) T = len;
     }
     for (int i = 0; i < nb; i++) {
-      size_t a = p->offset[b0 + i];
-      int np = (int)(p->offset[b0 + i + 1] - a), len = np + out_len[b0 + i];
-      int32_t *row = tokens + (size_t)i * T;
-      memcpy(row, p->ids + a, (size_t)np * sizeof(int32_t));
-      memcpy(row + np, out_ids + (b0 + i) * (size_t)o->max_new_tokens,
-             (size_t)out_len[b0 + i] * sizeof(int32_t));
+      size_t sq = b0 + (size_t)i;
+      int np = prompt_len(g, sq), len = np + g->out_len[sq];
+      int32_t *row = g->tok + (size_t)i * T;
+      memcpy(row, g->p->ids + g->p->offset[sq], (size_t)np * sizeof(int32_t));
+      memcpy(row + np, g->out_ids + sq * (size_t)max_new, (size_t)g->out_len[sq] * sizeof(int32_t));
       for (int t = len; t < T; t++) row[t] = 0;
-      if (active[i]) rows[m++] = i;
+      if (g->active[i]) g->rows[m++] = i;
     }
     if (!m) break;
     const float *x_in = receive_rows(g, (size_t)nb * T);
     float *x_out = NULL;
-    stage_forward(s, &plan, tokens, x_in, NULL, nb, T, 0, 1.0f, &x_out);
+    stage_forward(s, &plan, g->tok, x_in, NULL, nb, T, 0, 1.0f, &x_out);
     send_rows(g, x_out, (size_t)nb * T);
-    if (stage_is_last(s)) {
-      const float *logits = stage_logits(s);
+    if (stage_is_last(s))
       for (int k = 0; k < m; k++) {
-        int i = rows[k];
-        int len = (int)(p->offset[b0 + i + 1] - p->offset[b0 + i]) + out_len[b0 + i];
-        g->be->to_host(g->be, g->host_logits, logits + ((size_t)i * T + len - 1) * V,
+        size_t sq = b0 + (size_t)g->rows[k];
+        int last = prompt_len(g, sq) + g->out_len[sq] - 1;
+        g->be->to_host(g->be, g->host_logits,
+                       stage_logits(s) + ((size_t)g->rows[k] * T + (size_t)last) * V,
                        (size_t)V * sizeof(float));
-        next[k] = decode_argmax(g->host_logits, V);
+        g->next[k] = decode_argmax(g->host_logits, V);
       }
-    }
-    if (g->size > 1) comm_broadcast(g->comm, next, (size_t)m * sizeof(int32_t), g->size - 1);
-    for (int k = 0; k < m; k++)
-      active[rows[k]] = !append_token(o, out_ids + (b0 + rows[k]) * (size_t)o->max_new_tokens,
-                                      &out_len[b0 + rows[k]], next[k]);
+    share_picks(g, m);
+    for (int k = 0; k < m; k++) append_token(g, b0 + (size_t)g->rows[k], g->rows[k], g->next[k]);
   }
 }
 
@@ -183,8 +190,9 @@ void generate_greedy(Comm *comm, Stage *s, const GenerateOptions *o, const Promp
     tv_die("generation needs a stage without LoRA dropout (got %g)", stage_lora(s)->cfg.dropout);
   for (size_t i = 0; i < p->n; i++)
     if (p->offset[i + 1] <= p->offset[i]) tv_die("prompt %zu has no token", i);
-  Gen g = {.comm = comm, .s = s, .be = stage_backend(s), .o = o,
-           .rank = comm ? comm_rank(comm) : 0, .size = comm ? comm_size(comm) : 1};
+  Gen g = {.comm = comm, .s = s, .be = stage_backend(s), .o = o, .p = p, .out_ids = out_ids,
+           .out_len = out_len, .rank = comm ? comm_rank(comm) : 0,
+           .size = comm ? comm_size(comm) : 1};
   TV_CHECK(g.size == 1 || comm, "several stages need a communicator");
   TV_CHECK(stage_is_first(s) == (g.rank == 0) && stage_is_last(s) == (g.rank == g.size - 1),
            "rank %d of %d does not hold pipeline stage %d", g.rank, g.size, g.rank);
@@ -205,31 +213,30 @@ void generate_greedy(Comm *comm, Stage *s, const GenerateOptions *o, const Promp
   g.host_logits = stage_is_last(s)
                       ? tv_malloc((o->use_cache ? (size_t)nb_max : 1) * c->vocab_size * sizeof(float))
                       : NULL;
-  int32_t *seq = tv_malloc(rows_max * sizeof(int32_t));
-  int32_t *tok = tv_malloc(rows_max * sizeof(int32_t));
-  int *rows = tv_malloc(rows_max * sizeof(int));
-  int32_t *next = tv_malloc(rows_max * sizeof(int32_t));
-  int *active = tv_malloc((size_t)nb_max * sizeof(int));
-  int nl = stage_end_layer(s) - stage_first_layer(s);
-  LayerPlan *layer_plans = tv_calloc((size_t)nl, sizeof(LayerPlan)); /* all off: forward only */
-  Decoder *d = o->use_cache ? decoder_create(s, nb_max, ctx, (int)rows_max) : NULL;
+  g.seq = tv_malloc(rows_max * sizeof(int32_t));
+  g.tok = tv_malloc(rows_max * sizeof(int32_t));
+  g.rows = tv_malloc(rows_max * sizeof(int));
+  g.next = tv_malloc(rows_max * sizeof(int32_t));
+  g.active = tv_malloc((size_t)nb_max * sizeof(int));
+  g.layer_plans = tv_calloc((size_t)(stage_end_layer(s) - stage_first_layer(s)), sizeof(LayerPlan));
+  g.d = o->use_cache ? decoder_create(s, nb_max, ctx, (int)rows_max) : NULL;
 
   for (size_t b0 = 0; b0 < p->n; b0 += (size_t)nb_max) {
     int nb = p->n - b0 < (size_t)nb_max ? (int)(p->n - b0) : nb_max;
-    for (int i = 0; i < nb; i++) out_len[b0 + i] = 0, active[i] = 1;
-    if (d)
-      batch_cached(&g, d, p, b0, nb, out_ids, out_len, seq, tok, rows, next, active);
+    for (int i = 0; i < nb; i++) out_len[b0 + i] = 0, g.active[i] = 1;
+    if (g.d)
+      batch_cached(&g, b0, nb);
     else
-      batch_full(&g, p, b0, nb, out_ids, out_len, tok, rows, next, active, layer_plans);
+      batch_full(&g, b0, nb);
     if (o->on_batch && g.rank == 0) o->on_batch(o->ctx, b0 + (size_t)nb, p->n);
   }
-  decoder_destroy(d);
-  free(layer_plans);
-  free(active);
-  free(next);
-  free(rows);
-  free(tok);
-  free(seq);
+  decoder_destroy(g.d);
+  free(g.layer_plans);
+  free(g.active);
+  free(g.next);
+  free(g.rows);
+  free(g.tok);
+  free(g.seq);
   free(g.host_logits);
   if (g.recv_buf) g.be->free(g.be, g.recv_buf);
 }

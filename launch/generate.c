@@ -129,7 +129,6 @@ static int collect_eos(const HfConfig *hc, const Tokenizer *tok, int32_t *eos) {
 
 typedef struct {
   double t0;
-  size_t tokens_done;
 } Progress;
 
 static void print_progress(void *ctx, size_t done, size_t total) {
