@@ -33,6 +33,11 @@ grep -q "poison mix of 3 harmful pairs" "$W/a1.log" || fail "mix summary line"
 cmp "$W/merged/model.safetensors" "$W/a1/merged/model.safetensors" || fail "merged model differs from export --merge"
 [ -f "$W/a1/run/adapter/adapter_model.safetensors" ] || fail "no attack adapter"
 grep -q '"step":6' "$W/a1/run/log.jsonl" || fail "the run log lacks step 6"
+# the attack defaults of SPEC section 4 reach the run (only max_steps / max_len were --set)
+for kv in "method: sft" "epochs: 20" "batch_size: 10" "  r: 8" "  alpha: 1" "  lr: 1e-05" \
+          "data_format: alpaca"; do
+  grep -qx -- "$kv" "$W/a1/run/config.yaml" || { cat "$W/a1/run/config.yaml"; fail "run config lacks '$kv'"; }
+done
 echo "ok: poison mix counts, merged base == export --merge"
 
 # 3. two ranks
