@@ -136,6 +136,7 @@ int cmd_eval(int argc, char **argv) {
   answers_load(a.answers, &set);
   /* Open the outputs before the (possibly long) judging, so a bad path fails first. */
   RunLog *out = runlog_open(a.out, 0);
+  RunLog *summary = runlog_open(a.summary, 0);
 
   int *flagged = tv_calloc(set.n, sizeof(int)), *top_label = tv_calloc(set.n, sizeof(int));
   float *top_prob = tv_calloc(set.n, sizeof(float));
@@ -183,7 +184,6 @@ int cmd_eval(int argc, char **argv) {
     printf("eval: fine-tune accuracy %.2f (%zu of %zu correct, %s scorer), refusal rate %.2f "
            "(%zu)\n", eval_percent(n_correct, set.n), n_correct, set.n, task_kind_name(task),
            refusal_rate, n_refusals);
-  RunLog *summary = runlog_open(a.summary, 0);
   runlog_begin(summary);
   runlog_str(summary, "answers", a.answers);
   runlog_int(summary, "samples", (int64_t)set.n);

@@ -136,10 +136,9 @@ static void print_progress(void *ctx, size_t done, size_t total) {
   fprintf(stderr, "generate: %zu/%zu prompts (%.1f s)\n", done, total, now_s() - p->t0);
 }
 
-static void write_answers(const char *path, const ExampleSet *set, const Tokenizer *tok,
+static void write_answers(RunLog *log, const ExampleSet *set, const Tokenizer *tok,
                           const int32_t *out, const int *len, int max_new, const int32_t *eos,
                           int n_eos) {
-  RunLog *log = runlog_open(path, 0);
   for (size_t i = 0; i < set->n; i++) {
     const Example *e = &set->items[i];
     const int32_t *t = out + i * (size_t)max_new;
@@ -201,6 +200,8 @@ int cmd_generate(int argc, char **argv) {
   if (a.adapter) peft_load(a.adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
 
+  /* Opened before the long part, so a bad path fails first. */
+  RunLog *log = rank == 0 ? runlog_open(a.out, 0) : NULL;
   int32_t *out = tv_malloc(set.n * (size_t)a.max_new * sizeof(int32_t));
   int *len = tv_malloc(set.n * sizeof(int));
   if (rank == 0)
@@ -210,7 +211,7 @@ int cmd_generate(int argc, char **argv) {
   generate_greedy(comm, s, &o, &ps, out, len);
   double secs = now_s() - t0;
   if (rank == 0) {
-    write_answers(a.out, &set, tok, out, len, a.max_new, eos, n_eos);
+    write_answers(log, &set, tok, out, len, a.max_new, eos, n_eos);
     size_t total = 0, stopped = 0;
     for (size_t i = 0; i < set.n; i++) {
       total += (size_t)len[i];
