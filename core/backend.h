@@ -110,6 +110,15 @@ struct Backend {
   void (*attention_backward)(Backend *be, const AttnShape *shape, const AttnRecord *fwd,
                              const float *dout, float *dq, float *dk, float *dv);
 
+  /* ---- attention of appended rows against a KV cache (generation, forward only) ----
+   * Row i of q / out [N, H, Dh] is position pos[i] of sequence seq[i]; it attends to
+   * positions 0..pos[i] of that sequence in kcache / vcache [S, Tcap, Hkv, Dh], which already
+   * hold this row's own key and value. shape->B is N, shape->T is Tcap. seq, pos: int32 [N]
+   * backend memory. */
+  void (*attention_cached)(Backend *be, const AttnShape *shape, const float *q,
+                           const float *kcache, const float *vcache, const int32_t *seq,
+                           const int32_t *pos, float *out);
+
   /* ---- SwiGLU: out = silu(gate) * up ---- */
   void (*swiglu_forward)(Backend *be, float *out, const float *gate, const float *up, size_t n);
   void (*swiglu_backward)(Backend *be, float *dgate, float *dup, const float *dout,

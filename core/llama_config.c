@@ -65,3 +65,19 @@ const char *llama_config_validate(const LlamaConfig *c, char *buf, size_t buflen
   }
   return NULL;
 }
+
+/* inv_freq_i = theta^(-2i/Dh), then the llama3 rule: long wavelengths are slowed by
+ * `factor`, short ones kept, and the band between is interpolated smoothly. */
+double llama_rope_inv_freq(const LlamaConfig *c, int i) {
+  double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+  if (c->rope_scaling != ROPE_SCALING_LLAMA3) return f;
+  double old_ctx = c->rope_original_max_pos;
+  double low_wavelen = old_ctx / c->rope_low_freq_factor;
+  double high_wavelen = old_ctx / c->rope_high_freq_factor;
+  double wavelen = 2.0 * 3.14159265358979323846 / f;
+  if (wavelen < high_wavelen) return f;
+  if (wavelen > low_wavelen) return f / c->rope_factor;
+  double smooth = (old_ctx / wavelen - c->rope_low_freq_factor) /
+                  (c->rope_high_freq_factor - c->rope_low_freq_factor);
+  return (1.0 - smooth) * f / c->rope_factor + smooth * f;
+}

@@ -33,4 +33,9 @@ LlamaConfig llama_config_default(int vocab, int D, int F, int L, int H, int Hkv)
  * field (e.g. "hidden_size 510 is not divisible by num_attention_heads 8"), written into buf. */
 const char *llama_config_validate(const LlamaConfig *c, char *buf, size_t buflen);
 
+/* Rotary frequency of pair i (0 <= i < head_dim / 2): theta^(-2i/Dh), with the llama3
+ * scaling rule when the config asks for it. Stages and the KV-cache decoder build their
+ * cos / sin tables from it (angle = position * frequency, in double). */
+double llama_rope_inv_freq(const LlamaConfig *c, int i);
+
 #endif

@@ -7,22 +7,6 @@
 #include "rng.h"
 #include "stage_internal.h"
 
-/* inv_freq_i = theta^(-2i/Dh), then the llama3 rule: long wavelengths are slowed by
- * `factor`, short ones kept, and the band between is interpolated smoothly. */
-static double rope_inv_freq(const LlamaConfig *c, int i) {
-  double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
-  if (c->rope_scaling != ROPE_SCALING_LLAMA3) return f;
-  double old_ctx = c->rope_original_max_pos;
-  double low_wavelen = old_ctx / c->rope_low_freq_factor;
-  double high_wavelen = old_ctx / c->rope_high_freq_factor;
-  double wavelen = 2.0 * 3.14159265358979323846 / f;
-  if (wavelen < high_wavelen) return f;
-  if (wavelen > low_wavelen) return f / c->rope_factor;
-  double smooth = (old_ctx / wavelen - c->rope_low_freq_factor) /
-                  (c->rope_high_freq_factor - c->rope_low_freq_factor);
-  return (1.0 - smooth) * f / c->rope_factor + smooth * f;
-}
-
 /* Bytes the activation arena needs when every layer keeps everything for max_B x max_T. */
 static size_t activation_capacity(const Stage *s) {
   const LlamaConfig *c = &s->cfg;
@@ -105,7 +89,7 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   float *sn = tv_malloc((size_t)max_T * half * sizeof(float));
   for (int t = 0; t < max_T; t++)
     for (int i = 0; i < half; i++) {
-      double ang = (double)t * rope_inv_freq(cfg, i);
+      double ang = (double)t * llama_rope_inv_freq(cfg, i);
       cs[(size_t)t * half + i] = (float)cos(ang);
       sn[(size_t)t * half + i] = (float)sin(ang);
     }

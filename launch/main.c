@@ -19,6 +19,9 @@ static void usage(FILE *out) {
           "  align   safety alignment with sft, vaccine or tvaccine (T-Vaccine)\n"
           "  synth   build the synthetic safety world and pretrain its unaligned base model\n"
           "  export  write an adapter as a PEFT folder, or merged into a Hugging Face model\n"
+          "  attack  harmful fine-tuning of an aligned model on a poison mix (p, n)\n"
+          "  generate  greedy answers of a model (+ adapter) to a prompt file, as JSON Lines\n"
+          "  eval    harmful score (classifier or synthetic judge), fine-tune accuracy, refusal rate\n"
           "  demo    train LoRA on a tiny built-in model and task; shows the loss going down\n"
           "  bench   time one LoRA training step against the machine's sgemm rate\n"
           "\n"
@@ -66,6 +69,9 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "align")) return cmd_align(argc - 1, argv + 1);
   if (!strcmp(cmd, "synth")) return cmd_synth(argc - 1, argv + 1);
   if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
+  if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+  if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
+  if (!strcmp(cmd, "attack")) return cmd_attack(argc - 1, argv + 1);
   fprintf(stderr, "tvaccine: error: unknown command '%s' (try 'tvaccine --help')\n", cmd);
   return 2;
 }

@@ -9,6 +9,9 @@ int cmd_bench(int argc, char **argv);
 int cmd_align(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_attack(int argc, char **argv);
 
 /* Option value parsers shared by the subcommands: one error line naming the option. */
 long long parse_int_option(const char *option, const char *text, long long lo, long long hi);

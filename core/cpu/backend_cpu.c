@@ -53,6 +53,7 @@ Backend *backend_cpu_create(int threads) {
   cpu_install_norm(be);
   cpu_install_rope(be);
   cpu_install_attention(be);
+  cpu_install_attention_cached(be);
   cpu_install_mlp(be);
   cpu_install_loss(be);
   cpu_install_adamw(be);

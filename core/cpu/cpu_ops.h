@@ -92,6 +92,7 @@ void cpu_install_dense(Backend *be);
 void cpu_install_norm(Backend *be);
 void cpu_install_rope(Backend *be);
 void cpu_install_attention(Backend *be);
+void cpu_install_attention_cached(Backend *be);
 void cpu_install_mlp(Backend *be);
 void cpu_install_loss(Backend *be);
 void cpu_install_adamw(Backend *be);

@@ -20,8 +20,10 @@ int task_score_sst2(const char *answer, const char *label);
 int task_score_agnews(const char *answer, const char *label);
 /* 1 when the predicted number equals the reference: the first number after the first
  * "The final answer is: " if that segment holds one, else the last number of the answer
- * (commas dropped, numbers as the regex -?\d+\.?\d*). reference is a number or a GSM8K
- * solution ending in "#### N". No number or an unreadable reference scores 0. */
+ * (commas dropped, numbers as the regex -?\d+\.?\d*). reference is a number, a GSM8K
+ * solution ending in "#### N", or a solution in the answer format ("... The final answer is:
+ * N", as the synthetic world writes them), whose number is read by the rule above. No
+ * number or an unreadable reference scores 0. */
 int task_score_gsm8k(const char *answer, const char *reference);
 
 int task_score(TaskKind k, const char *answer, const char *reference);

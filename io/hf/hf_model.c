@@ -265,12 +265,16 @@ static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape) {
   if (used < len) snprintf(buf + used, len - used, "]");
 }
 
-void hf_model_load_stage(HfModel *m, Stage *s) {
+/* headless: the stage is built tied (its "head" is the embedding, never read) to hold a
+ * classifier's body whose folder has a score head instead of lm_head. */
+static void load_stage(HfModel *m, Stage *s, int headless) {
   const LlamaConfig *a = &m->cfg.cfg, *b = stage_config(s);
+  int tie_differs = headless ? !b->tie_word_embeddings
+                             : a->tie_word_embeddings != b->tie_word_embeddings;
   if (a->vocab_size != b->vocab_size || a->hidden_size != b->hidden_size ||
       a->intermediate_size != b->intermediate_size || a->num_layers != b->num_layers ||
       a->num_heads != b->num_heads || a->num_kv_heads != b->num_kv_heads ||
-      a->head_dim != b->head_dim || a->tie_word_embeddings != b->tie_word_embeddings ||
+      a->head_dim != b->head_dim || tie_differs ||
       a->attention_bias != b->attention_bias)
     tv_die("%s: the stage was built for a different model shape than config.json", m->dir);
   int nl = stage_end_layer(s) - stage_first_layer(s);
@@ -320,4 +324,25 @@ void hf_model_load_stage(HfModel *m, Stage *s) {
   }
   free(host);
   free(w);
+}
+
+void hf_model_load_stage(HfModel *m, Stage *s) { load_stage(m, s, 0); }
+
+void hf_model_load_headless_stage(HfModel *m, Stage *s) { load_stage(m, s, 1); }
+
+float *hf_model_read_tensor(HfModel *m, const char *name, int *ndim, int64_t *shape) {
+  const MapEntry *e = find_entry(m, name);
+  if (!e) tv_die("%s: missing tensor %s", m->dir, name);
+  SafeTensors *st = file_at(m, e->file);
+  const StTensor *t = safetensors_find(st, name);
+  if (!t)
+    tv_die("%s: the weight index puts tensor %s in this file, but it is not there",
+           safetensors_path(st), name);
+  if (t->ndim > 2) tv_die("%s: tensor %s has %d dimensions (at most 2 expected)",
+                          safetensors_path(st), name, t->ndim);
+  *ndim = t->ndim;
+  for (int d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
+  float *host = tv_malloc(((size_t)t->numel > 0 ? (size_t)t->numel : 1) * sizeof(float));
+  safetensors_read_f32(st, t, host);
+  return host;
 }

@@ -48,6 +48,13 @@ const char *hf_model_dir(const HfModel *m);
  * files holding those tensors. Missing or wrongly shaped tensors: one line naming them.
  * The stage's model config must equal the folder's. */
 void hf_model_load_stage(HfModel *m, Stage *s);
+/* The same for a sequence classifier's body (LlamaForSequenceClassification: a `score` head
+ * instead of lm_head): s must be built with tie_word_embeddings 1 so it holds no LM head of
+ * its own; everything else is loaded and checked as above. */
+void hf_model_load_headless_stage(HfModel *m, Stage *s);
+/* One named tensor of at most 2 dimensions (e.g. a classifier's score.weight) as float32:
+ * malloc'd data, its rank in *ndim and shape in shape[0 .. *ndim). Missing: one error line. */
+float *hf_model_read_tensor(HfModel *m, const char *name, int *ndim, int64_t *shape);
 /* Number of safetensors files mapped so far (tests check that a stage opens only its own). */
 int hf_model_files_opened(const HfModel *m);
 
