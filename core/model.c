@@ -88,15 +88,28 @@ static double rope_inv_freq(const LlamaConfig *c, int i) {
   return (1.0 - smooth) * f / c->rope_factor + smooth * f;
 }
 
-/* Bytes the activation arena needs when every layer keeps everything for max_B x max_T. */
-static size_t activation_capacity(const Stage *s) {
+/* Floats of one layer's record for N rows, its kept input included; matches
+ * take_layer_record in stage_pass.c (without the 64-byte rounding of each piece). */
+static size_t layer_record_floats(const Stage *s, size_t N, LayerKeep keep) {
   const LlamaConfig *c = &s->cfg;
-  size_t N = (size_t)s->max_B * s->max_T, D = c->hidden_size, F = c->intermediate_size;
+  size_t D = c->hidden_size, F = c->intermediate_size;
   size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
   size_t r = s->lora_cfg.r;
-  size_t per_layer = 4 * N * D + 2 * N + 2 * N * HD + 2 * N * KD + N * c->num_heads +
-                     2 * N * F + 7 * N * r;
-  size_t floats = per_layer * (size_t)(s->l1 - s->l0) + 2 * N * D + N; /* + final norm in/out */
+  if (keep == LAYER_RECOMPUTE) return N * D; /* x_in */
+  size_t lean = 2 * N * D /* x_in, h */ + 2 * N /* rms */ + 2 * N * HD /* q, att */ +
+                2 * N * KD /* k, v */ + N * c->num_heads /* lse */ + 2 * N * F /* gate, up */;
+  return keep == LAYER_KEEP_ALL ? lean + 2 * N * D + 7 * N * r : lean;
+}
+
+size_t stage_layer_record_bytes(const Stage *s, size_t N, LayerKeep keep) {
+  return layer_record_floats(s, N, keep) * sizeof(float);
+}
+
+/* Bytes the activation arena needs when every layer keeps everything for max_B x max_T. */
+static size_t activation_capacity(const Stage *s) {
+  size_t N = (size_t)s->max_B * s->max_T, D = s->cfg.hidden_size;
+  size_t floats = layer_record_floats(s, N, LAYER_KEEP_ALL) * (size_t)(s->l1 - s->l0) +
+                  2 * N * D + N; /* + final norm in (or full training's normed state) and rms */
   /* Each allocation is rounded up to 64 bytes: allow for that slack. */
   return floats * sizeof(float) + (size_t)(s->l1 - s->l0 + 1) * 32 * 64;
 }

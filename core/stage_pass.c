@@ -151,6 +151,7 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
 
   /* h = x + a_l + e_l, so dLoss/da_l = dLoss/dh. */
   if (lp->record_grad_a) be->copy(be, lp->record_grad_a, s->dh, (size_t)N * D * sizeof(float));
+  if (lp->grad_a_sum_squares) *lp->grad_a_sum_squares += be->sum_squares(be, (size_t)N * D, s->dh);
   /* Nothing below a_l is wanted from this layer: no attention LoRA to train, no dx. */
   if (!(train & LORA_ATTENTION_TARGETS) && !dx && !plan->train_base) return;
 
@@ -171,14 +172,17 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
 #undef TRAIN
 }
 
-static void take_layer_record(Stage *s, LayerActs *A, int N) {
+/* The layer's record in the arena. Under LAYER_KEEP_FOR_INPUT_GRAD the normed inputs and
+ * the LoRA down-projections (read only by weight and LoRA gradients) go to scratch. */
+static void take_layer_record(Stage *s, LayerActs *A, int N, LayerKeep keep) {
   const LlamaConfig *c = &s->cfg;
   size_t D = c->hidden_size, F = c->intermediate_size, r = s->lora_cfg.r;
   size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+  int all = keep == LAYER_KEEP_ALL;
   A->inv1 = act_take(s, N);
   A->inv2 = act_take(s, N);
-  A->xn1 = act_take(s, N * D);
-  A->xn2 = act_take(s, N * D);
+  A->xn1 = all ? act_take(s, N * D) : s->tmp.xn1;
+  A->xn2 = all ? act_take(s, N * D) : s->tmp.xn2;
   A->q = act_take(s, N * HD);
   A->k = act_take(s, N * KD);
   A->v = act_take(s, N * KD);
@@ -188,7 +192,7 @@ static void take_layer_record(Stage *s, LayerActs *A, int N) {
   A->gate = act_take(s, N * F);
   A->up = act_take(s, N * F);
   for (int t = 0; t < LORA_NUM_TARGETS; t++)
-    A->u[t] = s->lora->layers[0][t].in ? act_take(s, N * r) : NULL;
+    A->u[t] = !s->lora->layers[0][t].in ? NULL : all ? act_take(s, N * r) : s->tmp.u[t];
 }
 
 static float *other(Stage *s, const float *p) { return p == s->ping ? s->pong : s->ping; }
@@ -232,8 +236,11 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
     const LayerPlan *lp = &plan->layers[l - s->l0];
     LayerActs *A = &s->acts[l - s->l0];
     int has_backward = l >= bstop;
-    if (has_backward && lp->keep_activations) {
-      take_layer_record(s, A, N);
+    TV_CHECK(lp->keep_activations != LAYER_KEEP_FOR_INPUT_GRAD ||
+                 (!lp->train_targets && !plan->train_base),
+             "layer %d keeps only its input-gradient record but trains", l);
+    if (has_backward && lp->keep_activations != LAYER_RECOMPUTE) {
+      take_layer_record(s, A, N, lp->keep_activations);
     } else {
       *A = s->tmp; /* recomputed in backward, or never needed */
     }
@@ -300,7 +307,7 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
   for (int l = s->l1 - 1; l >= lowest; l--) {
     const LayerPlan *lp = &plan->layers[l - s->l0];
     LayerActs *A = &s->acts[l - s->l0];
-    if (!lp->keep_activations) {
+    if (lp->keep_activations == LAYER_RECOMPUTE) {
       /* Rebuild the record from the kept input; dropout masks and e_l come out the same. */
       float *x_saved = A->x_in;
       *A = s->tmp;

@@ -70,3 +70,9 @@ unsigned method_train_targets(Method m, FreezeScope scope, const uint8_t *active
   if (active[layer]) return LORA_ALL_TARGETS;
   return scope == FREEZE_ATTENTION ? LORA_MLP_TARGETS : 0;
 }
+
+LayerKeep method_layer_keep(ActivationPolicy policy, unsigned train_targets, int active) {
+  if (train_targets) return LAYER_KEEP_ALL;
+  if (active || policy != ACTIVATIONS_RECOMPUTE) return LAYER_KEEP_FOR_INPUT_GRAD;
+  return LAYER_RECOMPUTE;
+}

@@ -11,6 +11,14 @@
 
 typedef enum { METHOD_SFT = 0, METHOD_VACCINE = 1, METHOD_TVACCINE = 2 } Method;
 typedef enum { FREEZE_LAYER = 0, FREEZE_ATTENTION = 1 } FreezeScope;
+/* What a layer that trains nothing in a pass (T-Vaccine's frozen layers, the probe) keeps
+ * for its backward: recompute (least memory), keep what its input gradient needs (no second
+ * forward), or auto (keep while the stage's activations fit a budget). */
+typedef enum {
+  ACTIVATIONS_RECOMPUTE = 0,
+  ACTIVATIONS_KEEP = 1,
+  ACTIVATIONS_AUTO = 2,
+} ActivationPolicy;
 
 const char *method_name(Method m); /* "sft", "vaccine", "tvaccine" */
 
@@ -33,5 +41,10 @@ double vaccine_perturb_scale(double rho, double grad_sum_squares);
  * the attention targets of A plus the MLP targets of every layer (freeze_scope attention,
  * the reference code's behaviour). */
 unsigned method_train_targets(Method m, FreezeScope scope, const uint8_t *active, int layer);
+
+/* What a layer in the backward range keeps in one pass: everything when it trains, the
+ * input-gradient record when it is in A (its g_l is recorded, nothing trains), else what the
+ * policy says (auto is resolved by the caller, which knows the budget: here it keeps). */
+LayerKeep method_layer_keep(ActivationPolicy policy, unsigned train_targets, int active);
 
 #endif

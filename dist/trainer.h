@@ -21,6 +21,11 @@ typedef struct {
   int num_fixed;
   OptimConfig optim;
   uint64_t seed;
+  /* What frozen layers in the backward range keep (see ActivationPolicy); auto keeps frozen
+   * layers, lowest first, while this stage's activations for one micro-batch fit
+   * activation_budget bytes. */
+  ActivationPolicy activations;
+  size_t activation_budget;
 } TrainerConfig;
 
 typedef struct {
@@ -50,6 +55,18 @@ const double *trainer_layer_probs(const Trainer *t);  /* [L] */
 const int *trainer_active_layers(const Trainer *t, int *count); /* current A, ascending */
 Rng *trainer_sampling_rng(Trainer *t);
 void trainer_restore(Trainer *t, const double *probs, const int *active, int count);
+
+/* Bytes this rank's trainer and stage hold for steps, peaks since the last
+ * trainer_take_memory_peak (which resets them). */
+typedef struct {
+  size_t activations;   /* kept for backward by the stage (one micro-batch) */
+  size_t perturbations; /* dLoss/da_l = e_l buffers of the local layers of A */
+  size_t receive;       /* pipeline receive buffers (stages after the first) */
+  size_t workspace;     /* the stage's fixed working buffers, the same for every method */
+} TrainerMemory;
+TrainerMemory trainer_take_memory_peak(Trainer *t);
+/* What a method adds per step: activations + perturbations + receive buffers. */
+size_t trainer_memory_step_bytes(const TrainerMemory *m);
 
 /* Peak activation bytes of the local stage since the last call (and reset). */
 size_t trainer_take_activation_peak(Trainer *t);

@@ -127,7 +127,9 @@ static void run_file(const char *path) {
     lora_zero_grads(be, ls, NULL);
     for (int l = 0; l < L; l++) {
       be->zero(be, grad_a[l], N * D * sizeof(float));
-      lp[l] = (LayerPlan){grad_a[l], NULL, keep, LORA_ALL_TARGETS};
+      lp[l] = (LayerPlan){.record_grad_a = grad_a[l],
+                          .keep_activations = keep ? LAYER_KEEP_ALL : LAYER_RECOMPUTE,
+                          .train_targets = LORA_ALL_TARGETS};
     }
 
     float *x_out = NULL;
