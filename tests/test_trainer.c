@@ -145,8 +145,53 @@ static void test_fixed_set_freezes_and_saves_memory(Comm *comm) {
   run_free(&t);
 }
 
+/* T-Vaccine S = 1 with K = J = 1 on 4 layers: the probe keeps no gradient buffer, and the
+ * one perturbation buffer follows A from step to step (released when A changes), so the
+ * peak over many steps is one [rows, D] buffer, not one per layer. */
+static void test_perturbation_buffers_follow_A(Comm *comm) {
+  Run t;
+  run_init(&t, comm, METHOD_TVACCINE, 1, 1, 1, NULL, 0, 0.0f);
+  size_t one = (size_t)t.batch.B * t.batch.T * t.f.cfg.hidden_size * sizeof(float);
+  StepReport r;
+  int changed = 0, prev = -1;
+  trainer_take_memory_peak(t.tr);
+  for (int step = 0; step < 6; step++) {
+    trainer_step(t.tr, step, &t.batch, &t.batch, &r);
+    int count;
+    const int *act = trainer_active_layers(t.tr, &count);
+    changed += prev >= 0 && act[0] != prev;
+    prev = act[0];
+  }
+  TrainerMemory m = trainer_take_memory_peak(t.tr);
+  printf("perturbation buffers: peak %zu bytes over 6 steps, one buffer %zu, A changed %d times\n",
+         m.perturbations, one, changed);
+  EXPECT(changed > 0, "A never changed in 6 resamples; the test proves nothing");
+  EXPECT(m.perturbations == one, "perturbation buffers peaked at %zu bytes, one layer's is %zu",
+         m.perturbations, one);
+  EXPECT(m.receive == 0, "one rank holds no receive buffers (%zu bytes)", m.receive);
+  run_free(&t);
+}
+
+/* A probe step without a probe batch ends in one clear line (run by ctest, which matches the
+ * message): `test_trainer no-probe` passes NULL, `test_trainer empty-probe` an empty batch. */
+static void probe_missing(Comm *comm, int empty) {
+  Run t;
+  run_init(&t, comm, METHOD_TVACCINE, 2, 1, 1, NULL, 0, 0.0f);
+  TrainBatch none = {0};
+  StepReport r;
+  trainer_step(t.tr, 0, &t.batch, empty ? &none : NULL, &r);
+  printf("no error for a missing probe batch\n");
+  run_free(&t);
+}
+
 int main(int argc, char **argv) {
   Comm *comm = comm_init(&argc, &argv);
+  if (argc > 1) {
+    probe_missing(comm, !strcmp(argv[1], "empty-probe"));
+    comm_finalize(comm);
+    return 1;
+  }
+  test_perturbation_buffers_follow_A(comm);
   test_sampling_frequencies();
   test_tvaccine_all_layers_is_vaccine(comm);
   test_fixed_set_freezes_and_saves_memory(comm);
