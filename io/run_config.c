@@ -19,11 +19,12 @@
 static const char *const METHOD_NAMES[] = {"sft", "vaccine", "tvaccine"};
 static const char *const FORMAT_NAMES[] = {"auto", "alpaca", "beavertails", "refusal"};
 static const char *const SCOPE_NAMES[] = {"layer", "attention"};
+static const char *const ACTIVATION_NAMES[] = {"recompute", "keep", "auto"};
 const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine"};
 
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(RunMethod) == sizeof(int) && sizeof(RunDataFormat) == sizeof(int) &&
-                   sizeof(RunFreezeScope) == sizeof(int),
+                   sizeof(RunFreezeScope) == sizeof(int) && sizeof(RunActivations) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -63,6 +64,9 @@ const RcKey rc_keys[] = {
     STR("init_adapter", init_adapter),
     STR("resume", resume),
     DBL("rho", rho, 0, 0, -1, 0),
+    INT("max_rows", max_rows, 0, INT_MAX),
+    ENUM("activations", activations, ACTIVATION_NAMES),
+    INT("activation_budget_mib", activation_budget_mib, 0, INT_MAX),
     INT("lora.r", lora.r, 1, 65536),
     FLT("lora.alpha", lora.alpha, 0, 1, -1, 0),
     FLT("lora.dropout", lora.dropout, 0, 0, 1, 1),

@@ -25,6 +25,9 @@ typedef enum {
 /* layer: a T-Vaccine step trains only the sampled layers (SPEC 6.3); attention: only their
  * attention LoRA is switched, MLP LoRA trains everywhere (the reference code's behaviour). */
 typedef enum { RUN_FREEZE_LAYER, RUN_FREEZE_ATTENTION } RunFreezeScope;
+/* What frozen layers keep for backward: recompute them (least memory), keep what their input
+ * gradient needs (fastest), or auto: keep while activation_budget_mib allows. */
+typedef enum { RUN_ACTIVATIONS_RECOMPUTE, RUN_ACTIVATIONS_KEEP, RUN_ACTIVATIONS_AUTO } RunActivations;
 
 typedef struct {
   int S;             /* layers activated per resample */
@@ -57,6 +60,9 @@ typedef struct {
   char *init_adapter; /* PEFT folder to start LoRA from; "" = fresh init */
   char *resume;       /* checkpoint file or run folder to continue; "" = new run */
   double rho;         /* perturbation intensity (vaccine, tvaccine) */
+  int max_rows;       /* keep the first N usable alignment rows; 0 = all */
+  RunActivations activations;
+  int activation_budget_mib; /* auto: activations one micro-batch may keep per rank */
   LoraConfig lora;
   OptimConfig optim; /* total_steps is not a config key: it stays 0 until the trainer
                         knows the data size (run_config_total_steps) */

@@ -93,33 +93,18 @@ static DatasetFormat data_format(RunDataFormat f) {
   return out;
 }
 
-/* The first probe_samples harmful rows (is_safe 0 when the file says) of the probe file. */
+/* The first probe_samples harmful rows of the probe file (SPEC section 9 data roles). */
 static void load_probe_set(AlignRun *r) {
   const RunTVaccine *tv = &r->cfg.tvaccine;
-  ExampleSet all, harmful, chosen;
-  dataset_load(tv->probe_data, DATASET_FORMAT_AUTO, &all);
-  int labelled = 0;
-  for (size_t i = 0; i < all.n; i++) labelled |= all.items[i].is_safe >= 0;
-  if (labelled) {
-    example_set_filter_safety(&all, 0, &harmful);
-  } else {
-    example_set_init(&harmful, all.name);
-    for (size_t i = 0; i < all.n; i++)
-      example_set_push(&harmful, all.items[i].instruction, all.items[i].input,
-                       all.items[i].output, all.items[i].is_safe, all.items[i].category);
-  }
-  if (harmful.n == 0) tv_die("tvaccine.probe_data %s holds no harmful rows", tv->probe_data);
-  example_set_init(&chosen, tv->probe_data);
-  size_t n = harmful.n < (size_t)tv->probe_samples ? harmful.n : (size_t)tv->probe_samples;
-  for (size_t i = 0; i < n; i++)
-    example_set_push(&chosen, harmful.items[i].instruction, harmful.items[i].input,
-                     harmful.items[i].output, harmful.items[i].is_safe, harmful.items[i].category);
+  ExampleSet chosen;
+  dataset_load_role(tv->probe_data, DATASET_FORMAT_AUTO, DATA_ROLE_HARMFUL,
+                    (size_t)tv->probe_samples, &chosen, &r->probe_roles);
   dataset_encode(r->tok, &chosen, r->cfg.max_len, &r->probe);
+  char err[1024];
+  if (dataset_check_targets(&r->probe, tv->probe_data, err, sizeof err)) tv_die("%s", err);
   data_sampler_init_probe(&r->probe_sampler, r->probe.n, tv->probe_batch, r->cfg.seed);
   r->probe_batch = batch_alloc(tv->probe_batch, r->cfg.max_len);
   r->has_probe = 1;
-  example_set_free(&all);
-  example_set_free(&harmful);
   example_set_free(&chosen);
 }
 
@@ -144,9 +129,11 @@ static void setup(AlignRun *r) {
 
   r->tok = tokenizer_load(run_config_tokenizer(c));
   ExampleSet examples;
-  dataset_load(c->data, data_format(c->data_format), &examples);
-  if (examples.n == 0) tv_die("data %s holds no rows", c->data);
+  dataset_load_role(c->data, data_format(c->data_format), DATA_ROLE_ALIGNMENT,
+                    (size_t)c->max_rows, &examples, &r->data_roles);
   dataset_encode(r->tok, &examples, c->max_len, &r->data);
+  char err[1024];
+  if (dataset_check_targets(&r->data, c->data, err, sizeof err)) tv_die("%s", err);
   example_set_free(&examples);
   data_sampler_init_epochs(&r->sampler, r->data.n, c->batch_size, c->seed, 1);
   r->batch = batch_alloc(c->batch_size, c->max_len);
@@ -168,16 +155,32 @@ static void setup(AlignRun *r) {
   tc.optim = c->optim;
   tc.optim.total_steps = r->total_steps;
   tc.seed = c->seed;
+  tc.activations = (ActivationPolicy)c->activations;
+  tc.activation_budget = (size_t)c->activation_budget_mib << 20;
   r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
+  /* The paper activates a quarter of the layers or fewer (8 of 32 for Llama-2-7B, 5 of 28 for
+   * Qwen2-7B); more defeats the memory saving and the targeting, e.g. the default 8 on a
+   * small model. */
+  if (sampling && r->rank == 0 && 4 * c->tvaccine.S > mc->num_layers)
+    fprintf(stderr, "align: warning: tvaccine.S = %d activates more than a quarter of the "
+            "model's %d layers (the paper: 8 of 32 for Llama-2-7B, 5 of 28 for Qwen2-7B); "
+            "consider tvaccine.S = %d\n", c->tvaccine.S, mc->num_layers,
+            mc->num_layers / 4 > 1 ? mc->num_layers / 4 : 1);
 
   if (r->rank == 0) {
     char line[512];
-    dataset_encode_summary(&r->data, c->data, line, sizeof line);
     printf("align: %s on %s: %d layers over %d rank(s), LoRA r %d alpha %g, %lld steps\n",
            run_method_name(c->method), c->model, mc->num_layers, r->size, c->lora.r,
            c->lora.alpha, (long long)r->total_steps);
+    dataset_role_summary(&r->data_roles, c->data, DATA_ROLE_ALIGNMENT, (size_t)c->max_rows,
+                         line, sizeof line);
+    printf("align: %s\n", line);
+    dataset_encode_summary(&r->data, c->data, line, sizeof line);
     printf("align: %s\n", line);
     if (r->has_probe) {
+      dataset_role_summary(&r->probe_roles, c->tvaccine.probe_data, DATA_ROLE_HARMFUL,
+                           (size_t)c->tvaccine.probe_samples, line, sizeof line);
+      printf("align: probe set %s\n", line);
       dataset_encode_summary(&r->probe, c->tvaccine.probe_data, line, sizeof line);
       printf("align: probe set %s\n", line);
     }
