@@ -21,6 +21,7 @@ struct Trainer {
   size_t g_bytes, g_bytes_peak; /* bytes of g buffers held now, and the peak */
   double *probs;      /* [L] */
   double *norms;      /* [L] scratch */
+  double *probe_norms; /* [L] n_l of the last probe */
   uint8_t *active;    /* [L] membership of A */
   int *active_list;   /* [S] */
   int num_active;
@@ -43,6 +44,7 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->g = tv_calloc((size_t)t->nl, sizeof(float *));
   t->probs = tv_calloc((size_t)t->L, sizeof(double));
   t->norms = tv_calloc((size_t)t->L, sizeof(double));
+  t->probe_norms = tv_calloc((size_t)t->L, sizeof(double));
   t->active = tv_calloc((size_t)t->L, 1);
   t->active_list = tv_calloc((size_t)t->L, sizeof(int));
   t->sampling = rng_make(cfg->seed, rng_stream_id(RNG_TAG_SAMPLING, 0, 0, 0));
@@ -74,6 +76,7 @@ void trainer_destroy(Trainer *t) {
   free(t->g);
   free(t->probs);
   free(t->norms);
+  free(t->probe_norms);
   free(t->active);
   free(t->active_list);
   free(t);
@@ -172,8 +175,8 @@ static void probe_and_sample(Trainer *t, int64_t step, const TrainBatch *probe, 
     fit_activation_budget(t, &plan, micro_rows(t, probe));
     pipeline_pass(t->pipe, &plan, probe, 1);
     comm_allreduce_sum(t->comm, t->norms, t->L);
-    for (int l = 0; l < t->L; l++) t->norms[l] = sqrt(t->norms[l]);
-    tvaccine_probabilities(t->norms, t->L, t->probs);
+    for (int l = 0; l < t->L; l++) t->probe_norms[l] = sqrt(t->norms[l]);
+    tvaccine_probabilities(t->probe_norms, t->L, t->probs);
     r->probed = 1;
   }
   if (step % t->cfg.J == 0) {
@@ -277,6 +280,13 @@ const int *trainer_active_layers(const Trainer *t, int *count) {
 }
 
 Rng *trainer_sampling_rng(Trainer *t) { return &t->sampling; }
+
+const double *trainer_probe_norms(const Trainer *t) { return t->probe_norms; }
+
+const float *trainer_perturbation(const Trainer *t, int layer) {
+  if (layer < t->l0 || layer >= t->l0 + t->nl) return NULL;
+  return t->g[layer - t->l0];
+}
 
 void trainer_restore(Trainer *t, const double *probs, const int *active, int count) {
   memcpy(t->probs, probs, (size_t)t->L * sizeof(double));

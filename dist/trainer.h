@@ -54,6 +54,12 @@ void trainer_step(Trainer *t, int64_t step, const TrainBatch *batch, const Train
 const double *trainer_layer_probs(const Trainer *t);  /* [L] */
 const int *trainer_active_layers(const Trainer *t, int *count); /* current A, ascending */
 Rng *trainer_sampling_rng(Trainer *t);
+
+/* n_l of the last probe (zeros before the first), [L] on every rank. */
+const double *trainer_probe_norms(const Trainer *t);
+/* e_l = rho g_l / (N + 1e-7) of the last step for a local layer of A ([rows, D] backend
+ * memory, rows of that step's batch), else NULL. */
+const float *trainer_perturbation(const Trainer *t, int layer);
 void trainer_restore(Trainer *t, const double *probs, const int *active, int count);
 
 /* Bytes this rank's trainer and stage hold for steps, peaks since the last

@@ -33,7 +33,8 @@ add_test(NAME golden_methods COMMAND test_golden_methods
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_sft.tvg
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_vaccine.tvg
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine.tvg
-  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_attention.tvg)
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_attention.tvg
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_sampled.tvg)
 
 # synth + align end to end: resume == straight run, SIGTERM preemption, 2 ranks == 1 rank,
 # config mistakes.
