@@ -88,32 +88,6 @@ static double rope_inv_freq(const LlamaConfig *c, int i) {
   return (1.0 - smooth) * f / c->rope_factor + smooth * f;
 }
 
-/* Floats of one layer's record for N rows, its kept input included; matches
- * take_layer_record in stage_pass.c (without the 64-byte rounding of each piece). */
-static size_t layer_record_floats(const Stage *s, size_t N, LayerKeep keep) {
-  const LlamaConfig *c = &s->cfg;
-  size_t D = c->hidden_size, F = c->intermediate_size;
-  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
-  size_t r = s->lora_cfg.r;
-  if (keep == LAYER_RECOMPUTE) return N * D; /* x_in */
-  size_t lean = 2 * N * D /* x_in, h */ + 2 * N /* rms */ + 2 * N * HD /* q, att */ +
-                2 * N * KD /* k, v */ + N * c->num_heads /* lse */ + 2 * N * F /* gate, up */;
-  return keep == LAYER_KEEP_ALL ? lean + 2 * N * D + 7 * N * r : lean;
-}
-
-size_t stage_layer_record_bytes(const Stage *s, size_t N, LayerKeep keep) {
-  return layer_record_floats(s, N, keep) * sizeof(float);
-}
-
-/* Bytes the activation arena needs when every layer keeps everything for max_B x max_T. */
-static size_t activation_capacity(const Stage *s) {
-  size_t N = (size_t)s->max_B * s->max_T, D = s->cfg.hidden_size;
-  size_t floats = layer_record_floats(s, N, LAYER_KEEP_ALL) * (size_t)(s->l1 - s->l0) +
-                  2 * N * D + N; /* + final norm in (or full training's normed state) and rms */
-  /* Each allocation is rounded up to 64 bytes: allow for that slack. */
-  return floats * sizeof(float) + (size_t)(s->l1 - s->l0 + 1) * 32 * 64;
-}
-
 Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0, int l1,
                     int max_B, int max_T) {
   char msg[256];
@@ -195,8 +169,8 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   free(cs);
   free(sn);
 
-  s->act_capacity = activation_capacity(s);
-  s->act_arena = be->alloc(be, s->act_capacity);
+  /* The activation arena grows to what the largest plan run so far keeps (stage_forward),
+   * so memory follows the method: T-Vaccine's frozen layers never reserve a full record. */
   s->acts = tv_calloc((size_t)nl, sizeof(LayerActs));
 
   /* Workspace: sized once, reused by every layer. */
@@ -253,7 +227,7 @@ void stage_destroy(Stage *s) {
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (*bufs[i]) be->free(be, *bufs[i]);
   for (int t = 0; t < LORA_NUM_TARGETS; t++) be->free(be, s->tmp.u[t]);
-  be->free(be, s->act_arena);
+  if (s->act_arena) be->free(be, s->act_arena);
   lora_set_destroy(be, s->lora);
   if (s->targets) be->free(be, s->targets);
   if (s->tokens) be->free(be, s->tokens);
@@ -285,6 +259,7 @@ StageMemory stage_memory(const Stage *s) {
   m.grads = lora_bytes;
   m.optimizer = 2 * lora_bytes;
   m.activations = s->act_peak;
+  m.activation_arena = s->act_capacity;
   m.workspace = s->workspace_bytes;
   return m;
 }

@@ -163,12 +163,13 @@ const float *stage_logits(const Stage *s);
 typedef struct {
   size_t weights, lora, grads, optimizer;
   size_t activations; /* peak bytes kept for backward since the last reset */
+  size_t activation_arena; /* bytes the arena holds: what the largest plan so far kept */
   size_t workspace;   /* fixed per-layer working buffers, the same for every plan */
 } StageMemory;
 StageMemory stage_memory(const Stage *s);
 void stage_reset_memory_peak(Stage *s);
-/* Bytes one layer's activation record takes for a micro-batch of N rows under `keep`
- * (what auto activation policies weigh against a budget). */
+/* Arena bytes one layer's activation record (its kept input included) takes for a
+ * micro-batch of N rows under `keep`: what auto activation policies weigh against a budget. */
 size_t stage_layer_record_bytes(const Stage *s, size_t N, LayerKeep keep);
 
 #endif

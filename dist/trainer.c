@@ -14,6 +14,7 @@ struct Trainer {
   Pipeline *pipe;
   TrainerConfig cfg;
   int L, l0, nl;
+  int micro_B;        /* rows of a micro-batch (the pipeline's split) */
   LayerPlan *layers;  /* [nl] */
   unsigned *train;    /* [nl] trainable targets of the current step */
   float **g;          /* [nl] whole-batch dLoss/da_l = e_l buffers; only layers of A hold one */
@@ -39,6 +40,7 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->l0 = stage_first_layer(stage);
   t->nl = stage_end_layer(stage) - t->l0;
   t->pipe = pipeline_create(comm, stage, micro_B);
+  t->micro_B = micro_B;
   t->layers = tv_calloc((size_t)t->nl, sizeof(LayerPlan));
   t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));
   t->g = tv_calloc((size_t)t->nl, sizeof(float *));
@@ -140,9 +142,7 @@ static void fit_activation_budget(Trainer *t, const PassPlan *plan, size_t rows)
 
 /* Rows of one micro-batch of `batch` (what the stage's activation record holds). */
 static size_t micro_rows(const Trainer *t, const TrainBatch *batch) {
-  int max_B, max_T;
-  stage_max_shape(t->stage, &max_B, &max_T);
-  return (size_t)(batch->B < max_B ? batch->B : max_B) * batch->T;
+  return (size_t)(batch->B < t->micro_B ? batch->B : t->micro_B) * batch->T;
 }
 
 static uint64_t pass_seed(const Trainer *t, int64_t step, int pass) {
@@ -299,6 +299,8 @@ void trainer_restore(Trainer *t, const double *probs, const int *active, int cou
   }
   for (int l = 0; l < t->L; l++)
     if (t->active[l]) t->active_list[t->num_active++] = l;
+  for (int i = 0; i < t->nl; i++)
+    if (!t->active[t->l0 + i]) release_grad_buffer(t, i);
 }
 
 TrainerMemory trainer_take_memory_peak(Trainer *t) {

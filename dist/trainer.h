@@ -22,8 +22,8 @@ typedef struct {
   OptimConfig optim;
   uint64_t seed;
   /* What frozen layers in the backward range keep (see ActivationPolicy); auto keeps frozen
-   * layers, lowest first, while this stage's activations for one micro-batch fit
-   * activation_budget bytes. */
+   * layers while this stage's layer records for one micro-batch fit activation_budget bytes
+   * (the last stage's final-norm input comes on top). */
   ActivationPolicy activations;
   size_t activation_budget;
 } TrainerConfig;

@@ -207,8 +207,17 @@ static void fmt_duration(char *buf, size_t n, double s) {
   else snprintf(buf, n, "%lds", t);
 }
 
+/* The largest step memory of any rank this step (trainer and stage buffers: activations,
+ * perturbations, receive buffers), in MiB. A collective: every rank calls it. */
+static double step_memory_mib(AlignRun *r) {
+  TrainerMemory m = trainer_take_memory_peak(r->trainer);
+  int kib = (int)(trainer_memory_step_bytes(&m) >> 10); /* KiB: 2 TiB fit an int */
+  return comm_allreduce_max_int(r->comm, kib) / 1024.0;
+}
+
 static void report_step(AlignRun *r, const StepReport *rep, double step_s, double elapsed,
                         int64_t done_here, size_t tokens) {
+  double step_mib = step_memory_mib(r);
   if (r->rank != 0) return;
   int count;
   const int *act = trainer_active_layers(r->trainer, &count);
@@ -225,9 +234,10 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   fmt_duration(eta_s, sizeof eta_s, eta);
   double mem = peak_rss_mib();
   if (r->cfg.log_every > 0 && ((r->step + 1) % r->cfg.log_every == 0 || r->step + 1 == r->total_steps))
-    printf("step %lld/%lld  loss %.4f  lr %.3e  layers %s  %.0f tok/s  ETA %s  mem %.0f MiB\n",
+    printf("step %lld/%lld  loss %.4f  lr %.3e  layers %s  %.0f tok/s  ETA %s  mem %.0f MiB "
+           "(step buffers %.0f MiB)\n",
            (long long)r->step + 1, (long long)r->total_steps, rep->loss, rep->lr, layers,
-           tokens / step_s, eta_s, mem);
+           tokens / step_s, eta_s, mem, step_mib);
   fflush(stdout);
   RunLog *log = r->log;
   runlog_begin(log);
@@ -245,6 +255,7 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   runlog_num(log, "step_s", step_s);
   runlog_num(log, "eta_s", eta);
   runlog_num(log, "peak_rss_mib", mem);
+  runlog_num(log, "step_memory_mib", step_mib);
   if (rep->probed) {
     const double *p = trainer_layer_probs(r->trainer);
     char buf[64];

@@ -172,6 +172,55 @@ static void test_perturbation_buffers_follow_A(Comm *comm) {
   run_free(&t);
 }
 
+/* Activation policies of frozen layers: the same numbers under recompute, keep and auto
+ * (with dropout, a probe and a resample in the steps); keep holds more than recompute; auto
+ * with no budget holds what recompute holds, with an ample one what keep holds, and with a
+ * budget between the two stays within it. */
+static void test_activation_policies(Comm *comm) {
+  const struct {
+    ActivationPolicy policy;
+    size_t budget;
+  } runs[] = {{ACTIVATIONS_RECOMPUTE, 0}, {ACTIVATIONS_KEEP, 0}, {ACTIVATIONS_AUTO, 0},
+              {ACTIVATIONS_AUTO, (size_t)1 << 40}, {ACTIVATIONS_AUTO, 0 /* set below */}};
+  enum { NRUNS = 5 };
+  size_t act[NRUNS], n = 0;
+  float *params[NRUNS];
+  double loss[NRUNS];
+  for (int k = 0; k < NRUNS; k++) {
+    Run t;
+    run_init(&t, comm, METHOD_TVACCINE, 1, 2, 2, NULL, 0, 0.1f);
+    trainer_destroy(t.tr);
+    TrainerConfig tc = {
+        .method = METHOD_TVACCINE, .rho = 2.0, .S = 1, .K = 2, .J = 2,
+        .optim = optim_config_default(10), .seed = 5, .activations = runs[k].policy,
+        .activation_budget = runs[k].budget,
+    };
+    if (k == 4) /* halfway between recompute's and keep's activations */
+      tc.activation_budget = (act[0] + act[1]) / 2;
+    t.tr = trainer_create(comm, t.f.stage, &tc, 2);
+    trainer_take_memory_peak(t.tr);
+    StepReport r;
+    for (int step = 0; step < 3; step++) trainer_step(t.tr, step, &t.batch, &t.batch, &r);
+    loss[k] = r.loss;
+    act[k] = trainer_take_memory_peak(t.tr).activations;
+    n = fixture_lora_numel(&t.f);
+    params[k] = tv_malloc(n * sizeof(float));
+    fixture_get_lora_params(&t.f, params[k]);
+    run_free(&t);
+  }
+  printf("activation policies: recompute %zu, keep %zu, auto(0) %zu, auto(ample) %zu, "
+         "auto(%zu) %zu bytes\n", act[0], act[1], act[2], act[3], (act[0] + act[1]) / 2, act[4]);
+  for (int k = 1; k < NRUNS; k++) {
+    EXPECT(loss[k] == loss[0] && !memcmp(params[k], params[0], n * sizeof(float)),
+           "policy run %d: loss %.9g vs %.9g, or LoRA differs from recompute", k, loss[k], loss[0]);
+  }
+  EXPECT(act[1] > act[0], "keep %zu bytes, recompute %zu", act[1], act[0]);
+  EXPECT(act[2] == act[0] && act[3] == act[1], "auto: no budget %zu (recompute %zu), ample %zu "
+         "(keep %zu)", act[2], act[0], act[3], act[1]);
+  EXPECT(act[4] > act[0] && act[4] < act[1], "auto with a budget between: %zu bytes", act[4]);
+  for (int k = 0; k < NRUNS; k++) free(params[k]);
+}
+
 /* A probe step without a probe batch ends in one clear line (run by ctest, which matches the
  * message): `test_trainer no-probe` passes NULL, `test_trainer empty-probe` an empty batch. */
 static void probe_missing(Comm *comm, int empty) {
@@ -192,6 +241,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   test_perturbation_buffers_follow_A(comm);
+  test_activation_policies(comm);
   test_sampling_frequencies();
   test_tvaccine_all_layers_is_vaccine(comm);
   test_fixed_set_freezes_and_saves_memory(comm);
