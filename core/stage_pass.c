@@ -202,10 +202,12 @@ static size_t forward_arena_bytes(const Stage *s, const PassPlan *plan, size_t N
   if (bstop <= s->l0) total += arena_bytes(N * D);
   for (int l = s->l0; l < s->l1; l++) {
     int has_backward = l >= bstop;
-    if (has_backward) total += layer_record_arena_bytes(s, N, plan->layers[l - s->l0].keep_activations);
+    if (has_backward)
+      total += layer_record_arena_bytes(s, N, plan->layers[l - s->l0].keep_activations);
     if (l + 1 < s->l1 ? l + 1 >= bstop : last && has_backward) total += arena_bytes(N * D);
   }
-  if (last && s->l1 - 1 >= bstop) total += arena_bytes(N) + (plan->train_base ? arena_bytes(N * D) : 0);
+  if (last && s->l1 - 1 >= bstop)
+    total += arena_bytes(N) + (plan->train_base ? arena_bytes(N * D) : 0);
   return total;
 }
 
@@ -302,7 +304,8 @@ double stage_forward(Stage *s, const PassPlan *plan, const int32_t *tokens, cons
   }
 
   if (!last) {
-    TV_CHECK(s->act_used == need, "activation arena: took %zu bytes, planned %zu", s->act_used, need);
+    TV_CHECK(s->act_used == need, "activation arena: took %zu bytes, planned %zu", s->act_used,
+             need);
     if (x_out) *x_out = cur;
     return 0.0;
   }

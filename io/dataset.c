@@ -135,7 +135,8 @@ void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role, 
                       : " (%zu safe rows dropped: the probe and attack take harmful pairs)",
                   c->wrong_role);
   if (n < 0 || (size_t)n >= buflen) return;
-  if (c->capped) snprintf(buf + n, buflen - (size_t)n, " (%zu past max_rows %zu)", c->capped, max_rows);
+  if (c->capped)
+    snprintf(buf + n, buflen - (size_t)n, " (%zu past max_rows %zu)", c->capped, max_rows);
 }
 
 /* Uniform in [0, n) without modulo bias (rejection), so a permutation is exactly uniform. */
