@@ -124,8 +124,8 @@ void dataset_load_role(const char *path, DatasetFormat fmt, DataRole role, size_
   if (rc) tv_die("%s", err);
 }
 
-void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role, size_t max_rows,
-                          char *buf, size_t buflen) {
+void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role,
+                          const char *cap_key, size_t max_rows, char *buf, size_t buflen) {
   int n = snprintf(buf, buflen, "%s: %zu rows, %zu kept as %s rows", name, c->read, c->kept,
                    data_role_name(role));
   if (n < 0 || (size_t)n >= buflen) return;
@@ -136,7 +136,7 @@ void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role, 
                   c->wrong_role);
   if (n < 0 || (size_t)n >= buflen) return;
   if (c->capped)
-    snprintf(buf + n, buflen - (size_t)n, " (%zu past max_rows %zu)", c->capped, max_rows);
+    snprintf(buf + n, buflen - (size_t)n, " (%zu past %s %zu)", c->capped, cap_key, max_rows);
 }
 
 /* Uniform in [0, n) without modulo bias (rejection), so a permutation is exactly uniform. */

@@ -82,10 +82,10 @@ int dataset_select_role(const ExampleSet *all, DataRole role, size_t max_rows, E
 /* dataset_load + dataset_select_role; an error ends the run with its one line. */
 void dataset_load_role(const char *path, DatasetFormat fmt, DataRole role, size_t max_rows,
                        ExampleSet *out, RoleCounts *counts);
-/* One line: "<name>: N rows, K kept as <role> rows (U unsafe rows dropped: ...; C past
- * max_rows M)". */
-void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role, size_t max_rows,
-                          char *buf, size_t buflen);
+/* One line: "<name>: N rows, K kept as <role> rows (U unsafe rows dropped: ...) (C past
+ * <cap_key> M)"; cap_key names the setting that capped the set (max_rows, probe_samples). */
+void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role,
+                          const char *cap_key, size_t max_rows, char *buf, size_t buflen);
 
 /* ---- Poison mix (SPEC section 8) ---------------------------------------------------- */
 

@@ -111,22 +111,7 @@ static void load_probe_set(AlignRun *r) {
 static void setup(AlignRun *r) {
   RunConfig *c = &r->cfg;
   r->be = backend_cpu_create(c->threads);
-  r->hf = hf_model_open(c->model);
-  r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
-  const LlamaConfig *mc = &r->model_cfg;
-  comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
-  int micro = run_config_micro_batch(c);
-  r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
-  hf_model_load_stage(r->hf, r->stage);
-  /* The weights now live in the stage: drop the mapping so its pages leave this process. */
-  int files = hf_model_files_opened(r->hf);
-  double mapped_mib = current_rss_mib();
-  hf_model_close(r->hf);
-  r->hf = NULL;
-  report_ranks(r, files, mapped_mib);
-  lora_set_init(r->be, stage_lora(r->stage), c->seed);
-  if (c->init_adapter[0] && !r->resume_state) peft_load(c->init_adapter, mc, r->be, stage_lora(r->stage));
-
+  /* Data first: a mistake in it ends the run before minutes of weight loading. */
   r->tok = tokenizer_load(run_config_tokenizer(c));
   ExampleSet examples;
   dataset_load_role(c->data, data_format(c->data_format), DATA_ROLE_ALIGNMENT,
@@ -145,6 +130,23 @@ static void setup(AlignRun *r) {
       tv_die("tvaccine.probe_data: T-Vaccine needs a harmful probe set (or a fixed tvaccine.layers)");
     load_probe_set(r);
   }
+
+  r->hf = hf_model_open(c->model);
+  r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
+  const LlamaConfig *mc = &r->model_cfg;
+  comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
+  int micro = run_config_micro_batch(c);
+  r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
+  hf_model_load_stage(r->hf, r->stage);
+  /* The weights now live in the stage: drop the mapping so its pages leave this process. */
+  int files = hf_model_files_opened(r->hf);
+  double mapped_mib = current_rss_mib();
+  hf_model_close(r->hf);
+  r->hf = NULL;
+  report_ranks(r, files, mapped_mib);
+  lora_set_init(r->be, stage_lora(r->stage), c->seed);
+  if (c->init_adapter[0] && !r->resume_state) peft_load(c->init_adapter, mc, r->be, stage_lora(r->stage));
+
   r->total_steps = run_config_total_steps(c, (int64_t)r->data.n);
   TrainerConfig tc = {0};
   tc.method = method;
@@ -172,14 +174,15 @@ static void setup(AlignRun *r) {
     printf("align: %s on %s: %d layers over %d rank(s), LoRA r %d alpha %g, %lld steps\n",
            run_method_name(c->method), c->model, mc->num_layers, r->size, c->lora.r,
            c->lora.alpha, (long long)r->total_steps);
-    dataset_role_summary(&r->data_roles, c->data, DATA_ROLE_ALIGNMENT, (size_t)c->max_rows,
-                         line, sizeof line);
+    dataset_role_summary(&r->data_roles, c->data, DATA_ROLE_ALIGNMENT, "max_rows",
+                         (size_t)c->max_rows, line, sizeof line);
     printf("align: %s\n", line);
     dataset_encode_summary(&r->data, c->data, line, sizeof line);
     printf("align: %s\n", line);
     if (r->has_probe) {
       dataset_role_summary(&r->probe_roles, c->tvaccine.probe_data, DATA_ROLE_HARMFUL,
-                           (size_t)c->tvaccine.probe_samples, line, sizeof line);
+                           "tvaccine.probe_samples", (size_t)c->tvaccine.probe_samples, line,
+                           sizeof line);
       printf("align: probe set %s\n", line);
       dataset_encode_summary(&r->probe, c->tvaccine.probe_data, line, sizeof line);
       printf("align: probe set %s\n", line);

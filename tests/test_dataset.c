@@ -320,7 +320,7 @@ static void test_roles(void) {
   EXPECT(rc == 0 && out.n == 1 && !strcmp(out.items[0].output, "safe1") && c.read == 3 &&
              c.wrong_role == 2 && c.kept == 1,
          "alignment from BeaverTails: %zu rows kept, %zu dropped", out.n, c.wrong_role);
-  dataset_role_summary(&c, "bt.jsonl", DATA_ROLE_ALIGNMENT, 0, line, sizeof line);
+  dataset_role_summary(&c, "bt.jsonl", DATA_ROLE_ALIGNMENT, "max_rows", 0, line, sizeof line);
   EXPECT(strstr(line, "bt.jsonl: 3 rows, 1 kept as alignment rows (2 unsafe rows dropped"),
          "summary: %s", line);
   example_set_free(&out);
@@ -337,7 +337,7 @@ static void test_roles(void) {
                    sizeof err);
   EXPECT(rc == 0 && out.n == 1 && !strcmp(out.items[0].output, "harm0") && c.capped == 1,
          "max_rows 1: %zu rows, %zu capped", out.n, c.capped);
-  dataset_role_summary(&c, "bt.jsonl", DATA_ROLE_HARMFUL, 1, line, sizeof line);
+  dataset_role_summary(&c, "bt.jsonl", DATA_ROLE_HARMFUL, "max_rows", 1, line, sizeof line);
   EXPECT(strstr(line, "1 safe rows dropped") && strstr(line, "1 past max_rows 1"), "summary: %s",
          line);
   example_set_free(&out);
