@@ -157,7 +157,9 @@ static void run_file(Comm *comm, const char *path) {
     probe_targets = golden_targets(g, "probe_ids", "probe_labels", &probe);
   }
 
-  Trainer *tr = trainer_create(comm, s, &tc, gm.B);
+  /* The sampled file runs one row per micro-batch, so the probe's norms are summed over
+   * micro-batches (the others run the batch whole). */
+  Trainer *tr = trainer_create(comm, s, &tc, sampled ? 1 : gm.B);
   TrainBatch batch = {gm.tokens, gm.targets, gm.B, gm.T, gm.n_targets};
   StepReport rep;
   TV_CHECK(!sampled || trainer_needs_probe(tr, t), "%s: step %lld must probe", file, (long long)t);

@@ -10,7 +10,8 @@ Writes, in the golden format of tests/golden.h (writer shared with golden_core.p
     tests/data/golden_method_tvaccine_sampled.tvg     T-Vaccine step with probe and sampling
                                                       (SPEC 6 steps 1-5)
 
-Rerun (from the repository root; Debian's torch 1.13 CPU is enough):
+Rerun (from the repository root; Debian's torch 1.13 CPU is enough; torch 2.15 in a venv
+writes the same bytes):
     /usr/bin/python3 tests/ref/golden_methods.py            # writes tests/data/golden_method_*.tvg
     /usr/bin/python3 tests/ref/golden_methods.py OUTDIR     # writes them into OUTDIR instead
 Seeds are fixed and torch runs single-threaded, so a rerun reproduces the committed files byte
