@@ -74,8 +74,10 @@ static MethodResult run_method(Comm *comm, Backend *be, const BenchConfig *bc, c
   lora_set_init(be, stage_lora(s), 7);
   size_t n = (size_t)bc->B * bc->T;
   int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
-  TrainBatch batch = {tokens, targets, bc->B, bc->T, bench_random_batch(bc, tokens, targets)};
-  TrainBatch probe = {tokens, targets, 1, bc->T, bc->T - 1};
+  TrainBatch batch = {.tokens = tokens, .targets = targets, .B = bc->B, .T = bc->T,
+                      .counted = bench_random_batch(bc, tokens, targets)};
+  TrainBatch probe = {.tokens = tokens, .targets = targets, .B = 1, .T = bc->T,
+                      .counted = bc->T - 1};
   int sampling = mr->method == METHOD_TVACCINE && !mr->fixed;
   TrainerConfig tc = {
       .method = mr->method,
@@ -144,16 +146,26 @@ int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, 
   }
   low_mid[0] = low_top[0] = 0;
   const MethodRun runs[] = {
-      {"sft", METHOD_SFT, ACTIVATIONS_RECOMPUTE, NULL},
-      {"vaccine", METHOD_VACCINE, ACTIVATIONS_RECOMPUTE, NULL},
-      {"tvaccine sampled", METHOD_TVACCINE, ACTIVATIONS_RECOMPUTE, NULL},
-      {"tvaccine sampled", METHOD_TVACCINE, ACTIVATIONS_KEEP, NULL},
-      {"tvaccine 0+mid", METHOD_TVACCINE, ACTIVATIONS_RECOMPUTE, low_mid},
-      {"tvaccine 0+mid", METHOD_TVACCINE, ACTIVATIONS_KEEP, low_mid},
-      {"tvaccine 0+top", METHOD_TVACCINE, ACTIVATIONS_RECOMPUTE, low_top},
-      {"tvaccine 0+top", METHOD_TVACCINE, ACTIVATIONS_KEEP, low_top},
-      {"tvaccine top", METHOD_TVACCINE, ACTIVATIONS_RECOMPUTE, top},
-      {"tvaccine top", METHOD_TVACCINE, ACTIVATIONS_KEEP, top},
+      {.label = "sft", .method = METHOD_SFT,
+       .policy = ACTIVATIONS_RECOMPUTE, .fixed = NULL},
+      {.label = "vaccine", .method = METHOD_VACCINE,
+       .policy = ACTIVATIONS_RECOMPUTE, .fixed = NULL},
+      {.label = "tvaccine sampled", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_RECOMPUTE, .fixed = NULL},
+      {.label = "tvaccine sampled", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_KEEP, .fixed = NULL},
+      {.label = "tvaccine 0+mid", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_RECOMPUTE, .fixed = low_mid},
+      {.label = "tvaccine 0+mid", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_KEEP, .fixed = low_mid},
+      {.label = "tvaccine 0+top", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_RECOMPUTE, .fixed = low_top},
+      {.label = "tvaccine 0+top", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_KEEP, .fixed = low_top},
+      {.label = "tvaccine top", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_RECOMPUTE, .fixed = top},
+      {.label = "tvaccine top", .method = METHOD_TVACCINE,
+       .policy = ACTIVATIONS_KEEP, .fixed = top},
   };
   static const char *const policy_names[] = {"recompute", "keep", "auto"};
   MethodResult vaccine = {0};

@@ -180,8 +180,13 @@ static void test_activation_policies(Comm *comm) {
   const struct {
     ActivationPolicy policy;
     size_t budget;
-  } runs[] = {{ACTIVATIONS_RECOMPUTE, 0}, {ACTIVATIONS_KEEP, 0}, {ACTIVATIONS_AUTO, 0},
-              {ACTIVATIONS_AUTO, (size_t)1 << 40}, {ACTIVATIONS_AUTO, 0 /* set below */}};
+  } runs[] = {
+      {.policy = ACTIVATIONS_RECOMPUTE},
+      {.policy = ACTIVATIONS_KEEP},
+      {.policy = ACTIVATIONS_AUTO, .budget = 0},
+      {.policy = ACTIVATIONS_AUTO, .budget = (size_t)1 << 40},
+      {.policy = ACTIVATIONS_AUTO}, /* budget set below */
+  };
   enum { NRUNS = 5 };
   size_t act[NRUNS], n = 0;
   float *params[NRUNS];
