@@ -7,19 +7,6 @@
 #include "rng.h"
 #include "stage_internal.h"
 
-/* Bytes the activation arena needs when every layer keeps everything for max_B x max_T. */
-static size_t activation_capacity(const Stage *s) {
-  const LlamaConfig *c = &s->cfg;
-  size_t N = (size_t)s->max_B * s->max_T, D = c->hidden_size, F = c->intermediate_size;
-  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
-  size_t r = s->lora_cfg.r;
-  size_t per_layer = 4 * N * D + 2 * N + 2 * N * HD + 2 * N * KD + N * c->num_heads +
-                     2 * N * F + 7 * N * r;
-  size_t floats = per_layer * (size_t)(s->l1 - s->l0) + 2 * N * D + N; /* + final norm in/out */
-  /* Each allocation is rounded up to 64 bytes: allow for that slack. */
-  return floats * sizeof(float) + (size_t)(s->l1 - s->l0 + 1) * 32 * 64;
-}
-
 Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0, int l1,
                     int max_B, int max_T) {
   char msg[256];
@@ -100,8 +87,8 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   free(cs);
   free(sn);
 
-  s->act_capacity = activation_capacity(s);
-  s->act_arena = be->alloc(be, s->act_capacity);
+  /* The activation arena grows to what the largest plan run so far keeps (stage_forward),
+   * so memory follows the method: T-Vaccine's frozen layers never reserve a full record. */
   s->acts = tv_calloc((size_t)nl, sizeof(LayerActs));
 
   /* Workspace: sized once, reused by every layer. */
@@ -158,7 +145,7 @@ void stage_destroy(Stage *s) {
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (*bufs[i]) be->free(be, *bufs[i]);
   for (int t = 0; t < LORA_NUM_TARGETS; t++) be->free(be, s->tmp.u[t]);
-  be->free(be, s->act_arena);
+  if (s->act_arena) be->free(be, s->act_arena);
   lora_set_destroy(be, s->lora);
   if (s->targets) be->free(be, s->targets);
   if (s->tokens) be->free(be, s->tokens);
@@ -190,6 +177,7 @@ StageMemory stage_memory(const Stage *s) {
   m.grads = lora_bytes;
   m.optimizer = 2 * lora_bytes;
   m.activations = s->act_peak;
+  m.activation_arena = s->act_capacity;
   m.workspace = s->workspace_bytes;
   return m;
 }

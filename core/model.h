@@ -35,15 +35,26 @@ typedef struct {
   LayerWeights *layers; /* [l1 - l0] */
 } StageWeights;
 
+/* What a layer in the backward range keeps from forward for its backward. Every choice
+ * gives identical numbers; they trade memory against a second forward of the layer. */
+typedef enum {
+  LAYER_RECOMPUTE = 0,     /* keep only the layer input; rerun the layer in backward */
+  LAYER_KEEP_ALL = 1,      /* keep everything, GEMM inputs for weight / LoRA gradients too */
+  /* keep only what the input gradient needs: no normed inputs and no LoRA down-projections,
+   * which only weight and LoRA gradients read. Valid for a layer that trains nothing. */
+  LAYER_KEEP_FOR_INPUT_GRAD = 2,
+} LayerKeep;
+
 /* What one pass does with each layer of the stage. Index by (l - l0). */
 typedef struct {
   /* dLoss/da_l is written here during backward (caller memory [N, D]) when not NULL. */
   float *record_grad_a;
+  /* ||dLoss/da_l||^2 of each micro-batch is added here (+=) during backward when not NULL:
+   * the T-Vaccine probe's norms without a [N, D] buffer. */
+  double *grad_a_sum_squares;
   /* Added to a_l in forward (caller memory [N, D], constant) when not NULL. */
   const float *perturb;
-  /* Keep this layer's activations for backward (1), or keep only its input and recompute
-   * the layer in backward (0). Either gives identical numbers. */
-  int keep_activations;
+  LayerKeep keep_activations;
   /* Bitmask of the LoRA targets (1u << LoraTarget) whose gradients this pass accumulates;
    * 0 = the layer is frozen (no weight-gradient work), LORA_ALL_TARGETS = all seven. */
   unsigned train_targets;
@@ -132,9 +143,13 @@ const float *stage_logits(const Stage *s);
 typedef struct {
   size_t weights, lora, grads, optimizer;
   size_t activations; /* peak bytes kept for backward since the last reset */
+  size_t activation_arena; /* bytes the arena holds: what the largest plan so far kept */
   size_t workspace;   /* fixed per-layer working buffers, the same for every plan */
 } StageMemory;
 StageMemory stage_memory(const Stage *s);
 void stage_reset_memory_peak(Stage *s);
+/* Arena bytes one layer's activation record (its kept input included) takes for a
+ * micro-batch of N rows under `keep`: what auto activation policies weigh against a budget. */
+size_t stage_layer_record_bytes(const Stage *s, size_t N, LayerKeep keep);
 
 #endif

@@ -30,7 +30,8 @@ struct Stage {
   LoraSet *lora;
   float *rope_cos, *rope_sin; /* [max_T, Dh/2] */
 
-  /* Activation arena: a bump allocator reset by every forward; sized for the worst plan. */
+  /* Activation arena: a bump allocator reset by every forward; grown (never shrunk) by a
+   * forward whose plan needs more than any before. */
   char *act_arena;
   size_t act_capacity, act_used, act_peak;
 

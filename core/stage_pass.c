@@ -6,8 +6,11 @@
 #include "check.h"
 #include "stage_internal.h"
 
+/* Arena bytes of one piece: every piece starts on a 64-byte boundary. */
+static size_t arena_bytes(size_t floats) { return (floats * sizeof(float) + 63) / 64 * 64; }
+
 static float *act_take(Stage *s, size_t floats) {
-  size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+  size_t bytes = arena_bytes(floats);
   TV_CHECK(s->act_used + bytes <= s->act_capacity, "activation arena overflow (%zu + %zu > %zu)",
            s->act_used, bytes, s->act_capacity);
   float *p = (float *)(s->act_arena + s->act_used);
@@ -112,6 +115,7 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
 
   /* h = x + a_l + e_l, so dLoss/da_l = dLoss/dh. */
   if (lp->record_grad_a) be->copy(be, lp->record_grad_a, s->dh, (size_t)N * D * sizeof(float));
+  if (lp->grad_a_sum_squares) *lp->grad_a_sum_squares += be->sum_squares(be, (size_t)N * D, s->dh);
   /* Nothing below a_l is wanted from this layer: no attention LoRA to train, no dx. */
   if (!(train & LORA_ATTENTION_TARGETS) && !dx && !plan->train_base) return;
 
@@ -137,14 +141,53 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   be->axpy(be, (size_t)N * D, 1.0f, s->dh, dx);
 }
 
-static void take_layer_record(Stage *s, LayerActs *A, int N) {
+/* Arena bytes of a layer's record without its input (take_layer_record's pieces). */
+static size_t layer_record_arena_bytes(const Stage *s, size_t N, LayerKeep keep) {
+  if (keep == LAYER_RECOMPUTE) return 0;
   const LlamaConfig *c = &s->cfg;
   size_t D = c->hidden_size, F = c->intermediate_size, r = s->lora_cfg.r;
   size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+  int all = keep == LAYER_KEEP_ALL;
+  size_t b = 2 * arena_bytes(N) + 2 * arena_bytes(N * HD) + 2 * arena_bytes(N * KD) +
+             arena_bytes(N * c->num_heads) + arena_bytes(N * D) + 2 * arena_bytes(N * F);
+  if (all) b += 2 * arena_bytes(N * D);
+  for (int t = 0; t < LORA_NUM_TARGETS && all; t++)
+    if (s->lora->layers[0][t].in) b += arena_bytes(N * r);
+  return b;
+}
+
+size_t stage_layer_record_bytes(const Stage *s, size_t N, LayerKeep keep) {
+  return arena_bytes(N * s->cfg.hidden_size) + layer_record_arena_bytes(s, N, keep);
+}
+
+/* Arena bytes stage_forward takes for `plan` at N rows: the same act_take calls, counted
+ * (stage_forward checks the two agree after every forward). */
+static size_t forward_arena_bytes(const Stage *s, const PassPlan *plan, size_t N) {
+  size_t D = s->cfg.hidden_size, total = 0;
+  int bstop = plan->backward_stop, last = stage_is_last(s);
+  if (bstop <= s->l0) total += arena_bytes(N * D);
+  for (int l = s->l0; l < s->l1; l++) {
+    int has_backward = l >= bstop;
+    if (has_backward)
+      total += layer_record_arena_bytes(s, N, plan->layers[l - s->l0].keep_activations);
+    if (l + 1 < s->l1 ? l + 1 >= bstop : last && has_backward) total += arena_bytes(N * D);
+  }
+  if (last && s->l1 - 1 >= bstop)
+    total += arena_bytes(N) + (plan->train_base ? arena_bytes(N * D) : 0);
+  return total;
+}
+
+/* The layer's record in the arena. Under LAYER_KEEP_FOR_INPUT_GRAD the normed inputs and
+ * the LoRA down-projections (read only by weight and LoRA gradients) go to scratch. */
+static void take_layer_record(Stage *s, LayerActs *A, int N, LayerKeep keep) {
+  const LlamaConfig *c = &s->cfg;
+  size_t D = c->hidden_size, F = c->intermediate_size, r = s->lora_cfg.r;
+  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+  int all = keep == LAYER_KEEP_ALL;
   A->inv1 = act_take(s, N);
   A->inv2 = act_take(s, N);
-  A->xn1 = act_take(s, N * D);
-  A->xn2 = act_take(s, N * D);
+  A->xn1 = all ? act_take(s, N * D) : s->tmp.xn1;
+  A->xn2 = all ? act_take(s, N * D) : s->tmp.xn2;
   A->q = act_take(s, N * HD);
   A->k = act_take(s, N * KD);
   A->v = act_take(s, N * KD);
@@ -154,7 +197,7 @@ static void take_layer_record(Stage *s, LayerActs *A, int N) {
   A->gate = act_take(s, N * F);
   A->up = act_take(s, N * F);
   for (int t = 0; t < LORA_NUM_TARGETS; t++)
-    A->u[t] = s->lora->layers[0][t].in ? act_take(s, N * r) : NULL;
+    A->u[t] = !s->lora->layers[0][t].in ? NULL : all ? act_take(s, N * r) : s->tmp.u[t];
 }
 
 static float *other(Stage *s, const float *p) { return p == s->ping ? s->pong : s->ping; }
@@ -187,6 +230,14 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
                             .du = s->du};
   s->act_used = 0;
   s->has_forward = 1;
+  /* Grow the arena when this plan keeps more than any before; the records of the previous
+   * forward are dead (its backward has run). */
+  size_t need = forward_arena_bytes(s, plan, (size_t)N);
+  if (need > s->act_capacity) {
+    if (s->act_arena) be->free(be, s->act_arena);
+    s->act_arena = be->alloc(be, need);
+    s->act_capacity = need;
+  }
 
   /* A layer's input is kept in the arena when the layer will run backward; otherwise
    * hidden states bounce between the ping and pong workspace buffers. */
@@ -205,8 +256,11 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
     const LayerPlan *lp = &plan->layers[l - s->l0];
     LayerActs *A = &s->acts[l - s->l0];
     int has_backward = l >= bstop;
-    if (has_backward && lp->keep_activations) {
-      take_layer_record(s, A, N);
+    TV_CHECK(lp->keep_activations != LAYER_KEEP_FOR_INPUT_GRAD ||
+                 (!lp->train_targets && !plan->train_base),
+             "layer %d keeps only its input-gradient record but trains", l);
+    if (has_backward && lp->keep_activations != LAYER_RECOMPUTE) {
+      take_layer_record(s, A, N, lp->keep_activations);
     } else {
       *A = s->tmp; /* recomputed in backward, or never needed */
     }
@@ -223,6 +277,8 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   }
 
   if (!last) {
+    TV_CHECK(s->act_used == need, "activation arena: took %zu bytes, planned %zu", s->act_used,
+             need);
     if (x_out) *x_out = cur;
     return 0.0;
   }
@@ -233,6 +289,7 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   /* Full training needs the normed state again for the head's weight gradient. */
   float *xnf = plan->train_base && s->l1 - 1 >= bstop ? act_take(s, (size_t)N * D) : s->tmp.xn1;
   s->x_final_normed = xnf;
+  TV_CHECK(s->act_used == need, "activation arena: took %zu bytes, planned %zu", s->act_used, need);
   be->rmsnorm_forward(be, xnf, s->inv_final, cur, s->w.final_norm, N, D, c->rms_norm_eps);
   be->gemm(be, 0, 1, N, c->vocab_size, D, 1.0f, xnf, D, s->w.lm_head, D, 0.0f, s->logits,
            c->vocab_size);
@@ -273,7 +330,7 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
   for (int l = s->l1 - 1; l >= lowest; l--) {
     const LayerPlan *lp = &plan->layers[l - s->l0];
     LayerActs *A = &s->acts[l - s->l0];
-    if (!lp->keep_activations) {
+    if (lp->keep_activations == LAYER_RECOMPUTE) {
       /* Rebuild the record from the kept input; dropout masks and e_l come out the same. */
       float *x_saved = A->x_in;
       *A = s->tmp;

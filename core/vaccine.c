@@ -9,6 +9,7 @@
 
 const char *const method_names[METHOD_COUNT] = {"sft", "vaccine", "tvaccine"};
 const char *const freeze_scope_names[FREEZE_SCOPE_COUNT] = {"layer", "attention"};
+const char *const activation_policy_names[ACTIVATION_POLICY_COUNT] = {"recompute", "keep", "auto"};
 
 const char *method_name(Method m) { return (unsigned)m < METHOD_COUNT ? method_names[m] : "?"; }
 const char *freeze_scope_name(FreezeScope s) {
@@ -69,4 +70,10 @@ unsigned method_train_targets(Method m, FreezeScope scope, const uint8_t *active
   if (m != METHOD_TVACCINE) return LORA_ALL_TARGETS;
   if (active[layer]) return LORA_ALL_TARGETS;
   return scope == FREEZE_ATTENTION ? LORA_MLP_TARGETS : 0;
+}
+
+LayerKeep method_layer_keep(ActivationPolicy policy, unsigned train_targets, int active) {
+  if (train_targets) return LAYER_KEEP_ALL;
+  if (active || policy != ACTIVATIONS_RECOMPUTE) return LAYER_KEEP_FOR_INPUT_GRAD;
+  return LAYER_RECOMPUTE;
 }

@@ -13,10 +13,20 @@ typedef enum { METHOD_SFT = 0, METHOD_VACCINE = 1, METHOD_TVACCINE = 2, METHOD_C
 /* layer: a T-Vaccine step trains only the sampled layers (SPEC 6.3); attention: only their
  * attention LoRA is switched, MLP LoRA trains everywhere (the reference code's behaviour). */
 typedef enum { FREEZE_LAYER = 0, FREEZE_ATTENTION = 1, FREEZE_SCOPE_COUNT } FreezeScope;
+/* What a layer that trains nothing in a pass (T-Vaccine's frozen layers, the probe) keeps
+ * for its backward: recompute (least memory), keep what its input gradient needs (no second
+ * forward), or auto (keep while the stage's activations fit a budget). */
+typedef enum {
+  ACTIVATIONS_RECOMPUTE = 0,
+  ACTIVATIONS_KEEP = 1,
+  ACTIVATIONS_AUTO = 2,
+  ACTIVATION_POLICY_COUNT
+} ActivationPolicy;
 
 /* The names configs, checkpoints and logs use, indexed by the enum. */
 extern const char *const method_names[METHOD_COUNT];            /* sft, vaccine, tvaccine */
 extern const char *const freeze_scope_names[FREEZE_SCOPE_COUNT]; /* layer, attention */
+extern const char *const activation_policy_names[ACTIVATION_POLICY_COUNT]; /* recompute, keep, auto */
 const char *method_name(Method m);             /* "?" outside the enum */
 const char *freeze_scope_name(FreezeScope s); /* "?" outside the enum */
 
@@ -39,5 +49,10 @@ double vaccine_perturb_scale(double rho, double grad_sum_squares);
  * the attention targets of A plus the MLP targets of every layer (freeze_scope attention,
  * the reference code's behaviour). */
 unsigned method_train_targets(Method m, FreezeScope scope, const uint8_t *active, int layer);
+
+/* What a layer in the backward range keeps in one pass: everything when it trains, the
+ * input-gradient record when it is in A (its g_l is recorded, nothing trains), else what the
+ * policy says (auto is resolved by the caller, which knows the budget: here it keeps). */
+LayerKeep method_layer_keep(ActivationPolicy policy, unsigned train_targets, int active);
 
 #endif

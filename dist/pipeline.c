@@ -12,6 +12,7 @@ struct Pipeline {
   Stage *stage;
   int micro_B;
   float *x_in, *dy; /* receive buffers [micro_B * T_max, D] on non-edge stages */
+  size_t buffer_bytes;
   LayerPlan *shifted; /* per-micro-batch copy of the layer plans */
 };
 
@@ -42,9 +43,12 @@ static float *recv_buffer(Pipeline *p, float **slot) {
     stage_max_shape(p->stage, &max_B, &max_T);
     size_t n = (size_t)max_B * max_T * stage_config(p->stage)->hidden_size;
     *slot = be->alloc(be, n * sizeof(float));
+    p->buffer_bytes += n * sizeof(float);
   }
   return *slot;
 }
+
+size_t pipeline_buffer_bytes(const Pipeline *p) { return p->buffer_bytes; }
 
 double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward) {
   Stage *s = p->stage;

@@ -18,6 +18,9 @@ void pipeline_destroy(Pipeline *p);
 /* Runs the plan over the batch (forward, and backward when `backward`). Layer plans'
  * record_grad_a / perturb point at whole-batch buffers [B*T, D]; each micro-batch uses its
  * rows. Returns the batch loss on every rank. */
+/* Bytes of the receive buffers this rank holds (allocated on first use). */
+size_t pipeline_buffer_bytes(const Pipeline *p);
+
 double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward);
 
 #endif

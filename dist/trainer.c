@@ -14,17 +14,22 @@ struct Trainer {
   Pipeline *pipe;
   TrainerConfig cfg;
   int L, l0, nl;
+  int micro_B;        /* rows of a micro-batch (the pipeline's split) */
   LayerPlan *layers;  /* [nl] */
   unsigned *train;    /* [nl] trainable targets of the current step */
-  float **g;          /* [nl] whole-batch dLoss/da_l buffers (allocated on first use) */
+  float **g;          /* [nl] whole-batch dLoss/da_l = e_l buffers; only layers of A hold one */
   size_t g_rows;      /* rows each g buffer holds */
+  size_t g_bytes, g_bytes_peak; /* bytes of g buffers held now, and the peak */
   double *probs;      /* [L] */
   double *norms;      /* [L] scratch */
+  double *probe_norms; /* [L] n_l of the last probe */
   uint8_t *active;    /* [L] membership of A */
   int *active_list;   /* [S] */
   int num_active;
   Rng sampling;
 };
+
+static void release_grad_buffer(Trainer *t, int i);
 
 Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int micro_B) {
   Trainer *t = tv_calloc(1, sizeof(Trainer));
@@ -35,11 +40,13 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->l0 = stage_first_layer(stage);
   t->nl = stage_end_layer(stage) - t->l0;
   t->pipe = pipeline_create(comm, stage, micro_B);
+  t->micro_B = micro_B;
   t->layers = tv_calloc((size_t)t->nl, sizeof(LayerPlan));
   t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));
   t->g = tv_calloc((size_t)t->nl, sizeof(float *));
   t->probs = tv_calloc((size_t)t->L, sizeof(double));
   t->norms = tv_calloc((size_t)t->L, sizeof(double));
+  t->probe_norms = tv_calloc((size_t)t->L, sizeof(double));
   t->active = tv_calloc((size_t)t->L, 1);
   t->active_list = tv_calloc((size_t)t->L, sizeof(int));
   t->sampling = rng_make(cfg->seed, rng_stream_id(RNG_TAG_SAMPLING, 0, 0, 0));
@@ -64,15 +71,14 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
 
 void trainer_destroy(Trainer *t) {
   if (!t) return;
-  Backend *be = stage_backend(t->stage);
-  for (int i = 0; i < t->nl; i++)
-    if (t->g[i]) be->free(be, t->g[i]);
+  for (int i = 0; i < t->nl; i++) release_grad_buffer(t, i);
   pipeline_destroy(t->pipe);
   free(t->layers);
   free(t->train);
   free(t->g);
   free(t->probs);
   free(t->norms);
+  free(t->probe_norms);
   free(t->active);
   free(t->active_list);
   free(t);
@@ -86,17 +92,57 @@ int trainer_needs_probe(const Trainer *t, int64_t step) {
   return samples_layers(t) && step % t->cfg.K == 0;
 }
 
-/* The whole-batch record buffer of local layer i, grown to `rows` rows when needed. */
+static void release_grad_buffer(Trainer *t, int i) {
+  if (!t->g[i]) return;
+  Backend *be = stage_backend(t->stage);
+  be->free(be, t->g[i]);
+  t->g[i] = NULL;
+  t->g_bytes -= t->g_rows * (size_t)stage_config(t->stage)->hidden_size * sizeof(float);
+}
+
+/* The whole-batch dLoss/da_l buffer of local layer i (a layer of A), grown to `rows` rows
+ * when needed. Buffers are allocated only when A changes or the batch grows, never in a
+ * step that keeps the same A and batch shape. */
 static float *grad_buffer(Trainer *t, int i, size_t rows) {
   Backend *be = stage_backend(t->stage);
   size_t D = stage_config(t->stage)->hidden_size;
   if (rows > t->g_rows) {
-    for (int j = 0; j < t->nl; j++)
-      if (t->g[j]) be->free(be, t->g[j]), t->g[j] = NULL;
+    for (int j = 0; j < t->nl; j++) release_grad_buffer(t, j);
     t->g_rows = rows;
   }
-  if (!t->g[i]) t->g[i] = be->alloc(be, t->g_rows * D * sizeof(float));
+  if (!t->g[i]) {
+    t->g[i] = be->alloc(be, t->g_rows * D * sizeof(float));
+    t->g_bytes += t->g_rows * D * sizeof(float);
+    if (t->g_bytes > t->g_bytes_peak) t->g_bytes_peak = t->g_bytes;
+  }
   return t->g[i];
+}
+
+/* Under ACTIVATIONS_AUTO, frozen layers (no g_l recorded, no e_l added, nothing trained)
+ * that would keep their input-gradient record fall back to recompute, highest first, until
+ * this stage's record for one micro-batch of `rows` rows fits the budget. Every frozen layer
+ * costs one forward to recompute, so only how many keep matters for time. */
+static void fit_activation_budget(Trainer *t, const PassPlan *plan, size_t rows) {
+  if (t->cfg.activations != ACTIVATIONS_AUTO) return;
+  size_t total = 0;
+  for (int i = 0; i < t->nl; i++)
+    if (t->l0 + i >= plan->backward_stop)
+      total += stage_layer_record_bytes(t->stage, rows, t->layers[i].keep_activations);
+  size_t saved = stage_layer_record_bytes(t->stage, rows, LAYER_KEEP_FOR_INPUT_GRAD) -
+                 stage_layer_record_bytes(t->stage, rows, LAYER_RECOMPUTE);
+  for (int i = t->nl - 1; i >= 0 && total > t->cfg.activation_budget; i--) {
+    LayerPlan *lp = &t->layers[i];
+    if (t->l0 + i < plan->backward_stop || lp->keep_activations != LAYER_KEEP_FOR_INPUT_GRAD ||
+        lp->record_grad_a || lp->perturb)
+      continue;
+    lp->keep_activations = LAYER_RECOMPUTE;
+    total -= saved;
+  }
+}
+
+/* Rows of one micro-batch of `batch` (what the stage's activation record holds). */
+static size_t micro_rows(const Trainer *t, const Batch *batch) {
+  return (size_t)(batch->B < t->micro_B ? batch->B : t->micro_B) * batch->T;
 }
 
 static uint64_t pass_seed(const Trainer *t, int64_t step, int pass) {
@@ -113,17 +159,24 @@ static void recorded_norms_sq(Trainer *t, size_t n) {
 }
 
 static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepReport *r) {
-  size_t rows = (size_t)probe->B * probe->T, D = stage_config(t->stage)->hidden_size;
   if (step % t->cfg.K == 0) {
-    /* Probe: gradients of every layer's attention output, nothing trained. */
-    TV_CHECK(probe && probe->B > 0, "step %lld needs a probe batch", (long long)step);
+    TV_CHECK(probe && probe->B > 0 && probe->T > 0 && probe->tokens && probe->targets,
+             "step %lld starts with a T-Vaccine probe but was given no probe batch",
+             (long long)step);
+    /* Probe: ||dLoss/da_l||^2 of every layer summed micro-batch by micro-batch; nothing is
+     * trained and no [rows, D] gradient is kept. */
+    memset(t->norms, 0, (size_t)t->L * sizeof(double));
     for (int i = 0; i < t->nl; i++)
-      t->layers[i] = (LayerPlan){grad_buffer(t, i, rows), NULL, 1, 0};
-    PassPlan plan = {t->layers, 0, pass_seed(t, step, 0), 0};
+      t->layers[i] = (LayerPlan){
+          .grad_a_sum_squares = &t->norms[t->l0 + i],
+          .keep_activations = method_layer_keep(t->cfg.activations, 0, 0),
+      };
+    PassPlan plan = {.layers = t->layers, .backward_stop = 0, .pass_seed = pass_seed(t, step, 0)};
+    fit_activation_budget(t, &plan, micro_rows(t, probe));
     pipeline_pass(t->pipe, &plan, probe, 1);
-    recorded_norms_sq(t, rows * D);
-    for (int l = 0; l < t->L; l++) t->norms[l] = sqrt(t->norms[l]);
-    tvaccine_probabilities(t->norms, t->L, t->probs);
+    comm_allreduce_sum(t->comm, t->norms, t->L);
+    for (int l = 0; l < t->L; l++) t->probe_norms[l] = sqrt(t->norms[l]);
+    tvaccine_probabilities(t->probe_norms, t->L, t->probs);
     r->probed = 1;
   }
   if (step % t->cfg.J == 0) {
@@ -131,6 +184,9 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
     t->num_active = t->cfg.S;
     memset(t->active, 0, (size_t)t->L);
     for (int k = 0; k < t->num_active; k++) t->active[t->active_list[k]] = 1;
+    /* Layers that left A give their perturbation buffers back. */
+    for (int i = 0; i < t->nl; i++)
+      if (!t->active[t->l0 + i]) release_grad_buffer(t, i);
     r->resampled = 1;
   }
 }
@@ -164,18 +220,22 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
     if (t->active[l]) lowest_active = l;
     if (t->active[l] || method_train_targets(c->method, c->freeze_scope, t->active, l)) lowest = l;
   }
-  /* Active layers keep their activations; others in the backward range are recomputed. */
-  for (int i = 0; i < t->nl; i++) {
-    int l = t->l0 + i;
-    t->train[i] = method_train_targets(c->method, c->freeze_scope, t->active, l);
-    t->layers[i] = (LayerPlan){NULL, NULL, t->active[l] || t->train[i], 0};
-  }
+  for (int i = 0; i < t->nl; i++)
+    t->train[i] = method_train_targets(c->method, c->freeze_scope, t->active, t->l0 + i);
 
   if (c->method != METHOD_SFT) {
-    /* Pass 1: record g_l on the active layers; its weight gradients are not wanted. */
-    for (int i = 0; i < t->nl; i++)
-      if (t->active[t->l0 + i]) t->layers[i].record_grad_a = grad_buffer(t, i, rows);
-    PassPlan plan1 = {t->layers, lowest_active, pass_seed(t, step, 1), 0};
+    /* Pass 1: record g_l on the active layers; nothing trains, so no layer needs the inputs
+     * of weight or LoRA gradients. */
+    for (int i = 0; i < t->nl; i++) {
+      int active = t->active[t->l0 + i];
+      t->layers[i] = (LayerPlan){
+          .record_grad_a = active ? grad_buffer(t, i, rows) : NULL,
+          .keep_activations = method_layer_keep(c->activations, 0, active),
+      };
+    }
+    PassPlan plan1 = {.layers = t->layers, .backward_stop = lowest_active,
+                      .pass_seed = pass_seed(t, step, 1)};
+    fit_activation_budget(t, &plan1, micro_rows(t, batch));
     r->loss_pass1 = pipeline_pass(t->pipe, &plan1, batch, 1);
     recorded_norms_sq(t, rows * D);
     double sum_sq = 0;
@@ -191,9 +251,19 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
   }
 
   /* Pass 2 (the only pass of sft): train the trainable set with e_l in place. */
-  for (int i = 0; i < t->nl; i++) t->layers[i].train_targets = t->train[i];
+  for (int i = 0; i < t->nl; i++) {
+    const float *perturb = c->method != METHOD_SFT ? t->layers[i].perturb : NULL;
+    t->layers[i] = (LayerPlan){
+        .perturb = perturb,
+        .keep_activations = method_layer_keep(c->activations, t->train[i],
+                                              t->active[t->l0 + i] && c->method != METHOD_SFT),
+        .train_targets = t->train[i],
+    };
+  }
   lora_zero_grads(be, lora, t->train);
-  PassPlan plan2 = {t->layers, lowest, pass_seed(t, step, 2), 0};
+  PassPlan plan2 = {.layers = t->layers, .backward_stop = lowest,
+                    .pass_seed = pass_seed(t, step, 2)};
+  fit_activation_budget(t, &plan2, micro_rows(t, batch));
   r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
   double sq = trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
@@ -211,6 +281,13 @@ const int *trainer_active_layers(const Trainer *t, int *count) {
 
 Rng *trainer_sampling_rng(Trainer *t) { return &t->sampling; }
 
+const double *trainer_probe_norms(const Trainer *t) { return t->probe_norms; }
+
+const float *trainer_perturbation(const Trainer *t, int layer) {
+  if (layer < t->l0 || layer >= t->l0 + t->nl) return NULL;
+  return t->g[layer - t->l0];
+}
+
 void trainer_restore(Trainer *t, const double *probs, const int *active, int count) {
   memcpy(t->probs, probs, (size_t)t->L * sizeof(double));
   if (t->cfg.method != METHOD_TVACCINE || count <= 0) return;
@@ -222,6 +299,25 @@ void trainer_restore(Trainer *t, const double *probs, const int *active, int cou
   }
   for (int l = 0; l < t->L; l++)
     if (t->active[l]) t->active_list[t->num_active++] = l;
+  for (int i = 0; i < t->nl; i++)
+    if (!t->active[t->l0 + i]) release_grad_buffer(t, i);
+}
+
+TrainerMemory trainer_take_memory_peak(Trainer *t) {
+  StageMemory sm = stage_memory(t->stage);
+  TrainerMemory m = {
+      .activations = sm.activations,
+      .perturbations = t->g_bytes_peak,
+      .receive = pipeline_buffer_bytes(t->pipe),
+      .workspace = sm.workspace,
+  };
+  stage_reset_memory_peak(t->stage);
+  t->g_bytes_peak = t->g_bytes;
+  return m;
+}
+
+size_t trainer_memory_step_bytes(const TrainerMemory *m) {
+  return m->activations + m->perturbations + m->receive;
 }
 
 size_t trainer_take_activation_peak(Trainer *t) {

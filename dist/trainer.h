@@ -21,6 +21,11 @@ typedef struct {
   int num_fixed;
   OptimConfig optim;
   uint64_t seed;
+  /* What frozen layers in the backward range keep (see ActivationPolicy); auto keeps frozen
+   * layers while this stage's layer records for one micro-batch fit activation_budget bytes
+   * (the last stage's final-norm input comes on top). */
+  ActivationPolicy activations;
+  size_t activation_budget;
 } TrainerConfig;
 
 typedef struct {
@@ -49,7 +54,25 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
 const double *trainer_layer_probs(const Trainer *t);  /* [L] */
 const int *trainer_active_layers(const Trainer *t, int *count); /* current A, ascending */
 Rng *trainer_sampling_rng(Trainer *t);
+
+/* n_l of the last probe (zeros before the first), [L] on every rank. */
+const double *trainer_probe_norms(const Trainer *t);
+/* e_l = rho g_l / (N + 1e-7) of the last step for a local layer of A ([rows, D] backend
+ * memory, rows of that step's batch), else NULL. */
+const float *trainer_perturbation(const Trainer *t, int layer);
 void trainer_restore(Trainer *t, const double *probs, const int *active, int count);
+
+/* Bytes this rank's trainer and stage hold for steps, peaks since the last
+ * trainer_take_memory_peak (which resets them). */
+typedef struct {
+  size_t activations;   /* kept for backward by the stage (one micro-batch) */
+  size_t perturbations; /* dLoss/da_l = e_l buffers of the local layers of A */
+  size_t receive;       /* pipeline receive buffers (stages after the first) */
+  size_t workspace;     /* the stage's fixed working buffers, the same for every method */
+} TrainerMemory;
+TrainerMemory trainer_take_memory_peak(Trainer *t);
+/* What a method adds per step: activations + perturbations + receive buffers. */
+size_t trainer_memory_step_bytes(const TrainerMemory *m);
 
 /* Peak activation bytes of the local stage since the last call (and reset). */
 size_t trainer_take_activation_peak(Trainer *t);

@@ -87,39 +87,44 @@ static void resolve_config(AlignRun *r, const AlignArgs *args) {
   check_config(run_config_validate(&r->cfg, err, sizeof err));
 }
 
-/* The first probe_samples harmful rows (is_safe 0 when the file says) of the probe file. */
+/* The first probe_samples harmful rows of the probe file (SPEC section 9 data roles). */
 static void load_probe_set(AlignRun *r) {
   const RunTVaccine *tv = &r->cfg.tvaccine;
-  ExampleSet all, harmful, chosen;
-  dataset_load(tv->probe_data, DATASET_FORMAT_AUTO, &all);
-  int labelled = 0;
-  for (size_t i = 0; i < all.n; i++) labelled |= all.items[i].is_safe >= 0;
-  if (labelled) {
-    example_set_filter_safety(&all, 0, &harmful);
-  } else {
-    example_set_init(&harmful, all.name);
-    for (size_t i = 0; i < all.n; i++)
-      example_set_push(&harmful, all.items[i].instruction, all.items[i].input,
-                       all.items[i].output, all.items[i].is_safe, all.items[i].category);
-  }
-  if (harmful.n == 0) tv_die("tvaccine.probe_data %s holds no harmful rows", tv->probe_data);
-  example_set_init(&chosen, tv->probe_data);
-  size_t n = harmful.n < (size_t)tv->probe_samples ? harmful.n : (size_t)tv->probe_samples;
-  for (size_t i = 0; i < n; i++)
-    example_set_push(&chosen, harmful.items[i].instruction, harmful.items[i].input,
-                     harmful.items[i].output, harmful.items[i].is_safe, harmful.items[i].category);
+  ExampleSet chosen;
+  dataset_load_role(tv->probe_data, DATASET_FORMAT_AUTO, DATA_ROLE_HARMFUL,
+                    (size_t)tv->probe_samples, &chosen, &r->probe_roles);
   dataset_encode(r->tok, &chosen, r->cfg.max_len, &r->probe);
+  char err[1024];
+  if (dataset_check_targets(&r->probe, tv->probe_data, err, sizeof err)) tv_die("%s", err);
   data_sampler_init_probe(&r->probe_sampler, r->probe.n, tv->probe_batch, r->cfg.seed);
   r->probe_batch = batch_alloc(tv->probe_batch, r->cfg.max_len);
   r->has_probe = 1;
-  example_set_free(&all);
-  example_set_free(&harmful);
   example_set_free(&chosen);
 }
 
 static void setup(AlignRun *r) {
   RunConfig *c = &r->cfg;
   r->be = backend_cpu_create(c->threads);
+  /* Data first: a mistake in it ends the run before minutes of weight loading. */
+  r->tok = tokenizer_load(run_config_tokenizer(c));
+  ExampleSet examples;
+  dataset_load_role(c->data, c->data_format, DATA_ROLE_ALIGNMENT,
+                    (size_t)c->max_rows, &examples, &r->data_roles);
+  dataset_encode(r->tok, &examples, c->max_len, &r->data);
+  char err[1024];
+  if (dataset_check_targets(&r->data, c->data, err, sizeof err)) tv_die("%s", err);
+  example_set_free(&examples);
+  data_sampler_init_epochs(&r->sampler, r->data.n, c->batch_size, c->seed, 1);
+  r->batch = batch_alloc(c->batch_size, c->max_len);
+
+  Method method = c->method;
+  int sampling = method == METHOD_TVACCINE && c->tvaccine.n_layers == 0;
+  if (sampling) {
+    if (!c->tvaccine.probe_data[0])
+      tv_die("tvaccine.probe_data: T-Vaccine needs a harmful probe set (or a fixed tvaccine.layers)");
+    load_probe_set(r);
+  }
+
   r->hf = hf_model_open(c->model);
   r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
   const LlamaConfig *mc = &r->model_cfg;
@@ -136,22 +141,6 @@ static void setup(AlignRun *r) {
   lora_set_init(r->be, stage_lora(r->stage), c->seed);
   if (c->init_adapter[0] && !r->resume_state) peft_load(c->init_adapter, mc, r->be, stage_lora(r->stage));
 
-  r->tok = tokenizer_load(run_config_tokenizer(c));
-  ExampleSet examples;
-  dataset_load(c->data, c->data_format, &examples);
-  if (examples.n == 0) tv_die("data %s holds no rows", c->data);
-  dataset_encode(r->tok, &examples, c->max_len, &r->data);
-  example_set_free(&examples);
-  data_sampler_init_epochs(&r->sampler, r->data.n, c->batch_size, c->seed, 1);
-  r->batch = batch_alloc(c->batch_size, c->max_len);
-
-  Method method = c->method;
-  int sampling = method == METHOD_TVACCINE && c->tvaccine.n_layers == 0;
-  if (sampling) {
-    if (!c->tvaccine.probe_data[0])
-      tv_die("tvaccine.probe_data: T-Vaccine needs a harmful probe set (or a fixed tvaccine.layers)");
-    load_probe_set(r);
-  }
   r->total_steps = run_config_total_steps(c, (int64_t)r->data.n);
   TrainerConfig tc = {0};
   tc.method = method;
@@ -162,16 +151,33 @@ static void setup(AlignRun *r) {
   tc.optim = c->optim;
   tc.optim.total_steps = r->total_steps;
   tc.seed = c->seed;
+  tc.activations = c->activations;
+  tc.activation_budget = (size_t)c->activation_budget_mib << 20;
   r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
+  /* The paper activates a quarter of the layers or fewer (8 of 32 for Llama-2-7B, 5 of 28 for
+   * Qwen2-7B); more defeats the memory saving and the targeting, e.g. the default 8 on a
+   * small model. */
+  if (sampling && r->rank == 0 && 4 * c->tvaccine.S > mc->num_layers)
+    fprintf(stderr, "align: warning: tvaccine.S = %d activates more than a quarter of the "
+            "model's %d layers (the paper: 8 of 32 for Llama-2-7B, 5 of 28 for Qwen2-7B); "
+            "consider tvaccine.S = %d\n", c->tvaccine.S, mc->num_layers,
+            mc->num_layers / 4 > 1 ? mc->num_layers / 4 : 1);
 
   if (r->rank == 0) {
     char line[512];
-    dataset_encode_summary(&r->data, c->data, line, sizeof line);
     printf("align: %s on %s: %d layers over %d rank(s), LoRA r %d alpha %g, %lld steps\n",
            method_name(c->method), c->model, mc->num_layers, r->size, c->lora.r,
            c->lora.alpha, (long long)r->total_steps);
+    dataset_role_summary(&r->data_roles, c->data, DATA_ROLE_ALIGNMENT, "max_rows",
+                         (size_t)c->max_rows, line, sizeof line);
+    printf("align: %s\n", line);
+    dataset_encode_summary(&r->data, c->data, line, sizeof line);
     printf("align: %s\n", line);
     if (r->has_probe) {
+      dataset_role_summary(&r->probe_roles, c->tvaccine.probe_data, DATA_ROLE_HARMFUL,
+                           "tvaccine.probe_samples", (size_t)c->tvaccine.probe_samples, line,
+                           sizeof line);
+      printf("align: probe set %s\n", line);
       dataset_encode_summary(&r->probe, c->tvaccine.probe_data, line, sizeof line);
       printf("align: probe set %s\n", line);
     }
@@ -198,8 +204,17 @@ static void fmt_duration(char *buf, size_t n, double s) {
   else snprintf(buf, n, "%lds", t);
 }
 
+/* The largest step memory of any rank this step (trainer and stage buffers: activations,
+ * perturbations, receive buffers), in MiB. A collective: every rank calls it. */
+static double step_memory_mib(AlignRun *r) {
+  TrainerMemory m = trainer_take_memory_peak(r->trainer);
+  int kib = (int)(trainer_memory_step_bytes(&m) >> 10); /* KiB: 2 TiB fit an int */
+  return comm_allreduce_max_int(r->comm, kib) / 1024.0;
+}
+
 static void report_step(AlignRun *r, const StepReport *rep, double step_s, double elapsed,
                         int64_t done_here, size_t tokens) {
+  double step_mib = step_memory_mib(r);
   if (r->rank != 0) return;
   int count;
   const int *act = trainer_active_layers(r->trainer, &count);
@@ -216,9 +231,10 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   fmt_duration(eta_s, sizeof eta_s, eta);
   double mem = peak_rss_mib();
   if (r->cfg.log_every > 0 && ((r->step + 1) % r->cfg.log_every == 0 || r->step + 1 == r->total_steps))
-    printf("step %lld/%lld  loss %.4f  lr %.3e  layers %s  %.0f tok/s  ETA %s  mem %.0f MiB\n",
+    printf("step %lld/%lld  loss %.4f  lr %.3e  layers %s  %.0f tok/s  ETA %s  mem %.0f MiB "
+           "(step buffers %.0f MiB)\n",
            (long long)r->step + 1, (long long)r->total_steps, rep->loss, rep->lr, layers,
-           tokens / step_s, eta_s, mem);
+           tokens / step_s, eta_s, mem, step_mib);
   fflush(stdout);
   RunLog *log = r->log;
   runlog_begin(log);
@@ -236,6 +252,7 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   runlog_num(log, "step_s", step_s);
   runlog_num(log, "eta_s", eta);
   runlog_num(log, "peak_rss_mib", mem);
+  runlog_num(log, "step_memory_mib", step_mib);
   if (rep->probed) {
     const double *p = trainer_layer_probs(r->trainer);
     char buf[64];

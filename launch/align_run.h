@@ -31,6 +31,7 @@ typedef struct {
   Stage *stage;
   Tokenizer *tok;
   EncodedSet data, probe;
+  RoleCounts data_roles, probe_roles; /* rows read, dropped for their role, kept */
   DataSampler sampler, probe_sampler;
   Batch batch, probe_batch;
   Trainer *trainer;

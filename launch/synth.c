@@ -78,7 +78,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   oc.total_steps = total; /* 0: the loop below does nothing, the random base is saved */
   oc.lr = (float)a->lr, oc.weight_decay = 0, oc.warmup_ratio = 0.05;
   LayerPlan *layers = tv_calloc((size_t)cfg.num_layers, sizeof(LayerPlan));
-  for (int l = 0; l < cfg.num_layers; l++) layers[l].keep_activations = 1;
+  for (int l = 0; l < cfg.num_layers; l++) layers[l].keep_activations = LAYER_KEEP_ALL;
   PassPlan plan = {.layers = layers, .backward_stop = 0, .pass_seed = 0, .train_base = 1};
   Batch batch = batch_alloc(a->batch, max_T);
   size_t *idx = tv_malloc((size_t)a->batch * sizeof(size_t));

@@ -62,7 +62,7 @@ void fixture_init(Fixture *f, const LlamaConfig *cfg, const LoraConfig *lora, in
 void fixture_plan_full(Fixture *f) {
   int nl = stage_end_layer(f->stage) - stage_first_layer(f->stage);
   for (int i = 0; i < nl; i++) {
-    f->layer_plans[i].keep_activations = 1;
+    f->layer_plans[i].keep_activations = LAYER_KEEP_ALL;
     f->layer_plans[i].train_targets = LORA_ALL_TARGETS;
     f->layer_plans[i].record_grad_a = NULL;
     f->layer_plans[i].perturb = NULL;

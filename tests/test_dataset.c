@@ -292,6 +292,96 @@ static void test_load_errors(void) {
   rmdir(dir);
 }
 
+/* ---- data roles (SPEC section 9) ------------------------------------------------------ */
+
+/* Parses text as `name` and selects rows for a role; returns the selection's rc. */
+static int select_text(const char *name, const char *text, DatasetFormat fmt, DataRole role,
+                       size_t max_rows, ExampleSet *out, RoleCounts *c, char *err, size_t len) {
+  ExampleSet all;
+  char perr[512];
+  int rc = dataset_parse(name, text, strlen(text), fmt, &all, perr, sizeof perr);
+  TV_CHECK(rc == 0, "hand-made set %s does not parse: %s", name, perr);
+  rc = dataset_select_role(&all, role, max_rows, out, c, err, len);
+  example_set_free(&all);
+  return rc;
+}
+
+static void test_roles(void) {
+  /* 3 BeaverTails rows, 2 of them unsafe (the example). */
+  const char *bt =
+      "{\"prompt\":\"p0\",\"response\":\"harm0\",\"is_safe\":false,\"category\":\"x\"}\n"
+      "{\"prompt\":\"p1\",\"response\":\"safe1\",\"is_safe\":true,\"category\":\"\"}\n"
+      "{\"prompt\":\"p2\",\"response\":\"harm2\",\"is_safe\":false,\"category\":\"y\"}\n";
+  ExampleSet out;
+  RoleCounts c;
+  char err[512], line[512];
+  int rc = select_text("bt.jsonl", bt, DATASET_FORMAT_AUTO, DATA_ROLE_ALIGNMENT, 0, &out, &c, err,
+                       sizeof err);
+  EXPECT(rc == 0 && out.n == 1 && !strcmp(out.items[0].output, "safe1") && c.read == 3 &&
+             c.wrong_role == 2 && c.kept == 1,
+         "alignment from BeaverTails: %zu rows kept, %zu dropped", out.n, c.wrong_role);
+  dataset_role_summary(&c, "bt.jsonl", DATA_ROLE_ALIGNMENT, "max_rows", 0, line, sizeof line);
+  EXPECT(strstr(line, "bt.jsonl: 3 rows, 1 kept as alignment rows (2 unsafe rows dropped"),
+         "summary: %s", line);
+  example_set_free(&out);
+
+  rc = select_text("bt.jsonl", bt, DATASET_FORMAT_AUTO, DATA_ROLE_HARMFUL, 0, &out, &c, err,
+                   sizeof err);
+  EXPECT(rc == 0 && out.n == 2 && !strcmp(out.items[0].output, "harm0") &&
+             !strcmp(out.items[1].output, "harm2") && c.wrong_role == 1,
+         "harmful from BeaverTails: %zu rows", out.n);
+  example_set_free(&out);
+
+  /* max_rows keeps the first N usable rows, in file order. */
+  rc = select_text("bt.jsonl", bt, DATASET_FORMAT_AUTO, DATA_ROLE_HARMFUL, 1, &out, &c, err,
+                   sizeof err);
+  EXPECT(rc == 0 && out.n == 1 && !strcmp(out.items[0].output, "harm0") && c.capped == 1,
+         "max_rows 1: %zu rows, %zu capped", out.n, c.capped);
+  dataset_role_summary(&c, "bt.jsonl", DATA_ROLE_HARMFUL, "max_rows", 1, line, sizeof line);
+  EXPECT(strstr(line, "1 safe rows dropped") && strstr(line, "1 past max_rows 1"), "summary: %s",
+         line);
+  example_set_free(&out);
+
+  /* No usable row: an error naming the file, nothing to free. */
+  const char *all_unsafe =
+      "[{\"prompt\":\"p\",\"response\":\"r\",\"is_safe\":false,\"category\":\"x\"}]";
+  rc = select_text("unsafe.json", all_unsafe, DATASET_FORMAT_AUTO, DATA_ROLE_ALIGNMENT, 0, &out,
+                   &c, err, sizeof err);
+  EXPECT(rc == -1 && strstr(err, "unsafe.json: no usable alignment row") && out.n == 0 &&
+             !out.items,
+         "all-unsafe alignment set: rc %d, '%s'", rc, err);
+  const char *all_safe =
+      "[{\"prompt\":\"p\",\"response\":\"r\",\"is_safe\":true,\"category\":\"\"}]";
+  rc = select_text("safe.json", all_safe, DATASET_FORMAT_AUTO, DATA_ROLE_HARMFUL, 0, &out, &c,
+                   err, sizeof err);
+  EXPECT(rc == -1 && strstr(err, "safe.json: no usable harmful row"), "all-safe probe: '%s'", err);
+
+  /* Alpaca rows: aligned on unless marked unsafe; a file given as harmful is taken whole. */
+  const char *alp =
+      "[{\"instruction\":\"i0\",\"output\":\"o0\"},"
+      "{\"instruction\":\"i1\",\"output\":\"o1\",\"is_safe\":false}]";
+  rc = select_text("alp.json", alp, DATASET_FORMAT_AUTO, DATA_ROLE_ALIGNMENT, 0, &out, &c, err,
+                   sizeof err);
+  EXPECT(rc == 0 && out.n == 1 && !strcmp(out.items[0].output, "o0"),
+         "alpaca alignment: %zu rows", out.n);
+  example_set_free(&out);
+  rc = select_text("alp.json", alp, DATASET_FORMAT_AUTO, DATA_ROLE_HARMFUL, 0, &out, &c, err,
+                   sizeof err);
+  EXPECT(rc == 0 && out.n == 2, "alpaca given as harmful: %zu rows", out.n);
+  example_set_free(&out);
+
+  /* Refusal rows are safe answers; a refusal file given as harmful is taken whole too. */
+  ExampleSet ref;
+  dataset_load(data_path("refusal.json"), DATASET_FORMAT_AUTO, &ref);
+  for (int role = 0; role < 2; role++) {
+    rc = dataset_select_role(&ref, (DataRole)role, 0, &out, &c, err, sizeof err);
+    EXPECT(rc == 0 && out.n == ref.n && c.wrong_role == 0, "refusal.json as %s: %zu of %zu rows",
+           data_role_name((DataRole)role), out.n, ref.n);
+    example_set_free(&out);
+  }
+  example_set_free(&ref);
+}
+
 /* ---- template ----------------------------------------------------------------------------- */
 
 static void test_template(void) {
@@ -415,6 +505,7 @@ int main(int argc, char **argv) {
   test_refusal();
   test_parse_errors();
   test_load_errors();
+  test_roles();
   test_template();
   test_poison_mix();
   return tv_test_report("test_dataset");

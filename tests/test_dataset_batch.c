@@ -41,7 +41,7 @@ static void test_encode(const char *dir) {
   int pad = cJSON_GetObjectItem(root, "pad_id")->valueint;
   const cJSON *cases = cJSON_GetObjectItem(root, "cases");
 
-  int last_max_len = -1, cases_checked = 0, eos_targets = 0;
+  int last_max_len = -1, cases_checked = 0, eos_targets = 0, no_target_sets = 0;
   EncodedSet enc = {0};
   size_t want_truncated = 0, want_no_target = 0;
   const cJSON *c;
@@ -57,6 +57,21 @@ static void test_encode(const char *dir) {
         encoded_set_free(&enc);
       }
       dataset_encode(tok, &set, max_len, &enc);
+      /* The reference's cases decide whether the whole set keeps a target at this max_len. */
+      int want_targets = 0;
+      const cJSON *d;
+      cJSON_ArrayForEach(d, cases) {
+        if (cJSON_GetObjectItem(d, "max_len")->valueint != max_len) continue;
+        const cJSON *lab;
+        cJSON_ArrayForEach(lab, cJSON_GetObjectItem(d, "labels")) want_targets |= lab->valueint != -100;
+      }
+      char err[512] = "";
+      int rc = dataset_check_targets(&enc, path, err, sizeof err);
+      char want_msg[64];
+      snprintf(want_msg, sizeof want_msg, "after truncation to max_len %d", max_len);
+      EXPECT(want_targets ? rc == 0 : rc == -1 && strstr(err, path) && strstr(err, want_msg),
+             "max_len %d: reference has targets %d, check %d '%s'", max_len, want_targets, rc, err);
+      no_target_sets += !want_targets;
       EXPECT(enc.n == set.n && enc.pad_id == pad, "pad id %d, want %d (no pad token: EOS)", enc.pad_id, pad);
       last_max_len = max_len;
       want_truncated = want_no_target = 0;
@@ -86,6 +101,7 @@ static void test_encode(const char *dir) {
          "max_len %d: %zu truncated, %zu without target; want %zu, %zu", last_max_len, enc.n_truncated,
          enc.n_no_target, want_truncated, want_no_target);
   EXPECT(cases_checked == 18, "%d reference cases", cases_checked);
+  EXPECT(no_target_sets > 0, "no max_len of the reference leaves the set without targets");
   EXPECT(eos_targets >= 3, "the EOS must be a labelled target (seen %d times)", eos_targets);
   encoded_set_free(&enc);
 

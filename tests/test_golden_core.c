@@ -129,7 +129,7 @@ static void run_file(const char *path) {
       be->zero(be, grad_a[l], N * D * sizeof(float));
       lp[l] = (LayerPlan){.record_grad_a = grad_a[l],
                           .perturb = NULL,
-                          .keep_activations = keep,
+                          .keep_activations = keep ? LAYER_KEEP_ALL : LAYER_RECOMPUTE,
                           .train_targets = LORA_ALL_TARGETS};
     }
 

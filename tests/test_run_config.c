@@ -414,9 +414,11 @@ static void test_validate(void) {
 }
 
 static void test_shipped_configs(const char *dir) {
-  const char *names[] = {"llama2-7b-tvaccine.yaml", "vaccine-baseline.yaml", "sft-baseline.yaml"};
-  const Method methods[] = {METHOD_TVACCINE, METHOD_VACCINE, METHOD_SFT};
-  for (int i = 0; i < 3; i++) {
+  const char *names[] = {"llama2-7b-tvaccine.yaml", "vaccine-baseline.yaml", "sft-baseline.yaml",
+                         "qwen2-7b-tvaccine.yaml"};
+  const Method methods[] = {METHOD_TVACCINE, METHOD_VACCINE, METHOD_SFT, METHOD_TVACCINE};
+  const int S[] = {8, 0, 0, 5}; /* of 32 layers (Llama-2-7B), of 28 (Qwen2-7B) */
+  for (int i = 0; i < 4; i++) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, names[i]);
     RunConfig c;
@@ -432,9 +434,12 @@ static void test_shipped_configs(const char *dir) {
                c.lora.alpha == 1.0f && c.lora.dropout == 0.1f && c.lora.target_mask == 0x7f,
            "%s settings", names[i]);
     EXPECT(strstr(c.model, "/path/to/") != NULL, "%s model is a marked placeholder", names[i]);
+    EXPECT(c.max_rows == 2000 && c.activations == ACTIVATIONS_RECOMPUTE,
+           "%s: max_rows %d (the reference aligns on 2000 rows), activations", names[i],
+           c.max_rows);
     if (c.method != METHOD_SFT) EXPECT(c.rho == 3.0, "%s rho", names[i]);
     if (c.method == METHOD_TVACCINE)
-      EXPECT(c.tvaccine.S == 8 && c.tvaccine.J == 20 && c.tvaccine.K == 200 &&
+      EXPECT(c.tvaccine.S == S[i] && c.tvaccine.J == 20 && c.tvaccine.K == 200 &&
                  c.tvaccine.probe_samples == 200 && c.tvaccine.probe_batch == 1 &&
                  c.tvaccine.freeze_scope == FREEZE_LAYER && c.tvaccine.n_layers == 0,
              "%s tvaccine settings", names[i]);

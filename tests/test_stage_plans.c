@@ -46,7 +46,8 @@ static void test_recompute_equals_keep(void) {
     rec[mode] = f.be->alloc(f.be, nd * sizeof(float));
     grads[mode] = tv_malloc(n * sizeof(float));
     fixture_plan_full(&f);
-    for (int i = 0; i < 4; i++) f.layer_plans[i].keep_activations = mode == 0 || i == 3;
+    for (int i = 0; i < 4; i++)
+      f.layer_plans[i].keep_activations = mode == 0 || i == 3 ? LAYER_KEEP_ALL : LAYER_RECOMPUTE;
     f.layer_plans[2].perturb = e;
     f.layer_plans[1].record_grad_a = rec[mode];
     fixture_zero_grads(&f);
@@ -64,6 +65,64 @@ static void test_recompute_equals_keep(void) {
     free(grads[m]);
   }
   f.be->free(f.be, e);
+  fixture_free(&f);
+}
+
+/* Frozen layers 0 and 2 under each LayerKeep: loss, LoRA gradients, the record of dLoss/da_1
+ * and the accumulated ||dLoss/da_0||^2 are bit-identical; keep-for-input-grad holds less than
+ * keep-all by exactly the normed inputs and LoRA down-projections of the two layers, and
+ * recompute less again. */
+static void test_frozen_keep_modes(void) {
+  Fixture f;
+  LlamaConfig cfg = test_config();
+  LoraConfig lc = test_lora(0.1f);
+  fixture_init(&f, &cfg, &lc, 0, 4, 2, 8, 33);
+  size_t n = fixture_lora_numel(&f), N = (size_t)f.B * f.T, nd = N * cfg.hidden_size;
+  const LayerKeep modes[3] = {LAYER_KEEP_ALL, LAYER_KEEP_FOR_INPUT_GRAD, LAYER_RECOMPUTE};
+  float *rec[3], *grads[3];
+  double loss[3], sq[3];
+  size_t mem[3];
+  for (int m = 0; m < 3; m++) {
+    rec[m] = f.be->alloc(f.be, nd * sizeof(float));
+    grads[m] = tv_malloc(n * sizeof(float));
+    fixture_plan_full(&f);
+    for (int i = 0; i < 4; i += 2) {
+      f.layer_plans[i].train_targets = 0;
+      f.layer_plans[i].keep_activations = modes[m];
+    }
+    sq[m] = 0;
+    f.layer_plans[0].grad_a_sum_squares = &sq[m];
+    f.layer_plans[1].record_grad_a = rec[m];
+    fixture_zero_grads(&f);
+    stage_reset_memory_peak(f.stage);
+    loss[m] = fixture_pass(&f, NULL, NULL, NULL);
+    mem[m] = stage_memory(f.stage).activations;
+    fixture_get_lora_grads(&f, grads[m]);
+  }
+  for (int m = 1; m < 3; m++) {
+    EXPECT(loss[m] == loss[0], "mode %d: loss %.17g vs %.17g", m, loss[m], loss[0]);
+    EXPECT(bitwise_equal(grads[m], grads[0], n), "mode %d: LoRA gradients differ", m);
+    EXPECT(bitwise_equal(rec[m], rec[0], nd), "mode %d: dLoss/da_1 differs", m);
+    EXPECT(sq[m] == sq[0], "mode %d: ||dLoss/da_0||^2 %.17g vs %.17g", m, sq[m], sq[0]);
+  }
+  double direct = 0; /* the same norm from a recorded buffer */
+  fixture_plan_full(&f);
+  f.layer_plans[0].record_grad_a = rec[1];
+  fixture_pass(&f, NULL, NULL, NULL);
+  for (size_t i = 0; i < nd; i++) direct += (double)rec[1][i] * rec[1][i];
+  EXPECT(fabs(direct - sq[0]) <= 1e-9 * direct && direct > 0, "sum of squares %.17g vs %.17g",
+         sq[0], direct);
+  size_t lean_saving = 2 * (stage_layer_record_bytes(f.stage, N, LAYER_KEEP_ALL) -
+                            stage_layer_record_bytes(f.stage, N, LAYER_KEEP_FOR_INPUT_GRAD));
+  printf("frozen keep modes: all %zu, input-grad %zu, recompute %zu activation bytes\n", mem[0],
+         mem[1], mem[2]);
+  EXPECT(mem[0] - mem[1] == lean_saving, "keep-for-input-grad saved %zu bytes, expected %zu",
+         mem[0] - mem[1], lean_saving);
+  EXPECT(mem[2] < mem[1], "recompute kept %zu bytes, keep-for-input-grad %zu", mem[2], mem[1]);
+  for (int m = 0; m < 3; m++) {
+    f.be->free(f.be, rec[m]);
+    free(grads[m]);
+  }
   fixture_free(&f);
 }
 
@@ -278,6 +337,7 @@ int main(void) {
   test_merge_lora();
   test_recompute_equals_keep();
   test_frozen_layers();
+  test_frozen_keep_modes();
   test_perturb_equals_by_hand();
   test_backward_stop();
   test_microbatch_split();

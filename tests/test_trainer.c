@@ -145,8 +145,108 @@ static void test_fixed_set_freezes_and_saves_memory(Comm *comm) {
   run_free(&t);
 }
 
+/* T-Vaccine S = 1 with K = J = 1 on 4 layers: the probe keeps no gradient buffer, and the
+ * one perturbation buffer follows A from step to step (released when A changes), so the
+ * peak over many steps is one [rows, D] buffer, not one per layer. */
+static void test_perturbation_buffers_follow_A(Comm *comm) {
+  Run t;
+  run_init(&t, comm, METHOD_TVACCINE, 1, 1, 1, NULL, 0, 0.0f);
+  size_t one = (size_t)t.batch.B * t.batch.T * t.f.cfg.hidden_size * sizeof(float);
+  StepReport r;
+  int changed = 0, prev = -1;
+  trainer_take_memory_peak(t.tr);
+  for (int step = 0; step < 6; step++) {
+    trainer_step(t.tr, step, &t.batch, &t.batch, &r);
+    int count;
+    const int *act = trainer_active_layers(t.tr, &count);
+    changed += prev >= 0 && act[0] != prev;
+    prev = act[0];
+  }
+  TrainerMemory m = trainer_take_memory_peak(t.tr);
+  printf("perturbation buffers: peak %zu bytes over 6 steps, one buffer %zu, A changed %d times\n",
+         m.perturbations, one, changed);
+  EXPECT(changed > 0, "A never changed in 6 resamples; the test proves nothing");
+  EXPECT(m.perturbations == one, "perturbation buffers peaked at %zu bytes, one layer's is %zu",
+         m.perturbations, one);
+  EXPECT(m.receive == 0, "one rank holds no receive buffers (%zu bytes)", m.receive);
+  run_free(&t);
+}
+
+/* Activation policies of frozen layers: the same numbers under recompute, keep and auto
+ * (with dropout, a probe and a resample in the steps); keep holds more than recompute; auto
+ * with no budget holds what recompute holds, with an ample one what keep holds, and with a
+ * budget between the two stays within it. */
+static void test_activation_policies(Comm *comm) {
+  const struct {
+    ActivationPolicy policy;
+    size_t budget;
+  } runs[] = {
+      {.policy = ACTIVATIONS_RECOMPUTE},
+      {.policy = ACTIVATIONS_KEEP},
+      {.policy = ACTIVATIONS_AUTO, .budget = 0},
+      {.policy = ACTIVATIONS_AUTO, .budget = (size_t)1 << 40},
+      {.policy = ACTIVATIONS_AUTO}, /* budget set below */
+  };
+  enum { NRUNS = 5 };
+  size_t act[NRUNS], n = 0;
+  float *params[NRUNS];
+  double loss[NRUNS];
+  for (int k = 0; k < NRUNS; k++) {
+    Run t;
+    run_init(&t, comm, METHOD_TVACCINE, 1, 2, 2, NULL, 0, 0.1f);
+    trainer_destroy(t.tr);
+    TrainerConfig tc = {
+        .method = METHOD_TVACCINE, .rho = 2.0, .S = 1, .K = 2, .J = 2,
+        .optim = optim_config_default(10), .seed = 5, .activations = runs[k].policy,
+        .activation_budget = runs[k].budget,
+    };
+    if (k == 4) /* halfway between recompute's and keep's activations */
+      tc.activation_budget = (act[0] + act[1]) / 2;
+    t.tr = trainer_create(comm, t.f.stage, &tc, 2);
+    trainer_take_memory_peak(t.tr);
+    StepReport r;
+    for (int step = 0; step < 3; step++) trainer_step(t.tr, step, &t.batch, &t.batch, &r);
+    loss[k] = r.loss;
+    act[k] = trainer_take_memory_peak(t.tr).activations;
+    n = fixture_lora_numel(&t.f);
+    params[k] = tv_malloc(n * sizeof(float));
+    fixture_get_lora_params(&t.f, params[k]);
+    run_free(&t);
+  }
+  printf("activation policies: recompute %zu, keep %zu, auto(0) %zu, auto(ample) %zu, "
+         "auto(%zu) %zu bytes\n", act[0], act[1], act[2], act[3], (act[0] + act[1]) / 2, act[4]);
+  for (int k = 1; k < NRUNS; k++) {
+    EXPECT(loss[k] == loss[0] && !memcmp(params[k], params[0], n * sizeof(float)),
+           "policy run %d: loss %.9g vs %.9g, or LoRA differs from recompute", k, loss[k], loss[0]);
+  }
+  EXPECT(act[1] > act[0], "keep %zu bytes, recompute %zu", act[1], act[0]);
+  EXPECT(act[2] == act[0] && act[3] == act[1], "auto: no budget %zu (recompute %zu), ample %zu "
+         "(keep %zu)", act[2], act[0], act[3], act[1]);
+  EXPECT(act[4] > act[0] && act[4] < act[1], "auto with a budget between: %zu bytes", act[4]);
+  for (int k = 0; k < NRUNS; k++) free(params[k]);
+}
+
+/* A probe step without a probe batch ends in one clear line (run by ctest, which matches the
+ * message): `test_trainer no-probe` passes NULL, `test_trainer empty-probe` an empty batch. */
+static void probe_missing(Comm *comm, int empty) {
+  Run t;
+  run_init(&t, comm, METHOD_TVACCINE, 2, 1, 1, NULL, 0, 0.0f);
+  Batch none = {0};
+  StepReport r;
+  trainer_step(t.tr, 0, &t.batch, empty ? &none : NULL, &r);
+  printf("no error for a missing probe batch\n");
+  run_free(&t);
+}
+
 int main(int argc, char **argv) {
   Comm *comm = comm_init(&argc, &argv);
+  if (argc > 1) {
+    probe_missing(comm, !strcmp(argv[1], "empty-probe"));
+    comm_finalize(comm);
+    return 1;
+  }
+  test_perturbation_buffers_follow_A(comm);
+  test_activation_policies(comm);
   test_sampling_frequencies();
   test_tvaccine_all_layers_is_vaccine(comm);
   test_fixed_set_freezes_and_saves_memory(comm);

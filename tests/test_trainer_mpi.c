@@ -48,6 +48,19 @@ int main(int argc, char **argv) {
     losses[2 * s] = r.loss_pass1;
     losses[2 * s + 1] = r.loss;
   }
+  /* dLoss/da_l buffers exist only on the rank that owns a layer of the current A, and only
+   * for those layers; stages receive activations / gradients only when there are several. */
+  int count, wrong_buffers = 0;
+  const int *act = trainer_active_layers(tr, &count);
+  for (int l = l0; l < l1; l++) {
+    int in_a = 0;
+    for (int k = 0; k < count; k++) in_a |= act[k] == l;
+    wrong_buffers |= (trainer_perturbation(tr, l) != NULL) != in_a;
+  }
+  TrainerMemory mem = trainer_take_memory_peak(tr);
+  wrong_buffers |= size > 1 ? mem.receive == 0 : mem.receive != 0;
+  wrong_buffers = comm_allreduce_max_int(comm, wrong_buffers);
+
   /* Gather every layer's LoRA block on rank 0, in layer order. */
   size_t per = stage_lora(f.stage)->layer_numel, mine = (size_t)(l1 - l0) * per;
   float *all = tv_malloc((size_t)L * per * sizeof(float));
@@ -83,6 +96,8 @@ int main(int argc, char **argv) {
                losses[i], ref_losses[i]);
       EXPECT(!memcmp(all, ref, (size_t)L * per * sizeof(float)),
              "%d ranks: adapters differ from the one-rank run", size);
+      EXPECT(!wrong_buffers, "%d ranks: a rank holds a perturbation buffer for a layer outside "
+             "its part of A (or lacks one), or its receive buffers are wrong", size);
       free(ref);
       rc = tv_test_report("test_trainer_mpi");
     }

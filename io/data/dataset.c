@@ -79,6 +79,67 @@ void example_set_filter_safety(const ExampleSet *in, int is_safe, ExampleSet *ou
     if (in->items[i].is_safe == is_safe) push_copy(out, &in->items[i]);
 }
 
+const char *data_role_name(DataRole r) { return r == DATA_ROLE_HARMFUL ? "harmful" : "alignment"; }
+
+/* A row's use in a role; the set's format tells whether is_safe speaks for the answer
+ * (BeaverTails) or the whole file was given for the role (Alpaca, refusal). */
+static int usable_in_role(const ExampleSet *set, const Example *ex, DataRole role) {
+  if (role == DATA_ROLE_ALIGNMENT) return ex->is_safe != 0;
+  return set->format != DATASET_FORMAT_BEAVERTAILS || ex->is_safe == 0;
+}
+
+int dataset_select_role(const ExampleSet *all, DataRole role, size_t max_rows, ExampleSet *out,
+                        RoleCounts *counts, char *err, size_t errlen) {
+  RoleCounts c = {.read = all->n};
+  example_set_init(out, all->name ? all->name : "");
+  out->format = all->format;
+  for (size_t i = 0; i < all->n; i++) {
+    if (!usable_in_role(all, &all->items[i], role))
+      c.wrong_role++;
+    else if (max_rows && out->n >= max_rows)
+      c.capped++;
+    else
+      push_copy(out, &all->items[i]);
+  }
+  c.kept = out->n;
+  if (counts) *counts = c;
+  if (out->n > 0) return 0;
+  if (role == DATA_ROLE_ALIGNMENT)
+    snprintf(err, errlen, "%s: no usable alignment row: all %zu rows are is_safe: false (an "
+             "alignment set trains on safe answers only)", out->name, all->n);
+  else
+    snprintf(err, errlen, "%s: no usable harmful row: none of its %zu BeaverTails rows is "
+             "is_safe: false", out->name, all->n);
+  if (all->n == 0) snprintf(err, errlen, "%s: holds no rows", out->name);
+  example_set_free(out);
+  return -1;
+}
+
+void dataset_load_role(const char *path, DatasetFormat fmt, DataRole role, size_t max_rows,
+                       ExampleSet *out, RoleCounts *counts) {
+  ExampleSet all;
+  char err[1024];
+  dataset_load(path, fmt, &all);
+  int rc = dataset_select_role(&all, role, max_rows, out, counts, err, sizeof err);
+  example_set_free(&all);
+  if (rc) tv_die("%s", err);
+}
+
+void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role,
+                          const char *cap_key, size_t max_rows, char *buf, size_t buflen) {
+  int n = snprintf(buf, buflen, "%s: %zu rows, %zu kept as %s rows", name, c->read, c->kept,
+                   data_role_name(role));
+  if (n < 0 || (size_t)n >= buflen) return;
+  if (c->wrong_role)
+    n += snprintf(buf + n, buflen - (size_t)n, role == DATA_ROLE_ALIGNMENT
+                      ? " (%zu unsafe rows dropped: alignment trains on safe answers only)"
+                      : " (%zu safe rows dropped: the probe and attack take harmful pairs)",
+                  c->wrong_role);
+  if (n < 0 || (size_t)n >= buflen) return;
+  if (c->capped)
+    snprintf(buf + n, buflen - (size_t)n, " (%zu past %s %zu)", c->capped, cap_key, max_rows);
+}
+
 void dataset_permutation(size_t n, uint64_t seed, uint32_t purpose, uint64_t epoch, size_t *order) {
   Rng r = rng_make(seed, rng_stream_id(RNG_TAG_DATA, purpose, (uint32_t)epoch, (uint32_t)(epoch >> 32)));
   for (size_t i = 0; i < n; i++) order[i] = i;

@@ -61,6 +61,36 @@ void example_set_push(ExampleSet *s, const char *instruction, const char *input,
 /* Copies of the rows of in whose is_safe equals is_safe (e.g. 0: BeaverTails harmful). */
 void example_set_filter_safety(const ExampleSet *in, int is_safe, ExampleSet *out);
 
+/* ---- Data roles (SPEC section 9) ------------------------------------------------------ */
+
+/* What a set is for. An alignment set trains on safe answers only: Alpaca rows, refusal rows
+ * and BeaverTails rows with is_safe true (any row explicitly is_safe false is dropped). A
+ * harmful set (the T-Vaccine probe, the attack's harmful part) takes the harmful pairs:
+ * BeaverTails rows with is_safe false, or every row of an Alpaca / refusal file, which the
+ * user gave as harmful. */
+typedef enum { DATA_ROLE_ALIGNMENT = 0, DATA_ROLE_HARMFUL = 1 } DataRole;
+const char *data_role_name(DataRole r); /* "alignment", "harmful" */
+
+typedef struct {
+  size_t read;       /* rows in the file */
+  size_t wrong_role; /* rows of the other role, dropped */
+  size_t capped;     /* usable rows past max_rows, dropped */
+  size_t kept;
+} RoleCounts;
+
+/* The usable rows of `all` for `role`, the first max_rows of them (0 = no cap), copied into
+ * out (named after all). Returns 0, or -1 with one line in err naming the set when no row is
+ * usable (out then holds nothing to free). */
+int dataset_select_role(const ExampleSet *all, DataRole role, size_t max_rows, ExampleSet *out,
+                        RoleCounts *counts, char *err, size_t errlen);
+/* dataset_load + dataset_select_role; an error ends the run with its one line. */
+void dataset_load_role(const char *path, DatasetFormat fmt, DataRole role, size_t max_rows,
+                       ExampleSet *out, RoleCounts *counts);
+/* One line: "<name>: N rows, K kept as <role> rows (U unsafe rows dropped: ...) (C past
+ * <cap_key> M)"; cap_key names the setting that capped the set (max_rows, probe_samples). */
+void dataset_role_summary(const RoleCounts *c, const char *name, DataRole role,
+                          const char *cap_key, size_t max_rows, char *buf, size_t buflen);
+
 /* ---- Poison mix (SPEC section 8) ---------------------------------------------------- */
 
 /* out = round(p * n) distinct examples of harmful + the rest distinct examples of benign,
@@ -97,6 +127,9 @@ typedef struct {
  * both cut to max_len (as the Alpaca / Vaccine reference code does). Dies with one line
  * when the tokenizer has no EOS or max_len < 2. */
 void dataset_encode(const Tokenizer *tok, const ExampleSet *set, int max_len, EncodedSet *out);
+/* A set that trains (or probes) must keep at least one target token after the cut to
+ * max_len. Returns 0, or -1 with one line in err naming the set and max_len. */
+int dataset_check_targets(const EncodedSet *s, const char *name, char *err, size_t errlen);
 void encoded_set_free(EncodedSet *s);
 static inline int encoded_len(const EncodedSet *s, size_t i) {
   return (int)(s->offset[i + 1] - s->offset[i]);

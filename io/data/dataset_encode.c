@@ -99,6 +99,15 @@ void dataset_encode(const Tokenizer *tok, const ExampleSet *set, int max_len, En
   out->offset[set->n] = used;
 }
 
+int dataset_check_targets(const EncodedSet *s, const char *name, char *err, size_t errlen) {
+  if (s->n_target_tokens > 0) return 0;
+  snprintf(err, errlen,
+           "%s: none of its %zu samples keeps a target token after truncation to max_len %d "
+           "(each prompt fills max_len); raise max_len or shorten the prompts",
+           name, s->n, s->max_len);
+  return -1;
+}
+
 void encoded_set_free(EncodedSet *s) {
   free(s->ids);
   free(s->offset);

@@ -20,7 +20,7 @@ const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine"};
 
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
-                   sizeof(FreezeScope) == sizeof(int),
+                   sizeof(FreezeScope) == sizeof(int) && sizeof(ActivationPolicy) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -56,6 +56,9 @@ const RcKey rc_keys[] = {
     STR("init_adapter", init_adapter),
     STR("resume", resume),
     DBL("rho", rho, REAL_BOUNDS(0, 0, -1, 0)),
+    INT("max_rows", max_rows, 0, INT_MAX),
+    ENUM("activations", activations, activation_policy_names),
+    INT("activation_budget_mib", activation_budget_mib, 0, INT_MAX),
     INT("lora.r", lora.r, 1, 65536),
     FLT("lora.alpha", lora.alpha, REAL_BOUNDS(0, 1, -1, 0)),
     FLT("lora.dropout", lora.dropout, REAL_BOUNDS(0, 0, 1, 1)),

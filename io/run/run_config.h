@@ -48,6 +48,9 @@ typedef struct {
   char *init_adapter; /* PEFT folder to start LoRA from; "" = fresh init */
   char *resume;       /* checkpoint file or run folder to continue; "" = new run */
   double rho;         /* perturbation intensity (vaccine, tvaccine) */
+  int max_rows;       /* keep the first N usable alignment rows; 0 = all */
+  ActivationPolicy activations;
+  int activation_budget_mib; /* auto: activations one micro-batch may keep per rank */
   LoraConfig lora;
   OptimConfig optim; /* total_steps is not a config key: it stays 0 until the trainer
                         knows the data size (run_config_total_steps) */

@@ -3,6 +3,12 @@ tv_test(test_trainer test_trainer.c)
 target_link_libraries(test_trainer PRIVATE tv_test_fixture tv_dist)
 target_include_directories(test_trainer PRIVATE ${PROJECT_SOURCE_DIR}/dist)
 add_test(NAME trainer COMMAND test_trainer)
+# A probe step given no probe batch (NULL, or empty) ends in one error line, not a crash.
+foreach(kind no-probe empty-probe)
+  add_test(NAME trainer_${kind} COMMAND test_trainer ${kind})
+  set_tests_properties(trainer_${kind} PROPERTIES
+    PASS_REGULAR_EXPRESSION "step 0 starts with a T-Vaccine probe but was given no probe batch")
+endforeach()
 
 # 1, 2 and 4 ranks must agree bit for bit with the single-rank reference.
 tv_test(test_trainer_mpi test_trainer_mpi.c)
@@ -27,7 +33,8 @@ add_test(NAME golden_methods COMMAND test_golden_methods
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_sft.tvg
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_vaccine.tvg
   ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine.tvg
-  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_attention.tvg)
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_attention.tvg
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/golden_method_tvaccine_sampled.tvg)
 
 # synth + align end to end: resume == straight run, SIGTERM preemption, 2 ranks == 1 rank,
 # config mistakes.

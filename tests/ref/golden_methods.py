@@ -7,8 +7,11 @@ Writes, in the golden format of tests/golden.h (writer shared with golden_core.p
     tests/data/golden_method_tvaccine.tvg             T-Vaccine steps 3-5, A = {1, 3},
                                                       freeze_scope layer (SPEC 6)
     tests/data/golden_method_tvaccine_attention.tvg   same, freeze_scope attention
+    tests/data/golden_method_tvaccine_sampled.tvg     T-Vaccine step with probe and sampling
+                                                      (SPEC 6 steps 1-5)
 
-Rerun (from the repository root; Debian's torch 1.13 CPU is enough):
+Rerun (from the repository root; Debian's torch 1.13 CPU is enough; torch 2.15 in a venv
+writes the same bytes):
     /usr/bin/python3 tests/ref/golden_methods.py            # writes tests/data/golden_method_*.tvg
     /usr/bin/python3 tests/ref/golden_methods.py OUTDIR     # writes them into OUTDIR instead
 Seeds are fixed and torch runs single-threaded, so a rerun reproduces the committed files byte
@@ -52,6 +55,18 @@ r 4 alpha 8 on all seven targets with non-zero random B; B 3 x T 8 tokens). Ever
                              and (1 - beta2) * (clip_scale * grad)^2
   after.<name>               every LoRA tensor after the step (frozen ones bit-identical to
                              the before values)
+
+The sampled T-Vaccine file also holds the probe and the draw (SPEC 6 steps 1-2), so that the
+C trainer runs its own probe and sampling at step t (t % K == 0 and t % J == 0):
+  probe_ids, probe_labels    int32 [Bp, T]: the harmful probe batch
+  probe.norms                float32 [L]: n_l = ||dLoss/da_l|| on the probe batch
+  probe.probs                float32 [L]: p_l = n_l / sum_j n_j
+  sample.seed, sample.S, sample.K, sample.J   int32: the trainer's seed and T-Vaccine S, K, J
+  sample.uniforms            float32 [S]: the uniforms of the draw (diagnostic only: the
+                             reference re-implements core/rng.c's Philox4x32-10 stream and
+                             draws them itself; the C test draws its own)
+  method.layers              the set A the reference sampled; grad_a.*, grad.* and after.*
+                             belong to the step on that A
 """
 import math
 import os
@@ -94,6 +109,80 @@ FILES = [
 ]
 
 f32 = gc.f32
+
+# The sampled T-Vaccine file: probe and resample at step t (W = 3, so t 4 is in the cosine
+# branch), S 2 of the 4 layers; the trainer seed (whose sampling stream the reference redraws)
+# is the first from 11 that discriminating_seed accepts.
+SAMPLED = dict(kind=2, rho=3.0, scope=0, t=4, S=2, K=4, J=4, seed=11)
+# Probe batch rows (prompt length, real length), as ROWS.
+PROBE_ROWS = [(2, 8), (3, 7)]
+
+
+# ---------------------------------------------------------------- core/rng.c, re-implemented
+# Philox4x32-10 with key = (seed lo, seed hi), counter = (stream lo, stream hi, index lo,
+# index hi); stream ids by splitmix64 finalisers; rng_next_double = top 53 bits of
+# (word1 << 32 | word0). Written from the published algorithm; self-check 9 compares it with
+# the Random123 known-answer vector.
+M32, M64 = 0xFFFFFFFF, (1 << 64) - 1
+
+
+def philox4x32(seed, stream, index):
+    c = [stream & M32, stream >> 32, index & M32, index >> 32]
+    k0, k1 = seed & M32, seed >> 32
+    for _ in range(10):
+        p0 = 0xD2511F53 * c[0]
+        p1 = 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k0) & M32, p1 & M32, ((p0 >> 32) ^ c[3] ^ k1) & M32, p0 & M32]
+        k0 = (k0 + 0x9E3779B9) & M32
+        k1 = (k1 + 0xBB67AE85) & M32
+    return c
+
+
+def mix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def stream_id(tag, a, b, c):
+    h = mix64(tag)
+    h = mix64(h ^ a)
+    return mix64(h ^ ((b << 32) | c))
+
+
+RNG_TAG_SAMPLING = 3
+
+
+def sampling_uniforms(seed, n):
+    """The first n rng_next_double draws of the trainer's sampling stream."""
+    out = []
+    for i in range(n):
+        w = philox4x32(seed, stream_id(RNG_TAG_SAMPLING, 0, 0, 0), i)
+        out.append((((w[1] << 32) | w[0]) >> 11) * 2.0 ** -53)
+    return out
+
+
+def sample_without_replacement(p, uniforms):
+    """SPEC 6 step 2: draw one layer with probabilities p, remove it, renormalise the rest,
+    repeat; draw k uses uniforms[k] by the inverse CDF of the renormalised distribution.
+    Returns (sorted layers, the smallest distance of a uniform to a CDF step)."""
+    left = list(range(len(p)))
+    picked, margin = [], float("inf")
+    for u in uniforms:
+        q = np.array([p[l] for l in left], dtype=np.float64)
+        cdf = np.cumsum(q / q.sum())
+        j = int(np.searchsorted(cdf, u, side="right"))
+        margin = min(margin, float(np.min(np.abs(cdf - u))))
+        picked.append(left.pop(j))
+    return sorted(picked), margin
+
+
+def probe_norms(c, base, lora, ids, labels):
+    """SPEC 6 step 1: n_l = ||dLoss/da_l|| of the probe batch, p_l = n_l / sum n."""
+    _, ga, _ = run_pass(c, base, lora, ids, labels, set(lora))
+    n = np.array([math.sqrt(float((ga[l] ** 2).sum())) for l in range(c["L"])])
+    return n, n / n.sum()
 
 
 # ---------------------------------------------------------------- forward with perturbation
@@ -274,12 +363,49 @@ def make_batch(c, gen):
     return ids.to(torch.int32), labels.to(torch.int32)
 
 
+def make_probe_batch(c, gen):
+    ids = torch.randint(1, c["V"], (len(PROBE_ROWS), c["T"]), generator=gen, dtype=torch.int64)
+    labels = ids.clone()
+    for b, (prompt, length) in enumerate(PROBE_ROWS):
+        labels[b, :prompt] = -100
+        ids[b, length:] = 0
+        labels[b, length:] = -100
+    return ids.to(torch.int32), labels.to(torch.int32)
+
+
 def build():
     c = CFG
     gen = torch.Generator().manual_seed(c["seed"])
     base, lora = gc.make_params(c, gen)
     ids, labels = make_batch(c, gen)
-    return c, base, lora, ids, labels
+    # drawn after the training batch, so the other files' bytes do not change
+    probe_ids, probe_labels = make_probe_batch(c, gen)
+    return c, base, lora, ids, labels, probe_ids, probe_labels
+
+
+def discriminating_seed(n, p, S, first):
+    """The first trainer seed from `first` whose draw from p differs from the draw a wrong
+    rule, p proportional to n^2, would make, with every uniform 1e-3 from a CDF step: then
+    that mistake changes the trained layers, not only the reported p."""
+    wrong = n ** 2 / (n ** 2).sum()
+    for seed in range(first, first + 1000):
+        u = sampling_uniforms(seed, S)
+        (A, m), (B, mw) = sample_without_replacement(p, u), sample_without_replacement(wrong, u)
+        if A != B and min(m, mw) > 1e-3:
+            return seed
+    raise RuntimeError("no discriminating seed")
+
+
+def tvaccine_sampled_step(c, base, lora, ids, labels, probe_ids, probe_labels, o, meth):
+    """SPEC 6 steps 1-5 at step t: probe, sample A from the trainer's stream, then the step."""
+    n, p = probe_norms(c, base, lora, probe_ids, probe_labels)
+    meth["seed"] = discriminating_seed(n, p, meth["S"], meth["seed"])
+    uniforms = sampling_uniforms(meth["seed"], meth["S"])
+    A, margin = sample_without_replacement(p, uniforms)
+    res = tvaccine_step(c, base, lora, ids, labels, o, meth["rho"], A, meth["scope"])
+    res.update(norms=n, probs=p, uniforms=uniforms, margin=margin, probe_ids=probe_ids,
+               probe_labels=probe_labels)
+    return A, res
 
 
 # ---------------------------------------------------------------- records
@@ -320,6 +446,12 @@ def records(c, base, lora, ids, labels, meth, o, res):
     if meth["kind"] != 0:
         rec += [("vaccine.N", fl(res["N"]))]
         rec += [("grad_a.%d" % l, as_f32(res["ga"][l])) for l in meth["layers"]]
+    if "norms" in res:
+        rec += [("probe_ids", res["probe_ids"].numpy()), ("probe_labels", res["probe_labels"].numpy()),
+                ("probe.norms", fl(res["norms"])), ("probe.probs", fl(res["probs"])),
+                ("sample.seed", i32(meth["seed"])), ("sample.S", i32(meth["S"])),
+                ("sample.K", i32(meth["K"])), ("sample.J", i32(meth["J"])),
+                ("sample.uniforms", fl(res["uniforms"]))]
     rec += [("grad." + k, as_f32(res["grads"][k])) for k in lora if k in res["grads"]]
     rec += [("after." + k, res["after"][k].numpy()) for k in lora]
     return rec
@@ -341,6 +473,7 @@ def maxdiff(a, b):
 
 def self_checks(c, base, lora, ids, labels, results):
     print("self-checks:")
+    sampled_checks(c, base, lora, ids, labels, results)
     everything = set(lora)
 
     # 1. This forward == golden_core.forward bit for bit (loss, LoRA grads, dLoss/da_l).
@@ -466,13 +599,44 @@ def self_checks(c, base, lora, ids, labels, results):
               "max|after|) for a 1e-6 relative gradient error" % (tag, gmin, o["eps"], sens))
 
 
+def sampled_checks(c, base, lora, ids, labels, results):
+    meth, o, res = results["tvaccine_sampled"]
+    # 9. Philox against the Random123 known-answer vector (key 0, counter 0) and the max one.
+    check(philox4x32(0, 0, 0) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8] and
+          philox4x32(M64, M64, M64) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD],
+          "Philox4x32-10 matches the Random123 known-answer vectors")
+    # 10. The draw: p_l from n_l; the uniforms are far from every CDF step, so float32 noise in
+    #     the C side's p cannot change the set; sequential sampling = torch.multinomial's rule
+    #     in distribution (exact pair probabilities vs 20000 torch draws, chi-square).
+    p = res["probs"]
+    check(abs(p.sum() - 1) < 1e-12 and (p > 0).all(), "p sums to 1: %s" % np.round(p, 6))
+    check(res["margin"] > 1e-4, "sampled set %s: uniforms %s at least %.3g from a CDF step"
+          % (meth["layers"], np.round(res["uniforms"], 6), res["margin"]))
+    counts = {}
+    tg = torch.Generator().manual_seed(1)
+    for _ in range(20000):
+        key = tuple(sorted(torch.multinomial(torch.tensor(p), meth["S"], replacement=False,
+                                             generator=tg).tolist()))
+        counts[key] = counts.get(key, 0) + 1
+    chi2 = 0.0
+    for a in range(c["L"]):
+        for b in range(a + 1, c["L"]):
+            e = 20000 * (p[a] * p[b] / (1 - p[a]) + p[b] * p[a] / (1 - p[b]))
+            chi2 += (counts.get((a, b), 0) - e) ** 2 / e
+    check(chi2 < 20.52, "torch.multinomial pair frequencies fit the sequential rule (chi2 %.2f, "
+          "5 dof, p = 0.001 bound 20.52)" % chi2)
+    # 11. The sampled step equals the fixed-set step on the same A.
+    fixed = tvaccine_step(c, base, lora, ids, labels, o, meth["rho"], meth["layers"], 0)
+    check(maxdiff(fixed["after"], res["after"]) == 0, "sampled step == fixed-set step on A")
+
+
 def main():
     torch.set_num_threads(1)
     here = os.path.dirname(os.path.abspath(__file__))
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.normpath(os.path.join(here, "..", "data"))
     os.makedirs(outdir, exist_ok=True)
 
-    c, base, lora, ids, labels = build()
+    c, base, lora, ids, labels, probe_ids, probe_labels = build()
     n_targets = int((labels[:, 1:] != -100).sum())
     print("model V %d D %d F %d L %d H %d Hkv %d Dh %d r %d alpha %g; batch %dx%d, %d targets"
           % (c["V"], c["D"], c["F"], c["L"], c["H"], c["Hkv"], c["Dh"], c["r"], c["alpha"],
@@ -491,6 +655,11 @@ def main():
             res = tvaccine_step(c, base, lora, ids, labels, o, meth["rho"], meth["layers"],
                                 meth["scope"])
         results[tag] = (meth, o, res)
+    meth = dict(SAMPLED, rho=f32(SAMPLED["rho"]))
+    o = opt_values(meth)
+    meth["layers"], res = tvaccine_sampled_step(c, base, lora, ids, labels, probe_ids,
+                                                probe_labels, o, meth)
+    results["tvaccine_sampled"] = (meth, o, res)
 
     for tag, (meth, o, res) in results.items():
         rec = records(c, base, lora, ids, labels, meth, o, res)
