@@ -25,6 +25,7 @@ struct Decoder {
   float *gathered, *normed; /* [max_seqs, D] last stage */
   float *logits;          /* [max_seqs, V] last stage */
   float *rope_cos, *rope_sin; /* [Tc, Dh/2] angles of every position the cache holds */
+  float *row_cos, *row_sin;   /* [max_rows, Dh/2] the angles of this call's rows */
   int last_n;             /* rows of the last decoder_forward */
 };
 
@@ -91,6 +92,8 @@ Decoder *decoder_create(Stage *s, int max_seqs, int max_len, int max_rows) {
   be->from_host(be, d->rope_sin, sn, (size_t)max_len * half * sizeof(float));
   free(cs);
   free(sn);
+  d->row_cos = be->alloc(be, R * half * sizeof(float));
+  d->row_sin = be->alloc(be, R * half * sizeof(float));
   if (stage_is_last(s)) { /* the head reads at most one row per sequence */
     size_t S = (size_t)max_seqs;
     d->gathered = be->alloc(be, S * D * sizeof(float));
@@ -105,7 +108,7 @@ void decoder_destroy(Decoder *d) {
   Backend *be = d->be;
   void *bufs[] = {d->kcache, d->vcache, d->seq_dev, d->pos_dev, d->tok_dev, d->x, d->y, d->xn,
                   d->h, d->inv, d->q, d->att, d->k, d->v, d->gate, d->up, d->gathered,
-                  d->normed, d->logits, d->rope_cos, d->rope_sin};
+                  d->normed, d->logits, d->rope_cos, d->rope_sin, d->row_cos, d->row_sin};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) be->free(be, bufs[i]);
   free(d->length);
@@ -122,20 +125,22 @@ int decoder_length(const Decoder *d, int seq) {
   return d->length[seq];
 }
 
-/* Rotates rows in place, each at its own position; a run of rows at consecutive positions
- * of one sequence (a prompt) is one call, since the kernel takes position t from row t. */
-static void rope_rows(Decoder *d, float *x, int n, const int32_t *seq, int nh) {
-  const LlamaConfig *c = stage_config(d->s);
-  const float *cos_t = d->rope_cos, *sin_t = d->rope_sin;
-  size_t half = (size_t)c->head_dim / 2, width = (size_t)nh * c->head_dim;
-  for (int i = 0; i < n;) {
-    int j = i + 1;
-    while (j < n && seq[j] == seq[i] && d->pos_host[j] == d->pos_host[j - 1] + 1) j++;
-    size_t p0 = (size_t)d->pos_host[i];
-    d->be->rope_forward(d->be, x + (size_t)i * width, cos_t + p0 * half, sin_t + p0 * half, 1,
-                        j - i, nh, c->head_dim);
-    i = j;
+/* Gathers the rotary angles of this call's rows (row i at position pos_host[i]) into
+ * row_cos / row_sin [n, Dh/2], once per call: every layer then rotates all rows with one
+ * kernel call (the kernel reads row t's angles from table row t), instead of one call per
+ * run of positions. Copies only: no threads are started for them. */
+static void gather_row_angles(Decoder *d, int n) {
+  size_t half = (size_t)stage_config(d->s)->head_dim / 2;
+  for (int i = 0; i < n; i++) {
+    size_t from = (size_t)d->pos_host[i] * half, to = (size_t)i * half;
+    d->be->copy(d->be, d->row_cos + to, d->rope_cos + from, half * sizeof(float));
+    d->be->copy(d->be, d->row_sin + to, d->rope_sin + from, half * sizeof(float));
   }
+}
+
+/* Rotates the n rows of x in place, each at its own position. */
+static void rope_rows(Decoder *d, float *x, int n, int nh) {
+  d->be->rope_forward(d->be, x, d->row_cos, d->row_sin, 1, n, nh, stage_config(d->s)->head_dim);
 }
 
 /* One decoder layer over the n rows in d->x, result in d->y. */
@@ -155,8 +160,8 @@ static void layer_decode(Decoder *d, int l, int n, const int32_t *seq) {
     be->add_bias(be, d->k, w->bk, n, KD);
     be->add_bias(be, d->v, w->bv, n, KD);
   }
-  rope_rows(d, d->q, n, seq, c->num_heads);
-  rope_rows(d, d->k, n, seq, c->num_kv_heads);
+  rope_rows(d, d->q, n, c->num_heads);
+  rope_rows(d, d->k, n, c->num_kv_heads);
   size_t layer_off = (size_t)(l - l0) * d->max_seqs * d->max_len * KD;
   for (int i = 0; i < n; i++) {
     size_t at = layer_off + ((size_t)seq[i] * d->max_len + (size_t)d->pos_host[i]) * KD;
@@ -193,6 +198,7 @@ const float *decoder_forward(Decoder *d, int n, const int32_t *seq, const int32_
   }
   be->from_host(be, d->seq_dev, seq, (size_t)n * sizeof(int32_t));
   be->from_host(be, d->pos_dev, d->pos_host, (size_t)n * sizeof(int32_t));
+  gather_row_angles(d, n);
   if (stage_is_first(d->s)) {
     for (int i = 0; i < n; i++)
       if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
