@@ -159,4 +159,15 @@ static inline void backend_destroy(Backend *be) { be->destroy(be); }
 const char *backend_cpu_blas_name(void);
 const char *backend_cpu_blas_upgrade(void);
 
+/* Variables the CPU backend's libraries should start with that are not set yet: the better
+ * OPENBLAS_CORETYPE above, and an OpenMP wait policy (GOMP_SPINCOUNT=CPU_DEFAULT_SPINCOUNT)
+ * when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT. libgomp and OpenBLAS read
+ * them once, at load time, so the launcher sets them and restarts itself. Returns how many. */
+#define CPU_START_ENV_MAX 2
+#define CPU_DEFAULT_SPINCOUNT "10000"
+typedef struct {
+  const char *name, *value;
+} EnvVar;
+int backend_cpu_start_env(EnvVar out[CPU_START_ENV_MAX]);
+
 #endif
