@@ -305,6 +305,10 @@ void peft_read_host(const char *dir, const LlamaConfig *model, const LoraConfig 
                  lora_target_name(t), in, out);
         }
         safetensors_read_f32(st, x, params + off);
+        int64_t bad = st_first_nonfinite(params + off, (size_t)x->numel);
+        if (bad >= 0)
+          tv_die("%s: tensor %s holds a non-finite value (%g) at element %lld", path, name,
+                 (double)params[off + (size_t)bad], (long long)bad);
         off += (size_t)x->numel;
       }
     }
