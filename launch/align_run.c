@@ -420,8 +420,13 @@ static int train(AlignRun *r) {
   double t_start = now_s();
   int64_t first = r->step;
   r->preempt = preempt_start(r);
+  /* Test hook: rank 0 stalls this long inside every step (the other ranks then wait inside
+   * MPI), to test preemption of long steps on a tiny model. */
+  const char *stall_env = getenv("TVACCINE_TEST_STEP_STALL_S");
+  double stall_s = stall_env && r->rank == 0 ? atof(stall_env) : 0;
   for (; r->step < r->total_steps; r->step++) {
     double t0 = now_s();
+    if (stall_s > 0) usleep((useconds_t)(stall_s * 1e6));
     int count = data_sampler_next(&r->sampler, idx);
     size_t counted = dataset_fill_batch(&r->data, idx, count, &r->batch);
     TrainBatch tb = {r->batch.tokens, r->batch.targets, r->batch.B, r->batch.T, (int64_t)counted};
