@@ -36,6 +36,17 @@ void align_meta_capture(AlignRun *r, int64_t steps_done, AlignMeta *meta) {
 char *align_write_checkpoint(AlignRun *r, const AlignMeta *meta, float *params, float *m,
                              float *v, int64_t *steps) {
   LoraSet *ls = stage_lora(r->stage);
+  /* A checkpoint is what a run falls back to: it never holds a NaN or inf. */
+  size_t n = (size_t)stage_config(r->stage)->num_layers * ls->layer_numel;
+  const float *arrays[3] = {params, m, v};
+  const char *names[3] = {"LoRA weights", "AdamW first moments", "AdamW second moments"};
+  for (int a = 0; a < 3; a++) {
+    int64_t bad = st_first_nonfinite(arrays[a], n);
+    if (bad >= 0)
+      tv_die("refusing to write the checkpoint of step %lld: its %s hold a non-finite value "
+             "(%g) at element %lld", (long long)meta->step, names[a], (double)arrays[a][bad],
+             (long long)bad);
+  }
   CheckpointState st = {
       .step = meta->step,
       .total_steps = r->total_steps,
