@@ -10,7 +10,12 @@
  *    (SPEC 9) and removes the parts, which tells the other ranks they may exit.
  * A rank may be one step ahead of another (the step's gradient-norm allreduce keeps them
  * within one), so each keeps its last two step states: the newest step common to all ranks
- * is always held by all. Every rank then exits 0 without finishing its step. */
+ * is always held by all. Every rank then exits 0 without finishing its step.
+ * MPI thread level: only the main thread ever calls MPI, so the level MPI_Init gives
+ * (MPI_THREAD_SINGLE in practice behaves as FUNNELED here, as with the OpenMP threads) needs
+ * no change, and no collective can deadlock against a rank that is stuck in a long step.
+ * HDF5 is not thread-safe: rank 0's checkpoint and adapter writes hold io_lock, which the
+ * helper takes before writing. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -263,6 +263,7 @@ static void setup(AlignRun *r) {
   if (tokenizer_vocab_size(r->tok) > mc->vocab_size)
     tv_die("tokenizer %s: its ids reach %d, beyond the model's vocab_size %d (%s/config.json)",
            run_config_tokenizer(c), tokenizer_vocab_size(r->tok) - 1, mc->vocab_size, c->model);
+  if (c->init_adapter[0] && !r->resume_state) peft_check_config(c->init_adapter, mc, &c->lora);
   int micro = run_config_micro_batch(c);
   r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
   hf_model_load_stage(r->hf, r->stage);

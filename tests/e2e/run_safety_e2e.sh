@@ -209,5 +209,11 @@ expect_error "implies" bash -c 'ulimit -v "$1"; shift; exec timeout 60 "$@"' _ "
 expect_error "beyond the model's vocab_size" "$TV" align "${common[@]}" \
   --set tokenizer="$SRC/tests/data/tokenizers/sp" --out "$W/x8"
 echo "$LAST_OUT" | grep -q "align: rank 0: layers" && fail "the tokenizer check came after loading"
+# an --init-adapter of another LoRA rank is refused before the model loads
+cp -r "$W/straight/adapter" "$W/r4_adapter"
+sed -i 's/"r":[[:space:]]*[0-9]*/"r": 4/' "$W/r4_adapter/adapter_config.json"
+expect_error "r4_adapter/adapter_config.json: r 4" "$TV" align "${common[@]}" --max-steps 1 \
+  --init-adapter "$W/r4_adapter" --out "$W/x9"
+echo "$LAST_OUT" | grep -q "align: rank 0: layers" && fail "the adapter's config was checked after loading"
 echo "ok: output folder, input files and shapes are checked before loading"
 echo "run_safety_e2e: 6 passed, 0 failed"
