@@ -11,9 +11,9 @@
  * A rank may be one step ahead of another (the step's gradient-norm allreduce keeps them
  * within one), so each keeps its last two step states: the newest step common to all ranks
  * is always held by all. Every rank then exits 0 without finishing its step.
- * MPI thread level: only the main thread ever calls MPI, so the level MPI_Init gives
- * (MPI_THREAD_SINGLE in practice behaves as FUNNELED here, as with the OpenMP threads) needs
- * no change, and no collective can deadlock against a rank that is stuck in a long step.
+ * MPI thread level: only the main thread ever calls MPI (the rule of MPI_THREAD_FUNNELED,
+ * which the OpenMP worker threads already rely on), so no MPI_THREAD_MULTIPLE is needed and
+ * no helper can deadlock in a collective against a rank that is stuck in a long step.
  * HDF5 is not thread-safe: rank 0's checkpoint and adapter writes hold io_lock, which the
  * helper takes before writing. */
 #include <dirent.h>
