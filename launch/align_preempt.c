@@ -296,6 +296,32 @@ void preempt_keep(Preempt *p, AlignRun *r, int64_t steps_done) {
   pthread_mutex_unlock(&p->state_lock);
 }
 
+void preempt_save_kept(Preempt *p) {
+  AlignRun *r = p->run;
+  pthread_mutex_lock(&p->state_lock);
+  const Slot *s = &p->slot[p->newest];
+  int L = stage_config(r->stage)->num_layers;
+  size_t block = stage_lora(r->stage)->layer_numel * sizeof(float);
+  float *all[3] = {NULL, NULL, NULL};
+  const float *mine[3] = {s->params, s->m, s->v};
+  int64_t *steps = r->rank == 0 ? tv_malloc((size_t)L * LORA_NUM_TARGETS * sizeof(int64_t)) : NULL;
+  for (int a = 0; a < 3; a++) {
+    if (r->rank == 0) all[a] = tv_malloc(block * (size_t)L);
+    comm_gather_layers(r->comm, mine[a], block, L, all[a]);
+  }
+  comm_gather_layers(r->comm, s->steps, LORA_NUM_TARGETS * sizeof(int64_t), L, steps);
+  if (r->rank == 0) {
+    pthread_mutex_lock(&p->io_lock);
+    char *path = align_write_checkpoint(r, &s->meta, all[0], all[1], all[2], steps);
+    pthread_mutex_unlock(&p->io_lock);
+    printf("align: checkpoint %s\n", path);
+    free(path);
+  }
+  pthread_mutex_unlock(&p->state_lock);
+  for (int a = 0; a < 3; a++) free(all[a]);
+  free(steps);
+}
+
 void preempt_io_lock(Preempt *p) {
   if (p) pthread_mutex_lock(&p->io_lock);
 }

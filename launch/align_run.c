@@ -399,10 +399,13 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   runlog_end(log);
 }
 
-/* A step whose loss or gradient norm is not finite made no update (trainer_step): the state
- * is still that of the last good step, which is saved before the run stops with an error. */
+/* A step whose loss or gradient norm is not finite made no update (trainer_step), but it did
+ * move the data cursor and maybe the sampling state; the state kept at the end of the last
+ * good step is saved before the run stops with an error. */
 static void stop_on_nonfinite(AlignRun *r, const StepReport *rep) {
-  align_save_checkpoint(r, r->step);
+  /* A save_every checkpoint of that step is already there: it stays as it is. */
+  int saved = r->cfg.save_every > 0 && r->step > 0 && r->step % r->cfg.save_every == 0;
+  if (!saved) preempt_save_kept(r->preempt);
   if (r->rank == 0) {
     char *path = checkpoint_path(r->cfg.out, r->step);
     fprintf(stderr,

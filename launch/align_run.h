@@ -82,6 +82,9 @@ void align_save_adapter(AlignRun *r);
 Preempt *preempt_start(AlignRun *r);
 /* After each step (and once before the first): keep this rank's state of `steps_done`. */
 void preempt_keep(Preempt *p, AlignRun *r, int64_t steps_done);
+/* Every rank calls: writes the kept state (the last completed step, with the data cursor and
+ * sampling state of that moment) as a checkpoint, e.g. after a step failed part-way. */
+void preempt_save_kept(Preempt *p);
 /* Held around rank 0's writes of checkpoints and the adapter, so the preemption writer
  * never races them. */
 void preempt_io_lock(Preempt *p);

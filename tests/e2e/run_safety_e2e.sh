@@ -9,10 +9,11 @@
 #  5. preemption of steps of >= 5 s: SIGTERM / SIGINT to one process, SIGTERM to mpirun -n 2,
 #     saves the last completed step within a second; resuming ends where a straight run ends;
 #  6. errors that need no loading come before it (output folder, huge vocab, tokenizer ids).
-# Usage: run_safety_e2e.sh TVACCINE_BINARY MPIEXEC
+# Usage: run_safety_e2e.sh TVACCINE_BINARY MPIEXEC CHECKPOINT_COMPARE_BINARY
 set -euo pipefail
 TV=$1
 MPIEXEC=${2:-mpiexec}
+CKCMP=$3
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 W=$(mktemp -d /tmp/tv_safety.XXXXXX)
 bg_pid=
@@ -115,14 +116,22 @@ cmp "$(adapter "$W/straight")" "$(adapter "$W/ok1")" || fail "allowed changes ch
 echo "ok: resume refuses changed settings and inputs naming the key; allowed keys may change"
 
 # ---- 4. non-finite values ---------------------------------------------------------------------
-expect_error "stopped before the optimizer step" "$TV" align "${common[@]}" --max-steps 20 \
-  --set optim.lr=1e6 --set optim.max_grad_norm=0 --set save_every=2 --out "$W/nan"
+diverge=(--max-steps 20 --set optim.lr=1e6 --set optim.max_grad_norm=0)
+expect_error "stopped before the optimizer step" "$TV" align "${common[@]}" "${diverge[@]}" \
+  --set save_every=1000 --out "$W/nan"
 good=$(echo "$LAST_OUT" | sed -n 's/.*holds the last good state (step \([0-9]*\)).*/\1/p')
+# the state saved on the failure is the state after the last good step (the failed step's
+# batch and sampling moved no cursor): equal to the checkpoint a run saving every step wrote
+expect_error "stopped before the optimizer step" "$TV" align "${common[@]}" "${diverge[@]}" \
+  --set save_every=1 --out "$W/nan_every"
+name=$(printf 'step-%06d.h5' "$good")
+"$CKCMP" "$W/nan/checkpoints/$name" "$W/nan_every/checkpoints/$name" \
+  || fail "the checkpoint saved on the failure is not the state after step $good"
 [ -n "$good" ] || { echo "$LAST_OUT"; fail "no last good step named"; }
 [ ! -e "$W/nan/adapter" ] || fail "a diverged run wrote an adapter"
 grep -q '"loss":null' "$W/nan/log.jsonl" && fail "log.jsonl holds a non-finite step"
 [ "$(steps_of "$W/nan" | wc -w)" -eq "$good" ] || fail "log.jsonl should hold the $good good steps"
-# the last good checkpoint resumes (with a sane lr it is finite: the run finishes)
+# and it is the newest checkpoint of the folder
 latest=$(ls "$W/nan/checkpoints" | sort | tail -1)
 [ "$latest" = "$(printf 'step-%06d.h5' "$good")" ] || fail "latest checkpoint $latest, last good step $good"
 # NaN in an adapter: export, --init-adapter
