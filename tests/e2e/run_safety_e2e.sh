@@ -194,7 +194,7 @@ echo "ok: SIGINT (Ctrl-C) likewise, exit 0 after ${PREEMPT_S} s"
 preempt mpi2 TERM "${MPI[@]}" "$TV"
 grep -q "2 ranks" "$W/mpi2.log" || { cat "$W/mpi2.log"; fail "mpirun: not merged from 2 ranks"; }
 [ "$(echo "$PREEMPT_S < 2" | bc)" -eq 1 ] || fail "mpirun: took ${PREEMPT_S} s, more than mpirun's 2 s"
-echo "ok: SIGTERM to mpirun -n 2 mid-step: both ranks' parts merged into step-000002.h5 in ${PREEMPT_S} s; resumed to the straight run"
+echo "ok: SIGTERM to mpirun -n 2 mid-step: both ranks' parts merged into step-000002.h5, mpirun gone ${PREEMPT_S} s after the signal; resumed to the straight run"
 
 # ---- 6. errors before loading -----------------------------------------------------------------
 : > "$W/a_file"
