@@ -268,7 +268,10 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
   double sq = trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
   r->lr = lr_at_step(&c->optim, step);
-  optim_step(be, &c->optim, lora, t->train, step, optim_clip_scale(&c->optim, sq));
+  /* A non-finite loss or norm would poison the adapters and AdamW moments for good; both are
+   * global values, so every rank skips the update alike and the caller stops the run. */
+  r->nonfinite = !isfinite(r->loss) || !isfinite(r->grad_norm);
+  if (!r->nonfinite) optim_step(be, &c->optim, lora, t->train, step, optim_clip_scale(&c->optim, sq));
   for (int i = 0; i < t->nl; i++) t->layers[i].perturb = NULL;
 }
 

@@ -35,6 +35,7 @@ typedef struct {
   double perturb_norm; /* N of the recorded g_l (vaccine / tvaccine) */
   double lr;
   int probed, resampled;
+  int nonfinite; /* the loss or the gradient norm was NaN or inf: no optimizer update was made */
 } StepReport;
 
 typedef struct Trainer Trainer;

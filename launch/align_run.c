@@ -56,13 +56,41 @@ static void check_config(const char *err) {
   if (err) tv_die("%s", err);
 }
 
-/* defaults <- config file (or the checkpoint's own config) <- overrides in order. */
+/* Whether an override sets `key` ("key=..."). */
+static int overrides_set(const AlignArgs *args, const char *key) {
+  size_t n = strlen(key);
+  for (int i = 0; i < args->n_overrides; i++)
+    if (!strncmp(args->overrides[i], key, n) && args->overrides[i][n] == '=') return 1;
+  return 0;
+}
+
+/* The run folder a checkpoint file lies in (".../RUN/checkpoints/step-N.h5" -> ".../RUN"),
+ * malloc'd, or NULL when it does not lie in a checkpoints folder. */
+static char *run_folder_of_checkpoint(const char *file) {
+  char *dir = strdup(file);
+  char *slash = strrchr(dir, '/');
+  if (!slash) return free(dir), NULL;
+  *slash = 0;
+  const char *base = strrchr(dir, '/');
+  base = base ? base + 1 : dir;
+  if (strcmp(base, "checkpoints") != 0) return free(dir), NULL;
+  if (base == dir) return strcpy(dir, "."), dir;
+  dir[base - dir - 1] = 0;
+  return dir;
+}
+
+/* New run: defaults <- config file <- overrides in order. Resume: the checkpoint's own config
+ * <- overrides, then every key that changes the numbers must still equal the checkpoint's;
+ * out defaults to the folder resumed, never to the folder stored in the checkpoint. */
 static void resolve_config(AlignRun *r, const AlignArgs *args) {
   char err[RUN_CONFIG_ERR_MAX];
   run_config_defaults(&r->cfg);
   const char *resume = args->resume;
   for (int i = 0; i < args->n_overrides; i++)
     if (!strncmp(args->overrides[i], "resume=", 7)) resume = args->overrides[i] + 7;
+  if (resume && *resume && args->config_path)
+    tv_die("align: --config and --resume cannot be combined: a resumed run keeps its "
+           "checkpoint's config; change what may change with --set KEY=VALUE (see --help)");
   if (resume && *resume) {
     char *path = NULL;
     struct stat st;
@@ -70,27 +98,116 @@ static void resolve_config(AlignRun *r, const AlignArgs *args) {
     if (S_ISDIR(st.st_mode)) {
       path = checkpoint_find_latest(resume, NULL, err, sizeof err);
       if (!path) tv_die("--resume %s: %s", resume, err);
+      r->resume_dir = strdup(resume);
     } else {
       path = strdup(resume);
+      r->resume_dir = run_folder_of_checkpoint(resume);
     }
     r->resume_state = tv_calloc(1, sizeof(CheckpointState));
     if (checkpoint_load(path, r->resume_state, err, sizeof err)) tv_die("%s", err);
     const char *yaml = r->resume_state->config_yaml;
     check_config(run_config_load_text(&r->cfg, yaml, strlen(yaml), path, err, sizeof err));
-    if (r->rank == 0) printf("align: resuming %s at step %lld\n", path, (long long)r->resume_state->step);
+    RunConfig saved;
+    run_config_copy(&saved, &r->cfg);
+    for (int i = 0; i < args->n_overrides; i++)
+      check_config(run_config_set(&r->cfg, args->overrides[i], err, sizeof err));
+    if (!overrides_set(args, "out")) {
+      if (!r->resume_dir)
+        tv_die("--resume %s: the checkpoint is not in a run folder's checkpoints/; say where "
+               "the run continues with --out DIR", resume);
+      free(r->cfg.out);
+      r->cfg.out = strdup(r->resume_dir);
+    }
+    check_config(run_config_check_resume(&saved, &r->cfg, err, sizeof err));
+    run_config_free(&saved);
+    if (r->rank == 0)
+      printf("align: resuming %s at step %lld in %s\n", path,
+             (long long)r->resume_state->step, r->cfg.out);
     free(path);
-  } else if (args->config_path) {
-    check_config(run_config_load(&r->cfg, args->config_path, err, sizeof err));
+  } else {
+    if (args->config_path)
+      check_config(run_config_load(&r->cfg, args->config_path, err, sizeof err));
+    for (int i = 0; i < args->n_overrides; i++)
+      check_config(run_config_set(&r->cfg, args->overrides[i], err, sizeof err));
+    if (r->cfg.resume[0])
+      tv_die("resume: set in %s; continue a run with 'tvaccine align --resume RUN_DIR' alone",
+             args->config_path ? args->config_path : "the command line");
   }
-  for (int i = 0; i < args->n_overrides; i++)
-    check_config(run_config_set(&r->cfg, args->overrides[i], err, sizeof err));
   check_config(run_config_validate(&r->cfg, err, sizeof err));
+}
+
+/* Inputs named by the config exist before anything is loaded (their contents are checked as
+ * they load). */
+static void check_inputs_present(const RunConfig *c) {
+  struct {
+    const char *key, *path;
+    int dir;
+  } inputs[] = {
+      {"model", c->model, 1},
+      {"tokenizer", run_config_tokenizer(c), 1},
+      {"data", c->data, 0},
+      {"tvaccine.probe_data", c->method == METHOD_TVACCINE ? c->tvaccine.probe_data : "", 0},
+      {"init_adapter", c->init_adapter, 1},
+  };
+  for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
+    const char *p = inputs[i].path;
+    if (!p[0]) continue;
+    struct stat st;
+    if (stat(p, &st) != 0) tv_die("%s %s: %s", inputs[i].key, p, strerror(errno));
+    if (inputs[i].dir && !S_ISDIR(st.st_mode)) tv_die("%s %s: not a folder", inputs[i].key, p);
+    if (!inputs[i].dir && S_ISDIR(st.st_mode)) tv_die("%s %s: a folder, not a file", inputs[i].key, p);
+  }
+}
+
+/* Rank 0 takes the run folder before anything is loaded; the other ranks wait for it (they
+ * write preemption parts into it). */
+static void take_run_folder(AlignRun *r, const AlignArgs *args) {
+  int ok = 1;
+  if (r->rank == 0) {
+    RunDirMode mode = args->overwrite ? RUN_DIR_OVERWRITE : RUN_DIR_NEW;
+    if (r->resume_state && r->resume_dir && run_dir_same(r->resume_dir, r->cfg.out))
+      mode = RUN_DIR_RESUME;
+    char err[4200];
+    r->dir = run_dir_acquire(r->cfg.out, mode, err, sizeof err);
+    if (!r->dir) tv_die("%s", err);
+    checkpoint_dir_create(r->cfg.out);
+  }
+  comm_broadcast(r->comm, &ok, sizeof ok, 0);
+}
+
+/* Digests of the tokenizer files and data sets, compared with the checkpoint's on resume. */
+static uint64_t digest_files(const char *const *paths, int n, int required) {
+  uint64_t d = RUN_DIGEST_SEED;
+  char err[4200];
+  for (int i = 0; i < n; i++) {
+    if (!required && access(paths[i], F_OK) != 0) continue;
+    if (!run_digest_file(paths[i], &d, err, sizeof err)) tv_die("%s", err);
+  }
+  return d;
+}
+
+static void check_digests(AlignRun *r) {
+  const CheckpointState *st = r->resume_state;
+  if (!st || r->rank != 0) return;
+  struct {
+    const char *key;
+    uint64_t saved, now;
+  } d[] = {{"model", st->model_digest, r->model_digest},
+           {"tokenizer", st->tokenizer_digest, r->tokenizer_digest},
+           {"data", st->data_digest, r->data_digest},
+           {"tvaccine.probe_data", st->probe_digest, r->probe_digest}};
+  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+    if (d[i].saved != d[i].now)
+      tv_die("%s: its contents differ from what the checkpoint's run read (digest %016llx, "
+             "now %016llx); a resumed run must read the same inputs", d[i].key,
+             (unsigned long long)d[i].saved, (unsigned long long)d[i].now);
 }
 
 /* The first probe_samples harmful rows of the probe file (SPEC section 9 data roles). */
 static void load_probe_set(AlignRun *r) {
   const RunTVaccine *tv = &r->cfg.tvaccine;
   ExampleSet chosen;
+  r->probe_digest = digest_files((const char *const *)&tv->probe_data, 1, 1);
   dataset_load_role(tv->probe_data, DATASET_FORMAT_AUTO, DATA_ROLE_HARMFUL,
                     (size_t)tv->probe_samples, &chosen, &r->probe_roles);
   dataset_encode(r->tok, &chosen, r->cfg.max_len, &r->probe);
@@ -102,11 +219,40 @@ static void load_probe_set(AlignRun *r) {
   example_set_free(&chosen);
 }
 
+/* Sum mod 2^64 of one value per rank, exact: 16-bit pieces summed as doubles. */
+static uint64_t sum_over_ranks(AlignRun *r, uint64_t x) {
+  double piece[4];
+  for (int k = 0; k < 4; k++) piece[k] = (double)((x >> (16 * k)) & 0xffff);
+  comm_allreduce_sum(r->comm, piece, 4);
+  uint64_t sum = 0;
+  for (int k = 0; k < 4; k++) sum += (uint64_t)piece[k] << (16 * k);
+  return sum;
+}
+
 static void setup(AlignRun *r) {
   RunConfig *c = &r->cfg;
   r->be = backend_cpu_create(c->threads);
-  /* Data first: a mistake in it ends the run before minutes of weight loading. */
-  r->tok = tokenizer_load(run_config_tokenizer(c));
+  /* Everything that can be checked cheaply is, before minutes of weight loading and before
+   * memory sized by config.json is taken: the folder's config and tensor headers, the
+   * tokenizer against the model's vocabulary, the adapter's config, then the data. */
+  const char *tok_dir = run_config_tokenizer(c);
+  char *tok_files[2] = {hf_path_join(tok_dir, "tokenizer.json"),
+                        hf_path_join(tok_dir, "tokenizer_config.json")};
+  r->tokenizer_digest = digest_files((const char *const *)tok_files, 1, 1) ^
+                        digest_files((const char *const *)tok_files + 1, 1, 0);
+  free(tok_files[0]), free(tok_files[1]);
+  r->tok = tokenizer_load(tok_dir);
+  r->hf = hf_model_open(c->model);
+  r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
+  const LlamaConfig *mc = &r->model_cfg;
+  comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
+  hf_model_check_stage(r->hf, r->l0, r->l1);
+  if (tokenizer_vocab_size(r->tok) > mc->vocab_size)
+    tv_die("tokenizer %s: its ids reach %d, beyond the model's vocab_size %d (%s/config.json)",
+           tok_dir, tokenizer_vocab_size(r->tok) - 1, mc->vocab_size, c->model);
+  if (c->init_adapter[0] && !r->resume_state) peft_check_config(c->init_adapter, mc, &c->lora);
+
+  r->data_digest = digest_files((const char *const *)&c->data, 1, 1);
   ExampleSet examples;
   dataset_load_role(c->data, c->data_format, DATA_ROLE_ALIGNMENT,
                     (size_t)c->max_rows, &examples, &r->data_roles);
@@ -125,13 +271,10 @@ static void setup(AlignRun *r) {
     load_probe_set(r);
   }
 
-  r->hf = hf_model_open(c->model);
-  r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
-  const LlamaConfig *mc = &r->model_cfg;
-  comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
   int micro = run_config_micro_batch(c);
   r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
   hf_model_load_stage(r->hf, r->stage);
+  r->model_digest = sum_over_ranks(r, hf_model_digest(r->hf));
   /* The weights now live in the stage: drop the mapping so its pages leave this process. */
   int files = hf_model_files_opened(r->hf);
   double mapped_mib = current_rss_mib();
@@ -186,14 +329,19 @@ static void setup(AlignRun *r) {
 
 static void write_run_folder(AlignRun *r) {
   if (r->rank != 0) return;
-  checkpoint_dir_create(r->cfg.out);
   char path[4096];
   snprintf(path, sizeof path, "%s/config.yaml", r->cfg.out);
   char *yaml = run_config_to_yaml(&r->cfg);
   hf_write_text_file(path, yaml);
   free(yaml);
   snprintf(path, sizeof path, "%s/log.jsonl", r->cfg.out);
-  r->log = runlog_open(path, r->resume_state != NULL);
+  if (r->resume_state) {
+    char from[4096];
+    snprintf(from, sizeof from, "%s/log.jsonl", r->resume_dir ? r->resume_dir : r->cfg.out);
+    r->log = runlog_open_resumed(path, r->resume_dir ? from : NULL, r->resume_state->step);
+  } else {
+    r->log = runlog_open(path, 0);
+  }
 }
 
 static void fmt_duration(char *buf, size_t n, double s) {
@@ -264,18 +412,38 @@ static void report_step(AlignRun *r, const StepReport *rep, double step_s, doubl
   runlog_end(log);
 }
 
-static void train(AlignRun *r) {
+/* A step whose loss or gradient norm is not finite made no update (trainer_step), but it did
+ * move the data cursor and maybe the sampling state; the state kept at the end of the last
+ * good step is saved before the run stops with an error. */
+static void stop_on_nonfinite(AlignRun *r, const StepReport *rep) {
+  /* A save_every checkpoint of that step is already there: it stays as it is. */
+  int saved = r->cfg.save_every > 0 && r->step > 0 && r->step % r->cfg.save_every == 0;
+  if (!saved) preempt_save_kept(r->preempt);
+  if (r->rank == 0) {
+    char *path = checkpoint_path(r->cfg.out, r->step);
+    fprintf(stderr,
+            "tvaccine: error: step %lld: the loss is %g and the gradient norm %g: stopped "
+            "before the optimizer step; %s holds the last good state (step %lld) -- lower "
+            "optim.lr or set optim.max_grad_norm\n",
+            (long long)r->step + 1, rep->loss, rep->grad_norm, path, (long long)r->step);
+    free(path);
+  }
+}
+
+/* Returns 0, or 1 when the run stopped on a non-finite step. */
+static int train(AlignRun *r) {
   size_t *idx = tv_malloc((size_t)r->cfg.batch_size * sizeof(size_t));
   size_t *pidx = tv_malloc((size_t)(r->cfg.tvaccine.probe_batch + 1) * sizeof(size_t));
   double t_start = now_s();
   int64_t first = r->step;
-  int stopped = 0;
+  r->preempt = preempt_start(r);
+  /* Test hook: rank 0 stalls this long inside every step (the other ranks then wait inside
+   * MPI), to test preemption of long steps on a tiny model. */
+  const char *stall_env = getenv("TVACCINE_TEST_STEP_STALL_S");
+  double stall_s = stall_env && r->rank == 0 ? atof(stall_env) : 0;
   for (; r->step < r->total_steps; r->step++) {
-    if (comm_allreduce_max_int(r->comm, align_stop_requested())) {
-      stopped = 1;
-      break;
-    }
     double t0 = now_s();
+    if (stall_s > 0) usleep((useconds_t)(stall_s * 1e6));
     int count = data_sampler_next(&r->sampler, idx);
     dataset_fill_batch(&r->data, idx, count, &r->batch);
     const Batch no_probe = {0}, *probe = &no_probe; /* the trainer reads its B */
@@ -286,6 +454,11 @@ static void train(AlignRun *r) {
     }
     StepReport rep;
     trainer_step(r->trainer, r->step, &r->batch, probe, &rep);
+    if (rep.nonfinite) {
+      stop_on_nonfinite(r, &rep);
+      break;
+    }
+    preempt_keep(r->preempt, r, r->step + 1);
     double t1 = now_s();
     report_step(r, &rep, t1 - t0, t1 - t_start, r->step - first + 1, (size_t)r->batch.B * r->batch.T);
     if (r->cfg.save_every > 0 && (r->step + 1) % r->cfg.save_every == 0 && r->step + 1 < r->total_steps)
@@ -293,17 +466,17 @@ static void train(AlignRun *r) {
   }
   free(idx);
   free(pidx);
-  align_save_checkpoint(r, r->step);
-  if (stopped) {
-    if (r->rank == 0)
-      printf("align: stop requested: checkpoint saved at step %lld of %lld; continue with "
-             "--resume %s\n", (long long)r->step, (long long)r->total_steps, r->cfg.out);
-    return;
+  if (r->step < r->total_steps) {
+    preempt_stop(r->preempt);
+    return 1;
   }
+  align_save_checkpoint(r, r->step);
   align_save_adapter(r);
+  preempt_stop(r->preempt);
   if (r->rank == 0)
     printf("align: done: %lld steps in %.1f s; adapter in %s/adapter\n",
            (long long)(r->step - first), now_s() - t_start, r->cfg.out);
+  return 0;
 }
 
 int align_run(const AlignArgs *args, int *argc, char ***argv) {
@@ -312,12 +485,18 @@ int align_run(const AlignArgs *args, int *argc, char ***argv) {
   r->rank = comm_rank(r->comm);
   r->size = comm_size(r->comm);
   resolve_config(r, args);
-  align_install_signal_handlers();
+  check_inputs_present(&r->cfg);
+  take_run_folder(r, args);
   setup(r);
-  if (r->resume_state) align_restore_checkpoint(r, r->resume_state);
+  if (r->resume_state) {
+    align_restore_checkpoint(r, r->resume_state);
+    check_digests(r);
+  }
   write_run_folder(r);
-  train(r);
+  int rc = train(r);
   runlog_close(r->log);
+  run_dir_release(r->dir);
+  free(r->resume_dir);
   if (r->resume_state) {
     checkpoint_state_free(r->resume_state);
     free(r->resume_state);
@@ -336,5 +515,5 @@ int align_run(const AlignArgs *args, int *argc, char ***argv) {
   backend_destroy(r->be);
   run_config_free(&r->cfg);
   comm_finalize(r->comm);
-  return 0;
+  return rc;
 }

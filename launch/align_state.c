@@ -1,6 +1,5 @@
-/* What an alignment run saves and restores: checkpoints gathered from every rank's layers,
- * the exported PEFT adapter, and the stop request of SIGTERM / SIGUSR1. */
-#include <signal.h>
+/* What an alignment run saves and restores: checkpoints gathered from every rank's layers
+ * and the exported PEFT adapter. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,23 +8,7 @@
 #include "check.h"
 #include "peft.h"
 
-static volatile sig_atomic_t stop_flag = 0;
 
-static void on_stop_signal(int sig) {
-  (void)sig;
-  stop_flag = 1;
-}
-
-void align_install_signal_handlers(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGUSR1, &sa, NULL);
-}
-
-int align_stop_requested(void) { return stop_flag != 0; }
 
 /* Gathers a per-layer array of the local stage onto rank 0 (whole-model, layer order). */
 static void *gather(AlignRun *r, const void *local, size_t block_bytes) {
@@ -35,6 +18,70 @@ static void *gather(AlignRun *r, const void *local, size_t block_bytes) {
   return all;
 }
 
+void align_meta_capture(AlignRun *r, int64_t steps_done, AlignMeta *meta) {
+  int count;
+  const int *act = trainer_active_layers(r->trainer, &count);
+  int L = stage_config(r->stage)->num_layers;
+  meta->step = steps_done;
+  meta->rng_counter = trainer_sampling_rng(r->trainer)->counter;
+  meta->data_epoch = (int64_t)r->sampler.cur.epoch;
+  meta->data_cursor = (int64_t)r->sampler.cur.position;
+  meta->probe_epoch = r->has_probe ? (int64_t)r->probe_sampler.cur.epoch : 0;
+  meta->probe_cursor = r->has_probe ? (int64_t)r->probe_sampler.cur.position : 0;
+  memcpy(meta->probs, trainer_layer_probs(r->trainer), (size_t)L * sizeof(double));
+  for (int k = 0; k < count; k++) meta->active[k] = act[k];
+  meta->num_active = count;
+}
+
+char *align_write_checkpoint(AlignRun *r, const AlignMeta *meta, float *params, float *m,
+                             float *v, int64_t *steps) {
+  LoraSet *ls = stage_lora(r->stage);
+  /* A checkpoint is what a run falls back to: it never holds a NaN or inf. */
+  size_t n = (size_t)stage_config(r->stage)->num_layers * ls->layer_numel;
+  const float *arrays[3] = {params, m, v};
+  const char *names[3] = {"LoRA weights", "AdamW first moments", "AdamW second moments"};
+  for (int a = 0; a < 3; a++) {
+    int64_t bad = st_first_nonfinite(arrays[a], n);
+    if (bad >= 0)
+      tv_die("refusing to write the checkpoint of step %lld: its %s hold a non-finite value "
+             "(%g) at element %lld", (long long)meta->step, names[a], (double)arrays[a][bad],
+             (long long)bad);
+  }
+  CheckpointState st = {
+      .step = meta->step,
+      .total_steps = r->total_steps,
+      .seed = r->cfg.seed,
+      .sample_rng_stream = trainer_sampling_rng(r->trainer)->stream,
+      .sample_rng_counter = meta->rng_counter,
+      .data_epoch = meta->data_epoch,
+      .data_cursor = meta->data_cursor,
+      .probe_epoch = meta->probe_epoch,
+      .probe_cursor = meta->probe_cursor,
+      .model_digest = r->model_digest,
+      .tokenizer_digest = r->tokenizer_digest,
+      .data_digest = r->data_digest,
+      .probe_digest = r->probe_digest,
+      .num_layers = stage_config(r->stage)->num_layers,
+      .layer_probs = meta->probs,
+      .num_active = meta->num_active,
+      .active_layers = meta->active,
+      .config_yaml = run_config_to_yaml(&r->cfg),
+      .method = (char *)method_name(r->cfg.method),
+      .lora_r = ls->cfg.r,
+      .lora_alpha = ls->cfg.alpha,
+      .lora_target_mask = ls->cfg.target_mask,
+      .layer_numel = (int64_t)ls->layer_numel,
+      .lora_params = params,
+      .lora_m = m,
+      .lora_v = v,
+      .lora_steps = steps,
+  };
+  char *path = checkpoint_path(r->cfg.out, meta->step);
+  checkpoint_save(path, &st);
+  free(st.config_yaml);
+  return path;
+}
+
 void align_save_checkpoint(AlignRun *r, int64_t steps_done) {
   LoraSet *ls = stage_lora(r->stage);
   size_t block = ls->layer_numel * sizeof(float);
@@ -42,39 +89,17 @@ void align_save_checkpoint(AlignRun *r, int64_t steps_done) {
   float *v = gather(r, ls->v, block);
   int64_t *steps = gather(r, ls->steps, sizeof(*ls->steps));
   if (r->rank == 0) {
-    CheckpointState st = {0};
-    int count;
-    const int *act = trainer_active_layers(r->trainer, &count);
-    int32_t *active = tv_malloc((size_t)(count > 0 ? count : 1) * sizeof(int32_t));
-    for (int k = 0; k < count; k++) active[k] = act[k];
-    Rng *rng = trainer_sampling_rng(r->trainer);
-    st.step = steps_done;
-    st.total_steps = r->total_steps;
-    st.seed = r->cfg.seed;
-    st.sample_rng_stream = rng->stream;
-    st.sample_rng_counter = rng->counter;
-    st.data_epoch = (int64_t)r->sampler.cur.epoch;
-    st.data_cursor = (int64_t)r->sampler.cur.position;
-    st.probe_epoch = r->has_probe ? (int64_t)r->probe_sampler.cur.epoch : 0;
-    st.probe_cursor = r->has_probe ? (int64_t)r->probe_sampler.cur.position : 0;
-    st.num_layers = stage_config(r->stage)->num_layers;
-    st.layer_probs = (double *)trainer_layer_probs(r->trainer);
-    st.num_active = count;
-    st.active_layers = active;
-    st.config_yaml = run_config_to_yaml(&r->cfg);
-    st.method = (char *)method_name(r->cfg.method);
-    st.lora_r = ls->cfg.r;
-    st.lora_alpha = ls->cfg.alpha;
-    st.lora_target_mask = ls->cfg.target_mask;
-    st.layer_numel = (int64_t)ls->layer_numel;
-    st.lora_params = params, st.lora_m = m, st.lora_v = v;
-    st.lora_steps = steps;
-    char *path = checkpoint_path(r->cfg.out, steps_done);
-    checkpoint_save(path, &st);
+    int L = stage_config(r->stage)->num_layers;
+    AlignMeta meta = {.probs = tv_malloc((size_t)L * sizeof(double)),
+                      .active = tv_malloc((size_t)L * sizeof(int32_t))};
+    align_meta_capture(r, steps_done, &meta);
+    preempt_io_lock(r->preempt);
+    char *path = align_write_checkpoint(r, &meta, params, m, v, steps);
+    preempt_io_unlock(r->preempt);
     printf("align: checkpoint %s\n", path);
     free(path);
-    free(st.config_yaml);
-    free(active);
+    free(meta.probs);
+    free(meta.active);
   }
   free(params);
   free(m);
@@ -110,9 +135,10 @@ void align_restore_checkpoint(AlignRun *r, const CheckpointState *st) {
       tv_die("checkpoint probe cursor: %s", err);
   }
   r->step = st->step;
-  if (st->total_steps != r->total_steps)
-    tv_die("checkpoint was made for %lld steps, this run has %lld (did the data change?)",
-           (long long)st->total_steps, (long long)r->total_steps);
+  if (r->total_steps < st->total_steps)
+    tv_die("max_steps: the checkpoint's run has %lld steps, this run %lld; a resumed run may "
+           "only be lengthened (max_steps, epochs)", (long long)st->total_steps,
+           (long long)r->total_steps);
 }
 
 void align_save_adapter(AlignRun *r) {
@@ -126,7 +152,9 @@ void align_save_adapter(AlignRun *r) {
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter", r->cfg.out);
     const LlamaConfig *mc = stage_config(r->stage);
+    preempt_io_lock(r->preempt);
     peft_write_host(path, &pc, mc, 0, mc->num_layers, params, ST_F32);
+    preempt_io_unlock(r->preempt);
   }
   free(params);
 }

@@ -43,6 +43,10 @@ static void make_state(CheckpointState *s, uint64_t seed, int L, int64_t N, int 
   s->data_cursor = (int64_t)(rnd() >> 2);
   s->probe_epoch = (int64_t)(rnd() >> 2);
   s->probe_cursor = (int64_t)(rnd() >> 2);
+  s->model_digest = rnd();
+  s->tokenizer_digest = rnd();
+  s->data_digest = rnd();
+  s->probe_digest = rnd();
   s->num_layers = L;
   s->layer_probs = malloc(sizeof(double) * (size_t)L);
   double sum = 0;
@@ -85,6 +89,7 @@ static void expect_same(const CheckpointState *a, const CheckpointState *b, cons
 #define SAME(f) EXPECT(a->f == b->f, "%s: field " #f " differs", what)
   SAME(step); SAME(total_steps); SAME(seed); SAME(sample_rng_stream); SAME(sample_rng_counter);
   SAME(data_epoch); SAME(data_cursor); SAME(probe_epoch); SAME(probe_cursor);
+  SAME(model_digest); SAME(tokenizer_digest); SAME(data_digest); SAME(probe_digest);
   SAME(num_layers); SAME(num_active); SAME(lora_r); SAME(lora_target_mask); SAME(layer_numel);
 #undef SAME
   EXPECT(memcmp(&a->lora_alpha, &b->lora_alpha, sizeof(double)) == 0, "%s: lora_alpha", what);

@@ -165,7 +165,8 @@ static const char *kAttrs[] = {"format", "format_version", "step", "total_steps"
                                "sample_rng_stream", "sample_rng_counter", "data_epoch",
                                "data_cursor", "probe_epoch", "probe_cursor", "num_layers",
                                "method", "lora_r", "lora_alpha", "lora_target_mask",
-                               "layer_numel"};
+                               "layer_numel", "model_digest", "tokenizer_digest",
+                               "data_digest", "probe_digest"};
 static const char *kDatasets[] = {"config_yaml", "layer_probs", "active_layers", "lora/params",
                                   "lora/m", "lora/v", "lora/steps", "lora"};
 
@@ -309,7 +310,7 @@ static void test_corrupt(void) {
       {e_layers_more, n4, "num_layers != probs length"},
       {e_numel_more, n5, "layer_numel != lora width"},
       {e_step_past_total, "inconsistent contents: step", "step past total_steps"},
-      {e_version, "format_version 2, this build reads version 1", "newer format version"},
+      {e_version, "format_version 3, this build reads version 2", "newer format version"},
       {e_format, "not a tvaccine checkpoint", "foreign HDF5 file"},
       {e_method, "method 'full-ft' is not", "unknown method"},
       {e_dtype_bf16, "/lora/m has dtype 'BF16', expected 'F32'", "dtype attribute wrong"},

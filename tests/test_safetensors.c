@@ -115,6 +115,7 @@ static void test_round_trip(StDtype dt) {
   float sc[1] = {42.0f};
   int64_t sa[2] = {2, 3}, sb[1] = {3}, sz[2] = {0, 5};
   StWriter *w = st_writer_create(path);
+  st_writer_allow_nonfinite(w); /* NaN and inf must survive the format itself */
   st_writer_metadata(w, "format", "pt");
   st_writer_metadata(w, "note", "quote \" and \\ backslash");
   st_writer_add(w, "layer.a", dt, 2, sa, a);

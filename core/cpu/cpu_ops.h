@@ -32,9 +32,11 @@ float *cpu_thread_scratch(Backend *be);
  * compile to SIMD code. Cody-Waite reduction x = n ln2 + r and a degree-6 polynomial for
  * e^r (the Cephes single-precision coefficients); relative error a few ulp, inputs clamped to
  * the finite float range so e^x never overflows to inf. */
-static inline float cpu_expf(float x) {
-  x = x < -87.3f ? -87.3f : x;
-  x = x > 88.7f ? 88.7f : x;
+static inline float cpu_expf(float x_in) {
+  /* Written so that NaN fails both comparisons and lands on the lower bound: converting NaN
+   * to an integer would be undefined behaviour. The NaN itself is returned at the end. */
+  float x = x_in > -87.3f ? x_in : -87.3f;
+  x = x < 88.7f ? x : 88.7f;
   /* n = round(x / ln 2), via truncation of a positive number (x / ln 2 > -127 here) */
   int32_t n = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
   float nf = (float)n;
@@ -49,7 +51,7 @@ static inline float cpu_expf(float x) {
   int32_t bits = (n + 127) << 23; /* 2^n as a float */
   float two_n;
   memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
+  return x_in == x_in ? p * two_n : x_in;
 }
 
 /* Row reductions in 16 fixed lanes: the compiler turns the lanes into SIMD registers, and

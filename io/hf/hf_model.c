@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "run_dir.h"
 
 /* Per-layer tensors, in the order HF writes them. */
 enum {
@@ -38,6 +39,7 @@ struct HfModel {
   char **files;  /* file names relative to dir */
   SafeTensors **open;
   int nfiles, opened;
+  uint64_t digest; /* of the tensors the last hf_model_load_stage read (hf_model_digest) */
 };
 
 /* "model.layers.{i}.<suffix>" with i < L; no sign, no leading zeros. */
@@ -216,45 +218,57 @@ const HfConfig *hf_model_config(const HfModel *m) { return &m->cfg; }
 const char *hf_model_dir(const HfModel *m) { return m->dir; }
 int hf_model_files_opened(const HfModel *m) { return m->opened; }
 
-/* One tensor the stage needs: name, destination (backend memory) and expected shape. */
+/* One tensor a stage needs: name, destination (backend memory, NULL when only checking)
+ * and expected shape. */
 typedef struct {
   char name[96];
   float *dst;
   int ndim;
   int64_t shape[2];
+  int digested; /* counted in the model digest by this stage (the tied head is not) */
 } Want;
 
-static void want(Want *w, int *n, const char *name, float *dst, int64_t d0, int64_t d1) {
+static void want(Want *w, int *n, const char *name, float *dst, int64_t d0, int64_t d1,
+                 int digested) {
   Want *x = &w[(*n)++];
   snprintf(x->name, sizeof x->name, "%s", name);
   x->dst = dst;
   x->ndim = d1 ? 2 : 1;
   x->shape[0] = d0;
   x->shape[1] = d1;
+  x->digested = digested;
 }
 
-static int list_wants(Stage *s, Want *w) {
-  const LlamaConfig *c = stage_config(s);
-  StageWeights *sw = stage_weights(s);
+/* The tensors of a stage holding layers [l0, l1) of model c, with the holding rules of
+ * stage_create: the embedding on the first stage (and on the last when tied), the final norm
+ * and untied head on the last. sw (may be NULL) gives the destinations. */
+static int list_wants(const LlamaConfig *c, int l0, int l1, StageWeights *sw, Want *w) {
   int64_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
   int64_t HD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
-  int n = 0, l0 = stage_first_layer(s), l1 = stage_end_layer(s);
-  if (sw->embed) want(w, &n, "model.embed_tokens.weight", sw->embed, V, D);
+  int first = l0 == 0, last = l1 == c->num_layers, n = 0;
+  if (first || (last && c->tie_word_embeddings))
+    want(w, &n, "model.embed_tokens.weight", sw ? sw->embed : NULL, V, D, first);
   for (int l = l0; l < l1; l++) {
-    LayerWeights *lw = &sw->layers[l - l0];
-    float *dst[SLOT_COUNT] = {lw->attn_norm, lw->wq, lw->wk, lw->wv, lw->wo, lw->bq,
+    LayerWeights *lw = sw ? &sw->layers[l - l0] : NULL;
+    float *dst[SLOT_COUNT] = {0};
+    if (lw) {
+      float *d[SLOT_COUNT] = {lw->attn_norm, lw->wq, lw->wk, lw->wv, lw->wo, lw->bq,
                               lw->bk, lw->bv, lw->mlp_norm, lw->w_gate, lw->w_up, lw->w_down};
+      memcpy(dst, d, sizeof dst);
+    }
     int64_t shp[SLOT_COUNT][2] = {{D, 0}, {HD, D}, {KD, D}, {KD, D}, {D, HD}, {HD, 0},
                                   {KD, 0}, {KD, 0}, {D, 0}, {F, D}, {F, D}, {D, F}};
     for (int k = 0; k < SLOT_COUNT; k++) {
-      if (!dst[k]) continue; /* biases when the model has none */
+      int bias = k == SLOT_BQ || k == SLOT_BK || k == SLOT_BV;
+      if (bias && !c->attention_bias) continue;
       char name[96];
       snprintf(name, sizeof name, "model.layers.%d.%s", l, slot_suffix[k]);
-      want(w, &n, name, dst[k], shp[k][0], shp[k][1]);
+      want(w, &n, name, dst[k], shp[k][0], shp[k][1], 1);
     }
   }
-  if (sw->final_norm) want(w, &n, "model.norm.weight", sw->final_norm, D, 0);
-  if (sw->lm_head && sw->lm_head != sw->embed) want(w, &n, "lm_head.weight", sw->lm_head, V, D);
+  if (last) want(w, &n, "model.norm.weight", sw ? sw->final_norm : NULL, D, 0, 1);
+  if (last && !c->tie_word_embeddings)
+    want(w, &n, "lm_head.weight", sw ? sw->lm_head : NULL, V, D, 1);
   return n;
 }
 
@@ -265,21 +279,15 @@ static void shape_text(char *buf, size_t len, int ndim, const int64_t *shape) {
   if (used < len) snprintf(buf + used, len - used, "]");
 }
 
-/* headless: the stage is built tied (its "head" is the embedding, never read) to hold a
- * classifier's body whose folder has a score head instead of lm_head. */
-static void load_stage(HfModel *m, Stage *s, int headless) {
-  const LlamaConfig *a = &m->cfg.cfg, *b = stage_config(s);
-  int tie_differs = headless ? !b->tie_word_embeddings
-                             : a->tie_word_embeddings != b->tie_word_embeddings;
-  if (a->vocab_size != b->vocab_size || a->hidden_size != b->hidden_size ||
-      a->intermediate_size != b->intermediate_size || a->num_layers != b->num_layers ||
-      a->num_heads != b->num_heads || a->num_kv_heads != b->num_kv_heads ||
-      a->head_dim != b->head_dim || tie_differs ||
-      a->attention_bias != b->attention_bias)
-    tv_die("%s: the stage was built for a different model shape than config.json", m->dir);
-  int nl = stage_end_layer(s) - stage_first_layer(s);
-  Want *w = tv_malloc(((size_t)nl * SLOT_COUNT + 4) * sizeof(Want));
-  int n = list_wants(s, w);
+/* Every tensor of the stage is present with its config.json shape (one line naming what is
+ * not); returns the list, which the caller frees. Reads headers only. c is config.json's
+ * shape, but for a headless body (tied, so no lm_head is wanted). */
+static Want *checked_wants(HfModel *m, const LlamaConfig *c, int l0, int l1, StageWeights *sw,
+                           int *count) {
+  TV_CHECK(l0 >= 0 && l0 < l1 && l1 <= c->num_layers, "layers [%d, %d) of %d", l0, l1,
+           c->num_layers);
+  Want *w = tv_malloc(((size_t)(l1 - l0) * SLOT_COUNT + 4) * sizeof(Want));
+  int n = list_wants(c, l0, l1, sw, w);
 
   /* All missing names in one line before any data is read. */
   char missing[1024] = "";
@@ -293,13 +301,8 @@ static void load_stage(HfModel *m, Stage *s, int headless) {
   if (nmiss)
     tv_die("%s: missing %d tensor%s: %s%s", m->dir, nmiss, nmiss > 1 ? "s" : "", missing,
            nmiss > 8 ? ", ..." : "");
-
-  Backend *be = stage_backend(s);
-  float *host = NULL;
-  size_t host_cap = 0;
   for (int i = 0; i < n; i++) {
-    const MapEntry *e = find_entry(m, w[i].name);
-    SafeTensors *st = file_at(m, e->file);
+    SafeTensors *st = file_at(m, find_entry(m, w[i].name)->file);
     const StTensor *t = safetensors_find(st, w[i].name);
     if (!t)
       tv_die("%s: the weight index puts tensor %s in this file, but it is not there",
@@ -313,6 +316,40 @@ static void load_stage(HfModel *m, Stage *s, int headless) {
       tv_die("%s: tensor %s has shape %s, but config.json implies %s", safetensors_path(st),
              w[i].name, got, exp);
     }
+  }
+  *count = n;
+  return w;
+}
+
+void hf_model_check_stage(HfModel *m, int l0, int l1) {
+  int n;
+  free(checked_wants(m, &m->cfg.cfg, l0, l1, NULL, &n));
+}
+
+uint64_t hf_model_digest(const HfModel *m) { return m->digest; }
+
+/* headless: the stage is built tied (its "head" is the embedding, never read) to hold a
+ * classifier's body whose folder has a score head instead of lm_head. */
+static void load_stage(HfModel *m, Stage *s, int headless) {
+  const LlamaConfig *a = &m->cfg.cfg, *b = stage_config(s);
+  int tie_differs = headless ? !b->tie_word_embeddings
+                             : a->tie_word_embeddings != b->tie_word_embeddings;
+  if (a->vocab_size != b->vocab_size || a->hidden_size != b->hidden_size ||
+      a->intermediate_size != b->intermediate_size || a->num_layers != b->num_layers ||
+      a->num_heads != b->num_heads || a->num_kv_heads != b->num_kv_heads ||
+      a->head_dim != b->head_dim || tie_differs ||
+      a->attention_bias != b->attention_bias)
+    tv_die("%s: the stage was built for a different model shape than config.json", m->dir);
+  int n;
+  Want *w = checked_wants(m, b, stage_first_layer(s), stage_end_layer(s), stage_weights(s), &n);
+
+  Backend *be = stage_backend(s);
+  float *host = NULL;
+  size_t host_cap = 0;
+  m->digest = 0;
+  for (int i = 0; i < n; i++) {
+    SafeTensors *st = file_at(m, find_entry(m, w[i].name)->file);
+    const StTensor *t = safetensors_find(st, w[i].name);
     size_t bytes = (size_t)t->numel * sizeof(float);
     if (bytes > host_cap) {
       free(host);
@@ -320,6 +357,15 @@ static void load_stage(HfModel *m, Stage *s, int headless) {
       host_cap = bytes;
     }
     safetensors_read_f32(st, t, host);
+    int64_t bad = st_first_nonfinite(host, (size_t)t->numel);
+    if (bad >= 0)
+      tv_die("%s: tensor %s holds a non-finite value (%g) at element %lld",
+             safetensors_path(st), w[i].name, (double)host[bad], (long long)bad);
+    if (w[i].digested) {
+      /* Per-tensor digests added up: the sum does not depend on how layers split over ranks. */
+      uint64_t h = run_digest_bytes(RUN_DIGEST_SEED, w[i].name, strlen(w[i].name));
+      m->digest += run_digest_bytes(h, safetensors_data(st, t), (size_t)(t->end - t->begin));
+    }
     be->from_host(be, w[i].dst, host, bytes);
   }
   free(host);
@@ -344,5 +390,9 @@ float *hf_model_read_tensor(HfModel *m, const char *name, int *ndim, int64_t *sh
   for (int d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
   float *host = tv_malloc(((size_t)t->numel > 0 ? (size_t)t->numel : 1) * sizeof(float));
   safetensors_read_f32(st, t, host);
+  int64_t bad = st_first_nonfinite(host, (size_t)t->numel);
+  if (bad >= 0)
+    tv_die("%s: tensor %s holds a non-finite value (%g) at element %lld", safetensors_path(st),
+           name, (double)host[bad], (long long)bad);
   return host;
 }

@@ -55,6 +55,15 @@ void hf_model_load_headless_stage(HfModel *m, Stage *s);
 /* One named tensor of at most 2 dimensions (e.g. a classifier's score.weight) as float32:
  * malloc'd data, its rank in *ndim and shape in shape[0 .. *ndim). Missing: one error line. */
 float *hf_model_read_tensor(HfModel *m, const char *name, int *ndim, int64_t *shape);
+/* The same checks of names and shapes for a stage of layers [l0, l1), reading file headers
+ * only: run it before creating a stage, so a config.json that disagrees with its weights
+ * fails before memory sized by config.json is allocated. */
+void hf_model_check_stage(HfModel *m, int l0, int l1);
+/* Digest of the tensors the last hf_model_load_stage read (raw bytes and names, the tied
+ * head of a later stage not counted again); the sum of every stage's digest (mod 2^64) is
+ * the model's digest, the same for any split into stages. Base weights holding NaN or inf
+ * are refused by the load, naming the file, tensor and element. */
+uint64_t hf_model_digest(const HfModel *m);
 /* Number of safetensors files mapped so far (tests check that a stage opens only its own). */
 int hf_model_files_opened(const HfModel *m);
 

@@ -242,8 +242,7 @@ static int parse_key(const char *k, long *layer, int *target) {
   return 0;
 }
 
-void peft_read_host(const char *dir, const LlamaConfig *model, const LoraConfig *lora, int l0,
-                    int l1, float *params) {
+void peft_check_config(const char *dir, const LlamaConfig *model, const LoraConfig *lora) {
   PeftConfig p = peft_read_config(dir, model->num_layers);
   if (p.lora.r != lora->r)
     tv_die("%s/adapter_config.json: r %d does not match the run's LoRA r %d", dir, p.lora.r, lora->r);
@@ -252,6 +251,11 @@ void peft_read_host(const char *dir, const LlamaConfig *model, const LoraConfig 
            p.lora.alpha, lora->alpha);
   if (p.lora.target_mask != lora->target_mask)
     tv_die("%s/adapter_config.json: target_modules differ from the run's LoRA targets", dir);
+}
+
+void peft_read_host(const char *dir, const LlamaConfig *model, const LoraConfig *lora, int l0,
+                    int l1, float *params) {
+  peft_check_config(dir, model, lora);
   char *path = hf_path_join(dir, "adapter_model.safetensors");
   SafeTensors *st = safetensors_open(path);
 
@@ -304,6 +308,10 @@ void peft_read_host(const char *dir, const LlamaConfig *model, const LoraConfig 
                  lora_target_name(t), in, out);
         }
         safetensors_read_f32(st, x, params + off);
+        int64_t bad = st_first_nonfinite(params + off, (size_t)x->numel);
+        if (bad >= 0)
+          tv_die("%s: tensor %s holds a non-finite value (%g) at element %lld", path, name,
+                 (double)params[off + (size_t)bad], (long long)bad);
         off += (size_t)x->numel;
       }
     }

@@ -31,6 +31,10 @@ PeftConfig peft_read_config(const char *dir, int num_layers);
  * [r, in] then B [out, r]. Equals LoraSet.layer_numel for the same shapes. */
 size_t peft_layer_numel(const LoraConfig *lora, const LlamaConfig *model);
 
+/* dir/adapter_config.json fits a run of this model with LoRA config lora (r, lora_alpha and
+ * targets equal); one tv_die line naming the file and field when not. peft_read_host checks
+ * it too; a run calls it early, before allocating anything for the model. */
+void peft_check_config(const char *dir, const LlamaConfig *model, const LoraConfig *lora);
 /* Reads layers [l0, l1) of dir's adapter into params [(l1 - l0) * peft_layer_numel] (host),
  * converting F16/BF16/F32. The adapter's r, lora_alpha and targets must equal lora's; a
  * missing or wrongly shaped tensor is one line naming it. Tensors of other layers are

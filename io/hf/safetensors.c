@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,6 +383,16 @@ const void *safetensors_data(const SafeTensors *st, const StTensor *t) { return 
 
 /* The data section need not be aligned (header lengths are not always multiples of 8), so
  * every element is copied bytewise rather than read through a typed pointer. */
+int64_t st_first_nonfinite(const float *x, size_t n) {
+  /* A branch-free scan (the common case is all finite), then the exact position. */
+  int any = 0;
+  for (size_t i = 0; i < n; i++) any |= !isfinite(x[i]);
+  if (!any) return -1;
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return (int64_t)i;
+  return -1;
+}
+
 void safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *dst) {
   const uint8_t *src = st->data + t->begin;
   size_t n = (size_t)t->numel;
@@ -413,6 +424,7 @@ struct StWriter {
   int n, cap;
   char **mkeys, **mvals;
   int nmeta, mcap;
+  int allow_nonfinite; /* st_writer_allow_nonfinite: the format tests' NaN/inf round trips */
 };
 
 /* A growing text buffer for the header. */
@@ -510,6 +522,10 @@ void st_writer_add(StWriter *w, const char *name, StDtype dtype, int ndim, const
     t->shape[i] = shape[i];
     numel *= (size_t)shape[i];
   }
+  int64_t bad = numel && !w->allow_nonfinite ? st_first_nonfinite(data, numel) : -1;
+  if (bad >= 0)
+    tv_die("refusing to write %s: tensor %s holds a non-finite value (%g) at element %lld",
+           w->path, name, (double)data[bad], (long long)bad);
   t->nbytes = numel * st_dtype_size(dtype);
   t->bytes = tv_malloc(t->nbytes ? t->nbytes : 1);
   if (numel == 0) {
@@ -519,10 +535,16 @@ void st_writer_add(StWriter *w, const char *name, StDtype dtype, int ndim, const
   } else {
     for (size_t i = 0; i < numel; i++) {
       uint16_t h = dtype == ST_F16 ? st_f32_to_f16(data[i]) : st_f32_to_bf16(data[i]);
+      float back = dtype == ST_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
+      if (!isfinite(back) && !w->allow_nonfinite)
+        tv_die("refusing to write %s: tensor %s: element %zu = %g does not fit %s", w->path,
+               name, i, (double)data[i], st_dtype_name(dtype));
       memcpy(t->bytes + 2 * i, &h, 2);
     }
   }
 }
+
+void st_writer_allow_nonfinite(StWriter *w) { w->allow_nonfinite = 1; }
 
 static void writer_free(StWriter *w) {
   for (int i = 0; i < w->n; i++) free(w->t[i].name), free(w->t[i].bytes);

@@ -45,6 +45,9 @@ const char *safetensors_path(const SafeTensors *st);
 const void *safetensors_data(const SafeTensors *st, const StTensor *t);
 void safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *dst);
 
+/* Index of the first NaN or inf in x[0, n), or -1 when every value is finite. */
+int64_t st_first_nonfinite(const float *x, size_t n);
+
 /* float <-> half / bfloat16 (round to nearest even; NaN and inf kept). */
 uint16_t st_f32_to_f16(float x);
 float st_f16_to_f32(uint16_t h);
@@ -57,6 +60,10 @@ StWriter *st_writer_create(const char *path);
 void st_writer_metadata(StWriter *w, const char *key, const char *value);
 void st_writer_add(StWriter *w, const char *name, StDtype dtype, int ndim, const int64_t *shape,
                    const float *data);
+/* st_writer_add refuses data holding NaN or inf, or values that do not fit F16 / BF16: one
+ * tv_die line naming the file, tensor and element; nothing is written then. Only a test of
+ * the format itself may lift that rule: */
+void st_writer_allow_nonfinite(StWriter *w);
 /* Writes path.tmp then renames to path; one tv_die line on any I/O failure. */
 void st_writer_finish(StWriter *w);
 

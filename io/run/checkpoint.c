@@ -129,6 +129,8 @@ static const struct {
     SCALAR(probe_cursor, CK_I64),      SCALAR(num_layers, CK_I32),
     SCALAR(lora_r, CK_I32),            SCALAR(lora_alpha, CK_F64),
     SCALAR(lora_target_mask, CK_U32),  SCALAR(layer_numel, CK_I64),
+    SCALAR(model_digest, CK_U64),      SCALAR(tokenizer_digest, CK_U64),
+    SCALAR(data_digest, CK_U64),       SCALAR(probe_digest, CK_U64),
 };
 
 /* ---- save ---- */

@@ -8,13 +8,14 @@
 
 #include "lora.h" /* LORA_NUM_TARGETS: one update count per target */
 
-/* File layout, format version 1 (L = num_layers, N = layer_numel, A = active layers):
+/* File layout, format version 2 (L = num_layers, N = layer_numel, A = active layers):
  *
  *   /                  attributes (scalars, little-endian on disk):
  *     format            string "tvaccine-checkpoint"
  *     format_version    int32, CHECKPOINT_FORMAT_VERSION; load rejects any other value
  *     step, total_steps, data_epoch, data_cursor, probe_epoch, probe_cursor   int64
  *     seed, sample_rng_stream, sample_rng_counter                             uint64
+ *     model_digest, tokenizer_digest, data_digest, probe_digest               uint64
  *     num_layers, lora_r    int32      lora_alpha  float64    lora_target_mask  uint32
  *     layer_numel           int64      method      string
  *   /config_yaml        fixed-length string [1]: the resolved run config
@@ -32,7 +33,7 @@
  * (the raw bits) with dtype "BF16"; nothing stores one yet.
  * Checkpoints of run folder DIR live in DIR/checkpoints/step-000123.h5 (>= 6 digits). */
 
-#define CHECKPOINT_FORMAT_VERSION 1
+#define CHECKPOINT_FORMAT_VERSION 2 /* 2: the input digests */
 
 /* Host-memory state of a run at an optimizer-step boundary. The trainer fills it (its
  * pointers stay the trainer's); checkpoint_load allocates every pointer with malloc, and
@@ -46,6 +47,9 @@ typedef struct {
   uint64_t sample_rng_counter; /* ... and next index; with seed that is its whole state */
   int64_t data_epoch, data_cursor;   /* position in the shuffled alignment data */
   int64_t probe_epoch, probe_cursor; /* position in the cycled harmful probe set */
+  /* Digests of what the run read (run_dir.h): base weights, tokenizer files, alignment data
+   * and probe data (0 = none); a resumed run must read the same. */
+  uint64_t model_digest, tokenizer_digest, data_digest, probe_digest;
   int num_layers;                    /* L, >= 1 */
   double *layer_probs;               /* [L] last p_l (all zero before the first probe) */
   int num_active;                    /* |A|, 0..L */

@@ -430,8 +430,43 @@ static void put_quoted(FILE *f, const char *s) {
   fputc('"', f);
 }
 
+void rc_put_value(FILE *f, const RunConfig *c, const RcKey *k) {
+  char num[64];
+  const void *p = at_c(c, k);
+  switch (k->kind) {
+    case K_STR: put_quoted(f, *(char *const *)p); break;
+    case K_ENUM: {
+      int v;
+      memcpy(&v, p, sizeof v);
+      if (v >= 0 && v < k->n_names)
+        fputs(k->names[v], f);
+      else
+        fprintf(f, "%d", v); /* invalid; reloading reports it */
+      break;
+    }
+    case K_INT: fprintf(f, "%d", *(const int *)p); break;
+    case K_I64: fprintf(f, "%" PRId64, *(const int64_t *)p); break;
+    case K_U64: fprintf(f, "%" PRIu64, *(const uint64_t *)p); break;
+    case K_FLOAT: fmt_float(*(const float *)p, num, sizeof num), fputs(num, f); break;
+    case K_DOUBLE: fmt_double(*(const double *)p, num, sizeof num), fputs(num, f); break;
+    case K_MODULES:
+      fputc('[', f);
+      for (int t = 0, first = 1; t < LORA_NUM_TARGETS; t++)
+        if (c->lora.target_mask & (1u << t))
+          fprintf(f, "%s%s", first ? "" : ", ", lora_target_name((LoraTarget)t)), first = 0;
+      fputc(']', f);
+      break;
+    case K_LAYERS:
+      fputc('[', f);
+      for (int j = 0; j < c->tvaccine.n_layers; j++)
+        fprintf(f, "%s%d", j ? ", " : "", c->tvaccine.layers[j]);
+      fputc(']', f);
+      break;
+  }
+}
+
 char *run_config_to_yaml(const RunConfig *c) {
-  char *buf = NULL, num[64];
+  char *buf = NULL;
   size_t size = 0;
   FILE *f = open_memstream(&buf, &size);
   TV_CHECK(f, "open_memstream failed");
@@ -439,41 +474,11 @@ char *run_config_to_yaml(const RunConfig *c) {
   int section = -1;
   for (int i = 0; i < RC_N_KEYS; i++) {
     const RcKey *k = &rc_keys[i];
-    const void *p = at_c(c, k);
     int sec = rc_key_section(k);
     if (sec != section && sec >= 0) fprintf(f, "%s:\n", rc_sections[sec]);
     section = sec;
     fprintf(f, "%s%s: ", sec >= 0 ? "  " : "", rc_key_leaf(k));
-    switch (k->kind) {
-      case K_STR: put_quoted(f, *(char *const *)p); break;
-      case K_ENUM: {
-        int v;
-        memcpy(&v, p, sizeof v);
-        if (v >= 0 && v < k->n_names)
-          fputs(k->names[v], f);
-        else
-          fprintf(f, "%d", v); /* invalid; reloading reports it */
-        break;
-      }
-      case K_INT: fprintf(f, "%d", *(const int *)p); break;
-      case K_I64: fprintf(f, "%" PRId64, *(const int64_t *)p); break;
-      case K_U64: fprintf(f, "%" PRIu64, *(const uint64_t *)p); break;
-      case K_FLOAT: fmt_float(*(const float *)p, num, sizeof num), fputs(num, f); break;
-      case K_DOUBLE: fmt_double(*(const double *)p, num, sizeof num), fputs(num, f); break;
-      case K_MODULES:
-        fputc('[', f);
-        for (int t = 0, first = 1; t < LORA_NUM_TARGETS; t++)
-          if (c->lora.target_mask & (1u << t))
-            fprintf(f, "%s%s", first ? "" : ", ", lora_target_name((LoraTarget)t)), first = 0;
-        fputc(']', f);
-        break;
-      case K_LAYERS:
-        fputc('[', f);
-        for (int j = 0; j < c->tvaccine.n_layers; j++)
-          fprintf(f, "%s%d", j ? ", " : "", c->tvaccine.layers[j]);
-        fputc(']', f);
-        break;
-    }
+    rc_put_value(f, c, k);
     fputc('\n', f);
   }
   TV_CHECK(fclose(f) == 0, "writing the run config to memory failed");

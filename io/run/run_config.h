@@ -84,6 +84,16 @@ const char *run_config_validate(const RunConfig *c, char *err, size_t errlen);
  * written to the run folder and into checkpoints. */
 char *run_config_to_yaml(const RunConfig *c);
 
+/* Resuming: NULL when `now` differs from the checkpoint's config `saved` only in keys that
+ * may change on resume (run_config_may_change_on_resume), else one line naming the first
+ * key that differs, with both values. */
+const char *run_config_check_resume(const RunConfig *saved, const RunConfig *now, char *err,
+                                    size_t errlen);
+/* out, resume, save_every, log_every, threads, init_adapter (unused when resuming),
+ * max_steps and epochs (only to lengthen the run: the caller checks), and the input paths
+ * model, tokenizer, data, tvaccine.probe_data (their contents are compared by digest). */
+int run_config_may_change_on_resume(const char *key);
+
 /* The tokenizer folder: tokenizer, or the model folder when tokenizer is "". */
 const char *run_config_tokenizer(const RunConfig *c);
 /* Optimizer steps of the run: max_steps, or epochs * ceil(n_samples / batch_size). */

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "bounds.h"
 #include "run_config.h"
@@ -32,6 +33,9 @@ const char *rc_key_leaf(const RcKey *k);
 
 /* A user's text inside a one-line message: at most 60 bytes, control characters as '?'. */
 const char *rc_shown(const char *s, char *buf, size_t n);
+
+/* Key k's value as the YAML writer writes it (strings quoted, lists in flow style). */
+void rc_put_value(FILE *f, const RunConfig *c, const RcKey *k);
 
 /* Assign a scalar's text / a list's entries to key k with the type rules, then range-check.
  * 0 = done; -1 = msg holds "key: what is wrong" (no location) and *c may be half-changed

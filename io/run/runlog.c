@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -25,6 +26,39 @@ RunLog *runlog_open(const char *path, int append) {
   log->path = tv_malloc(strlen(path) + 1);
   strcpy(log->path, path);
   return log;
+}
+
+/* The value of a line's "step" key (lines start {"step":N), else -1. */
+static int64_t line_step(const char *line) {
+  static const char key[] = "{\"step\":";
+  if (strncmp(line, key, sizeof key - 1) != 0) return -1;
+  char *end;
+  long long v = strtoll(line + sizeof key - 1, &end, 10);
+  return end == line + sizeof key - 1 ? -1 : (int64_t)v;
+}
+
+RunLog *runlog_open_resumed(const char *path, const char *from, int64_t last_step) {
+  size_t n = strlen(path) + 8;
+  char *tmp = tv_malloc(n);
+  snprintf(tmp, n, "%s.tmp", path);
+  FILE *out = fopen(tmp, "w");
+  if (!out) tv_die("cannot write run log %s: %s", tmp, strerror(errno));
+  FILE *in = from ? fopen(from, "r") : NULL;
+  if (from && !in && errno != ENOENT) tv_die("cannot read run log %s: %s", from, strerror(errno));
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  while (in && (len = getline(&line, &cap, in)) > 0) {
+    int whole = line[len - 1] == '\n';
+    int64_t step = line_step(line);
+    if (whole && step >= 0 && step <= last_step) fputs(line, out);
+  }
+  free(line);
+  if (in) fclose(in);
+  if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0 || rename(tmp, path) != 0)
+    tv_die("cannot write run log %s: %s", path, strerror(errno));
+  free(tmp);
+  return runlog_open(path, 1);
 }
 
 void runlog_close(RunLog *log) {

@@ -3,3 +3,8 @@
 tv_test(test_run_config test_run_config.c)
 target_link_libraries(test_run_config PRIVATE tv_io)
 add_test(NAME run_config COMMAND test_run_config ${PROJECT_SOURCE_DIR}/configs)
+
+# The run folder (io/run_dir): ownership, lock, overwrite, digests; the resume rule.
+tv_test(test_run_dir test_run_dir.c)
+target_link_libraries(test_run_dir PRIVATE tv_io)
+add_test(NAME run_dir COMMAND test_run_dir)

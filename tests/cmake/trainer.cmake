@@ -41,3 +41,11 @@ add_test(NAME golden_methods COMMAND test_golden_methods
 add_test(NAME align_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/align_e2e.sh
          $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
 set_tests_properties(align_e2e PROPERTIES TIMEOUT 600)
+
+# Run safety end to end: run-folder ownership, honest resume, non-finite guards, preemption of
+# long steps (one process and mpirun -n 2), errors before loading.
+tv_test(checkpoint_compare checkpoint_compare.c)
+target_link_libraries(checkpoint_compare PRIVATE tv_io)
+add_test(NAME run_safety_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/run_safety_e2e.sh
+         $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE} $<TARGET_FILE:checkpoint_compare>)
+set_tests_properties(run_safety_e2e PROPERTIES TIMEOUT 600)
