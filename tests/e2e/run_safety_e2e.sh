@@ -193,7 +193,8 @@ echo "ok: SIGINT (Ctrl-C) likewise, exit 0 after ${PREEMPT_S} s"
 # 4.1), so the test checks the checkpoint, the time and the resumed result.
 preempt mpi2 TERM "${MPI[@]}" "$TV"
 grep -q "2 ranks" "$W/mpi2.log" || { cat "$W/mpi2.log"; fail "mpirun: not merged from 2 ranks"; }
-[ "$(echo "$PREEMPT_S < 2" | bc)" -eq 1 ] || fail "mpirun: took ${PREEMPT_S} s, more than mpirun's 2 s"
+# No bound on the time itself (a loaded machine stretches it): mpirun SIGKILLs its ranks about
+# 2 s after forwarding the signal, so a merged checkpoint of step 2 proves they were in time.
 echo "ok: SIGTERM to mpirun -n 2 mid-step: both ranks' parts merged into step-000002.h5, mpirun gone ${PREEMPT_S} s after the signal; resumed to the straight run"
 
 # ---- 6. errors before loading -----------------------------------------------------------------
