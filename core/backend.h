@@ -164,7 +164,7 @@ const char *backend_cpu_blas_upgrade(void);
  * when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT. libgomp and OpenBLAS read
  * them once, at load time, so the launcher sets them and restarts itself. Returns how many. */
 #define CPU_START_ENV_MAX 2
-#define CPU_DEFAULT_SPINCOUNT "10000"
+#define CPU_DEFAULT_SPINCOUNT "1000"
 typedef struct {
   const char *name, *value;
 } EnvVar;

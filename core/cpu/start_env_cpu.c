@@ -11,8 +11,9 @@ int backend_cpu_start_env(EnvVar out[CPU_START_ENV_MAX]) {
   if (kernels) out[n++] = (EnvVar){.name = "OPENBLAS_CORETYPE", .value = kernels};
   /* A waiting OpenMP thread spins up to GOMP_SPINCOUNT pause loops before it sleeps; the
    * default (300000, milliseconds of spinning) costs a thread its fair share when another
-   * process wants the core, and passive waiting (0) costs step time on a quiet machine. A
-   * short spin keeps the quiet-machine speed and yields the core soon (README: "Threads"). */
+   * process wants the core, and passive waiting (0) costs step time on a quiet machine
+   * (1.28 -> 1.50 s per bench step, issue 9). A short spin (libgomp's own count for an
+   * oversubscribed machine) yields the core soon (README: "Threads on a busy machine"). */
   if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT"))
     out[n++] = (EnvVar){.name = "GOMP_SPINCOUNT", .value = CPU_DEFAULT_SPINCOUNT};
   return n;
