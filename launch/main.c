@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu/blas_select.h"
 #include "subcommands.h"
 
 #define TV_VERSION "0.1.0"
