@@ -30,6 +30,10 @@ int backend_cuda_built(void) {
 #endif
 }
 
+#ifndef TV_HAVE_CUDA
+int backend_cuda_device_count(void) { return 0; }
+#endif
+
 Backend *backend_create(BackendKind kind, int device, int cpu_threads) {
   if (kind == BACKEND_CPU) return backend_cpu_create(cpu_threads);
 #ifdef TV_HAVE_CUDA

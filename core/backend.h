@@ -17,6 +17,10 @@
 
 #include "tensor.h"
 
+#ifdef __cplusplus /* the CUDA backend's .cu files include this header */
+extern "C" {
+#endif
+
 typedef struct Backend Backend;
 
 /* The scalars of one AdamW update, each rounded once to float from a double (see
@@ -175,6 +179,9 @@ int backend_kind_parse(const char *name, BackendKind *kind);
 const char *backend_kind_name(BackendKind kind);
 /* 1 when this build contains the CUDA backend (nvcc was found at configure time). */
 int backend_cuda_built(void);
+/* CUDA GPUs this process can use: 0 when the build has no CUDA backend, no driver is
+ * loaded or no GPU is visible (the GPU tests then exit with ctest's skip code). */
+int backend_cuda_device_count(void);
 
 /* A backend of `kind`: for BACKEND_CPU `cpu_threads` OpenMP threads (<= 0: OpenMP's
  * default), for BACKEND_CUDA GPU number `device`. Asking for CUDA from a build without it,
@@ -184,5 +191,9 @@ Backend *backend_create(BackendKind kind, int device, int cpu_threads);
 /* The CPU reference backend (OpenBLAS + OpenMP), always built; tests use it directly. */
 Backend *backend_cpu_create(int threads);
 static inline void backend_destroy(Backend *be) { be->destroy(be); }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -19,8 +19,12 @@ typedef struct {
   const void *data;
 } WeightRef;
 
+/* Field by field rather than a compound literal: nvcc compiles this header as C++. */
 static inline WeightRef weight_f32(const float *w) {
-  return (WeightRef){.dtype = TV_F32, .data = w};
+  WeightRef r;
+  r.dtype = TV_F32;
+  r.data = w;
+  return r;
 }
 
 /* bf16 is the top half of an IEEE float. Narrowing rounds to nearest, ties to even, as
