@@ -15,9 +15,11 @@ static void *cuda_alloc(Backend *be, size_t bytes) {
   return p;
 }
 
+/* Work queued on our non-blocking stream may still read p: finish it first. */
 static void cuda_free(Backend *be, void *p) {
-  (void)be;
-  if (p) CUDA_CHECK(cudaFree(p)); /* cudaFree waits for work that may still read p */
+  if (!p) return;
+  CUDA_CHECK(cudaStreamSynchronize(cuda_ctx(be)->stream));
+  CUDA_CHECK(cudaFree(p));
 }
 
 static void cuda_copy(Backend *be, void *dst, const void *src, size_t bytes) {
