@@ -89,7 +89,10 @@ int main(int argc, char **argv) {
   }
   if (layers < 1 || B < 1 || T < 2 || steps < 1 || warmup < 0 || S < 1 || S > layers)
     tv_die("bench_gpu: --layers, --batch, --seq, --steps, --S out of range");
-  if (backend_cuda_device_count() == 0) {
+  /* TV_GPU_TEST_ON_CPU=1: the CPU backend instead, a dry run of this program's flow (use a
+   * tiny --layers / --batch / --seq); its figures mean nothing. */
+  BackendKind kind = getenv("TV_GPU_TEST_ON_CPU") ? BACKEND_CPU : BACKEND_CUDA;
+  if (kind == BACKEND_CUDA && backend_cuda_device_count() == 0) {
     printf("bench_gpu: no CUDA GPU visible; nothing measured\n");
     return 77;
   }
@@ -109,7 +112,7 @@ int main(int argc, char **argv) {
                    .loss_scale = 1.0f / (float)(B * (T - 1))};
   for (int m = 0; m < 3; m++) {
     if (!strstr(methods, names[m])) continue;
-    Backend *be = backend_create(BACKEND_CUDA, 0, 0);
+    Backend *be = backend_create(kind, 0, 0);
     Stage *s = stage_create(be, &cfg, &lc, 0, layers, B, T);
     fill_weights(be, s);
     lora_set_init(be, stage_lora(s), 9);
@@ -128,11 +131,11 @@ int main(int argc, char **argv) {
     }
     double flops = sft_step_flops(&cfg, lc.r, B, T);
     StageMemory sm = stage_memory(s);
-    printf("{\"impl\": \"tvaccine-cuda\", \"method\": \"%s\", \"layers\": %d, \"batch\": %d, "
+    printf("{\"impl\": \"tvaccine-%s\", \"method\": \"%s\", \"layers\": %d, \"batch\": %d, "
            "\"seq\": %d, \"S\": %d, \"step_s\": %.4f, \"tokens_per_s\": %.1f, "
            "\"mfu_sft_flops\": %.4f, \"device_used_gib\": %.3f, \"weights_gib\": %.3f, "
            "\"activation_peak_gib\": %.3f, \"loss\": %.5f}\n",
-           names[m], layers, B, T, S, best, B * T / best,
+           be->name, names[m], layers, B, T, S, best, B * T / best,
            flops / best / (peak_tflops * 1e12), device_used() / 1073741824.0,
            sm.weights / 1073741824.0, sm.activations / 1073741824.0, loss);
     fflush(stdout);

@@ -1,9 +1,12 @@
 /* A tiny model trained 10 T-Vaccine steps on the CUDA backend and on the CPU backend from the
  * same weights, adapters and batches: the losses of every step, and the layers each probe
  * samples, must agree. Exits 77 (ctest's skip) without a GPU.
- * Tolerance LOSS_TOL 1e-3 relative: the backends differ by op rounding (<= 1e-4 per op,
- * test_cuda_ops), which ten AdamW steps at lr 1e-3 carry into the loss well below 1e-3;
- * a wrong gradient or perturbation changes the loss trajectory by percent. */
+ * Tolerance LOSS_TOL 2e-4 relative, set before any GPU run: the backends differ by op
+ * rounding (<= 1e-4 per op, test_cuda_ops), which ten AdamW steps at lr 1e-3 should carry
+ * into the loss far below that. It is tight on purpose: dropout masks that differ between the
+ * passes of a step (a wrong stream) move the loss by 1e-4 .. 1e-3 relative by step 9 here,
+ * and a wrong gradient or perturbation by percent. If a first GPU run exceeds it, read the
+ * printed per-step losses (a steady drift vs a jump) before widening it. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +16,7 @@
 #include "rng.h"
 #include "test_util.h"
 
-#define LOSS_TOL 1e-3
+#define LOSS_TOL 2e-4
 #define STEPS 10
 
 typedef struct {
@@ -44,8 +47,10 @@ static void random_batch(int32_t *tokens, int32_t *targets, int B, int T, int V,
   for (int i = 0; i < B * T; i++) targets[i] = (i % T) + 1 < T ? tokens[i + 1] : -1;
 }
 
+/* TV_GPU_TEST_ON_CPU=1: the "GPU" run uses the CPU backend too (a dry run of this program). */
 int main(void) {
-  if (backend_cuda_device_count() == 0) {
+  BackendKind other = getenv("TV_GPU_TEST_ON_CPU") ? BACKEND_CPU : BACKEND_CUDA;
+  if (other == BACKEND_CUDA && backend_cuda_device_count() == 0) {
     printf("test_cuda_model: skipped (%s)\n",
            backend_cuda_built() ? "no CUDA GPU visible" : "built without the CUDA backend");
     return 77;
@@ -60,7 +65,7 @@ int main(void) {
                        .optim = optim_config_default(STEPS), .seed = 5};
   sc.optim.lr = 1e-3f;
   Run cpu = run_make(BACKEND_CPU, &cfg, &lc, &sc, B, T);
-  Run gpu = run_make(BACKEND_CUDA, &cfg, &lc, &sc, B, T);
+  Run gpu = run_make(other, &cfg, &lc, &sc, B, T);
   int32_t tok[3 * 24], tgt[3 * 24], ptok[3 * 24], ptgt[3 * 24];
   for (int step = 0; step < STEPS; step++) {
     random_batch(tok, tgt, B, T, cfg.vocab_size, 100 + step);
