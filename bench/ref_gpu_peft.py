@@ -14,7 +14,8 @@ T-Vaccine first probes every layer's ||g_l|| (one backward), samples S layers wi
 torch.multinomial(p, S) (without replacement) and trains and perturbs only those (the other
 layers' adapters have requires_grad off).
 Prints one JSON line per method: fastest step over --steps after --warmup, tokens/s and
-torch.cuda.max_memory_allocated (reset per method).
+torch.cuda.max_memory_allocated (reset per method). --device cpu is a dry run of the script's
+flow (tiny --layers / --batch / --seq); its figures mean nothing.
 """
 import argparse
 import json
@@ -27,12 +28,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def build(layers):
+def build(layers, device):
     cfg = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                       num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=32,
                       max_position_embeddings=4096, rms_norm_eps=1e-5)
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa",
                                               torch_dtype=torch.bfloat16)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=TARGETS,
@@ -124,29 +125,35 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--methods", default="sft,vaccine,tvaccine")
+    ap.add_argument("--device", default="cuda")
     a = ap.parse_args()
+    cuda = a.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for method in a.methods.split(","):
-        model = build(a.layers)
+        model = build(a.layers, a.device)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
                                 weight_decay=0.1)
-        ids = torch.randint(0, 32000, (a.batch, a.seq), device="cuda")
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        ids = torch.randint(0, 32000, (a.batch, a.seq), device=a.device)
+        sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         best, loss = float("inf"), 0.0
         for i in range(a.warmup + a.steps):
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             loss = step(model, opt, method, ids, a.S, a.rho)
-            torch.cuda.synchronize()
+            sync()
             if i >= a.warmup:
                 best = min(best, time.perf_counter() - t0)
         print(json.dumps({"impl": "torch-peft", "method": method, "layers": a.layers,
                           "batch": a.batch, "seq": a.seq, "S": a.S, "step_s": round(best, 4),
                           "tokens_per_s": round(a.batch * a.seq / best, 1),
-                          "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+                          "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                          if cuda else None,
                           "loss": round(loss, 5), "torch": torch.__version__}), flush=True)
         del model, opt
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
