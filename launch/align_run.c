@@ -104,7 +104,8 @@ static void load_probe_set(AlignRun *r) {
 
 static void setup(AlignRun *r) {
   RunConfig *c = &r->cfg;
-  r->be = backend_create(c->device, 0, c->threads);
+  /* One GPU per rank: the rank's index on its node (device: cuda). */
+  r->be = backend_create(c->device, comm_local_rank(r->comm), c->threads);
   /* Data first: a mistake in it ends the run before minutes of weight loading. */
   r->tok = tokenizer_load(run_config_tokenizer(c));
   ExampleSet examples;

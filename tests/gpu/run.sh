@@ -5,18 +5,20 @@
 # the 7B-shaped benchmark on our CUDA backend and the PyTorch + transformers + PEFT reference
 # side by side. Everything goes to $OUT (default /tmp/tv_gpu_out); the last lines of stdout
 # summarise. Each part has its own time limit so one hang cannot eat the device budget.
-# Usage: bash tests/gpu/run.sh [--quick]   (--quick: 4 layers instead of 32, for a smoke run)
+# Usage: bash tests/gpu/run.sh [--quick]   (--quick: 4 layers and S 2 instead of 32 and 8)
+# PYTHON names the interpreter with torch, transformers and peft (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/tv_gpu_out}
 mkdir -p "$OUT"
 LAYERS=32
-[ "${1:-}" = "--quick" ] && LAYERS=4
+S=8
+[ "${1:-}" = "--quick" ] && LAYERS=4 && S=2
 JOBS=$(nproc)
 
-{ nvidia-smi; nvcc --version; python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'; } > "$OUT/machine.txt" 2>&1
+{ nvidia-smi; nvcc --version; "${PYTHON:-python3}" -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'; } > "$OUT/machine.txt" 2>&1
 ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
-echo "run.sh: GPU compute capability ${ARCH:-unknown}, layers $LAYERS" | tee "$OUT/summary.txt"
+echo "run.sh: GPU compute capability ${ARCH:-unknown}, layers $LAYERS, S $S" | tee "$OUT/summary.txt"
 
 # core links OpenBLAS and OpenMP; say so at once when the machine lacks them.
 if ! ls /usr/lib/x86_64-linux-gnu/libopenblas* /usr/lib/x86_64-linux-gnu/openblas*/libopenblas* >/dev/null 2>&1; then
@@ -33,14 +35,14 @@ fi
 echo "run.sh: build took $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
 
 (cd build-gpu && timeout 300 ctest --output-on-failure -L gpu) > "$OUT/ctest.log" 2>&1
-echo "run.sh: ctest -L gpu exit $?: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log")" | tee -a "$OUT/summary.txt"
+echo "run.sh: ctest -L gpu exit $?: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log"), $(grep -c '(Skipped)' "$OUT/ctest.log") skipped" | tee -a "$OUT/summary.txt"
 TV_VERBOSE=1 timeout 120 build-gpu/tests/gpu/test_cuda_ops > "$OUT/ops_errors.txt" 2>&1
 timeout 120 build-gpu/tests/gpu/test_cuda_model > "$OUT/model_losses.txt" 2>&1
 
-timeout 600 build-gpu/tests/gpu/bench_gpu --layers "$LAYERS" --steps 3 --warmup 1 \
+timeout 600 build-gpu/tests/gpu/bench_gpu --layers "$LAYERS" --S "$S" --steps 3 --warmup 1 \
   > "$OUT/bench_tvaccine.jsonl" 2> "$OUT/bench_tvaccine.err"
 echo "run.sh: bench_gpu exit $?" | tee -a "$OUT/summary.txt"
-timeout 600 python3 bench/ref_gpu_peft.py --layers "$LAYERS" --steps 3 --warmup 1 \
+timeout 600 "${PYTHON:-python3}" bench/ref_gpu_peft.py --layers "$LAYERS" --S "$S" --steps 3 --warmup 1 \
   > "$OUT/bench_torch.jsonl" 2> "$OUT/bench_torch.err"
 echo "run.sh: ref_gpu_peft.py exit $?" | tee -a "$OUT/summary.txt"
 
