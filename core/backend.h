@@ -3,7 +3,8 @@
  *
  * Conventions for every kernel below:
  *   - all pointers are backend memory, float32, row-major, contiguous unless a
- *     leading dimension is given;
+ *     leading dimension is given; the one exception is the frozen base weight of
+ *     gemm_weight, a typed view (f32 or bf16, tensor.h);
  *   - activation gradients are WRITTEN (=), parameter gradients ACCUMULATE (+=);
  *   - N = number of token rows (B * T), D = width, H / Hkv = query / key-value heads,
  *     Dh = head dim, F = MLP width, V = vocab, R = LoRA rank.
@@ -13,6 +14,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tensor.h"
+
+#ifdef __cplusplus /* the CUDA backend's .cu files include this header */
+extern "C" {
+#endif
 
 typedef struct Backend Backend;
 
@@ -70,11 +77,20 @@ struct Backend {
   void (*gemm)(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C,
                int ldc);
+  /* The same product with B a frozen base weight of either dtype: the GEMM of every
+   * projection and of the LM head. A and C stay f32; accumulation is in f32 whatever W's
+   * dtype (the CPU widens bf16 rows, the GPU feeds bf16 to its tensor cores). */
+  void (*gemm_weight)(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                      const float *A, int lda, WeightRef B, int ldb, float beta, float *C,
+                      int ldc);
   void (*axpy)(Backend *be, size_t n, float alpha, const float *x, float *y); /* y += a x */
   void (*scale)(Backend *be, size_t n, float alpha, float *x);                /* x *= a   */
   /* Sum of squares of x, accumulated in double so the result does not depend on the
    * thread count (fixed-block partial sums added in order). */
   double (*sum_squares)(Backend *be, size_t n, const float *x);
+  /* The same sum added (+=) to *dst, one double in backend memory, without a sync: a step
+   * gathers its norms on the device and reads them back once. Same value as sum_squares. */
+  void (*sum_squares_acc)(Backend *be, size_t n, const float *x, double *dst);
 
   /* ---- embedding ---- */
   /* out[N,D] = table[tokens[n], :]. Tokens are validated by the caller. */
@@ -143,6 +159,10 @@ struct Backend {
    * dlogits may equal logits (in place). */
   double (*cross_entropy)(Backend *be, const float *logits, float *dlogits,
                           const int32_t *targets, int N, int V, float scale);
+  /* The same, with the unscaled sum added (+=) to *loss_sum (one double, backend memory)
+   * instead of returned, so no sync is needed. */
+  void (*cross_entropy_acc)(Backend *be, const float *logits, float *dlogits,
+                            const int32_t *targets, int N, int V, float scale, double *loss_sum);
 
   /* ---- AdamW, one parameter block (SPEC section 4) ----
    * p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
@@ -150,14 +170,31 @@ struct Backend {
   void (*adamw)(Backend *be, const AdamwBlock *block, const AdamwScalars *k);
 };
 
-/* The CPU reference backend (OpenBLAS + OpenMP). threads <= 0: use OpenMP's default. */
+/* Where a run's math happens: the `device` config key and --device option. */
+typedef enum { BACKEND_CPU = 0, BACKEND_CUDA = 1, BACKEND_KIND_COUNT } BackendKind;
+extern const char *const backend_kind_names[BACKEND_KIND_COUNT]; /* cpu, cuda */
+
+/* "cpu" or "cuda" -> kind; returns 0 when the name is neither. */
+int backend_kind_parse(const char *name, BackendKind *kind);
+const char *backend_kind_name(BackendKind kind);
+/* 1 when this build contains the CUDA backend (nvcc was found at configure time). */
+int backend_cuda_built(void);
+/* CUDA GPUs this process can use: 0 when the build has no CUDA backend, no driver is
+ * loaded or no GPU is visible (the GPU tests then exit with ctest's skip code). */
+int backend_cuda_device_count(void);
+
+/* A backend of `kind`: for BACKEND_CPU `cpu_threads` OpenMP threads (<= 0: OpenMP's
+ * default), for BACKEND_CUDA GPU number `device`. Asking for CUDA from a build without it,
+ * or for a GPU that is not there, is a user error (one line, exit). */
+Backend *backend_create(BackendKind kind, int device, int cpu_threads);
+
+/* The CPU reference backend (OpenBLAS + OpenMP), always built; tests use it directly. */
 Backend *backend_cpu_create(int threads);
 static inline void backend_destroy(Backend *be) { be->destroy(be); }
 
-/* The OpenBLAS kernel set in use (e.g. "SkylakeX"), and a better OPENBLAS_CORETYPE for this
- * CPU when OpenBLAS fell back to its generic kernels, else NULL. */
-const char *backend_cpu_blas_name(void);
-const char *backend_cpu_blas_upgrade(void);
+#ifdef __cplusplus
+}
+#endif
 
 /* Variables the CPU backend's libraries should start with that are not set yet: the better
  * OPENBLAS_CORETYPE above, and an OpenMP wait policy (GOMP_SPINCOUNT=CPU_DEFAULT_SPINCOUNT)

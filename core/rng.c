@@ -1,32 +1,14 @@
-/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011).
- * Mapping: key = (seed lo, seed hi); counter = (stream lo, stream hi, index lo, index hi). */
+/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011):
+ * the scalar block is in philox.h (shared with the GPU); the vectorised lanes and streams here. */
 #include "rng.h"
 
 #include <string.h>
 
 #include "check.h"
-
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
+#include "philox.h"
 
 void philox4x32(uint64_t seed, uint64_t stream, uint64_t index, uint32_t out[4]) {
-  uint32_t c0 = (uint32_t)stream, c1 = (uint32_t)(stream >> 32);
-  uint32_t c2 = (uint32_t)index, c3 = (uint32_t)(index >> 32);
-  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-  for (int round = 0; round < 10; round++) {
-    uint64_t p0 = (uint64_t)PHILOX_M0 * c0;
-    uint64_t p1 = (uint64_t)PHILOX_M1 * c2;
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-    uint32_t n1 = (uint32_t)p1;
-    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-    uint32_t n3 = (uint32_t)p0;
-    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-    k0 += PHILOX_W0;
-    k1 += PHILOX_W1;
-  }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+  philox4x32_block(seed, stream, index, out);
 }
 
 /* Eight counters per vector of 64-bit lanes, each lane holding a 32-bit word: the products

@@ -30,7 +30,7 @@ static void proj_forward(Stage *s, int l, LoraTarget t, LayerActs *A, float *y, 
   Backend *be = s->be;
   int N = s->B * s->T, in, out;
   lora_target_shape(t, &s->cfg, &in, &out);
-  be->gemm(be, 0, 1, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+  be->gemm_weight(be, 0, 1, N, out, in, 1.0f, x, in, weight_f32(W), in, 0.0f, y, out);
   if (bias) be->add_bias(be, y, bias, N, out);
   lora_forward(&s->lora_pass, l, t, x, A->u[t], y);
 }
@@ -54,8 +54,8 @@ static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t,
   if (plan->train_base) /* dW[out,in] += dy^T x: the base weight sees x without dropout */
     be->gemm(be, 1, 0, out, in, N, 1.0f, g->dy, out, g->x, in, 1.0f, grad_of(s, g->W), in);
   if (g->dx)
-    be->gemm(be, 0, 0, N, in, out, 1.0f, g->dy, out, g->W, in, g->accumulate ? 1.0f : 0.0f, g->dx,
-             in);
+    be->gemm_weight(be, 0, 0, N, in, out, 1.0f, g->dy, out, weight_f32(g->W), in,
+                    g->accumulate ? 1.0f : 0.0f, g->dx, in);
   lora_backward(&s->lora_pass, l, t, g->dy, g->x, A->u[t], g->dx, train);
 }
 
@@ -291,8 +291,8 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   s->x_final_normed = xnf;
   TV_CHECK(s->act_used == need, "activation arena: took %zu bytes, planned %zu", s->act_used, need);
   be->rmsnorm_forward(be, xnf, s->inv_final, cur, s->w.final_norm, N, D, c->rms_norm_eps);
-  be->gemm(be, 0, 1, N, c->vocab_size, D, 1.0f, xnf, D, s->w.lm_head, D, 0.0f, s->logits,
-           c->vocab_size);
+  be->gemm_weight(be, 0, 1, N, c->vocab_size, D, 1.0f, xnf, D, weight_f32(s->w.lm_head), D, 0.0f,
+                  s->logits, c->vocab_size);
   if (x_out) *x_out = NULL;
   if (!targets) return 0.0;
   check_ids(targets, N, c->vocab_size, 1, "target token");
@@ -315,7 +315,8 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
   if (stage_is_last(s)) {
     /* dlogits in place over the logits, then through the frozen head and the final norm. */
     be->cross_entropy(be, s->logits, s->logits, s->targets, N, V, s->loss_scale);
-    be->gemm(be, 0, 0, N, D, V, 1.0f, s->logits, V, s->w.lm_head, D, 0.0f, s->dh, D);
+    be->gemm_weight(be, 0, 0, N, D, V, 1.0f, s->logits, V, weight_f32(s->w.lm_head), D, 0.0f,
+                    s->dh, D);
     if (plan->train_base) /* dHead[V,D] += dlogits^T xnf (the embedding's when tied) */
       be->gemm(be, 1, 0, V, D, N, 1.0f, s->logits, V, s->x_final_normed, D, 1.0f,
                grad_of(s, s->w.lm_head), D);

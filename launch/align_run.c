@@ -231,7 +231,6 @@ static uint64_t sum_over_ranks(AlignRun *r, uint64_t x) {
 
 static void setup(AlignRun *r) {
   RunConfig *c = &r->cfg;
-  r->be = backend_cpu_create(c->threads);
   /* Everything that can be checked cheaply is, before minutes of weight loading and before
    * memory sized by config.json is taken: the folder's config and tensor headers, the
    * tokenizer against the model's vocabulary, the adapter's config, then the data. */
@@ -485,6 +484,9 @@ int align_run(const AlignArgs *args, int *argc, char ***argv) {
   r->rank = comm_rank(r->comm);
   r->size = comm_size(r->comm);
   resolve_config(r, args);
+  /* One GPU per rank: the rank's index on its node (device: cuda). First, since a missing
+   * device is known before any file is read. */
+  r->be = backend_create(r->cfg.device, comm_local_rank(r->comm), r->cfg.threads);
   check_inputs_present(&r->cfg);
   take_run_folder(r, args);
   setup(r);

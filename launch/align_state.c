@@ -8,13 +8,22 @@
 #include "check.h"
 #include "peft.h"
 
-
-
 /* Gathers a per-layer array of the local stage onto rank 0 (whole-model, layer order). */
 static void *gather(AlignRun *r, const void *local, size_t block_bytes) {
   int L = stage_config(r->stage)->num_layers;
   void *all = r->rank == 0 ? tv_malloc(block_bytes * (size_t)L) : NULL;
   comm_gather_layers(r->comm, local, block_bytes, L, all);
+  return all;
+}
+
+/* The same for an array in backend memory: staged through the host, since a GPU's memory
+ * is not host-addressable (MPI and the writers read host memory only). */
+static void *gather_backend(AlignRun *r, const void *local, size_t block_bytes) {
+  size_t bytes = block_bytes * (size_t)(stage_end_layer(r->stage) - stage_first_layer(r->stage));
+  void *host = tv_malloc(bytes ? bytes : 1);
+  r->be->to_host(r->be, host, local, bytes);
+  void *all = gather(r, host, block_bytes);
+  free(host);
   return all;
 }
 
@@ -85,8 +94,8 @@ char *align_write_checkpoint(AlignRun *r, const AlignMeta *meta, float *params, 
 void align_save_checkpoint(AlignRun *r, int64_t steps_done) {
   LoraSet *ls = stage_lora(r->stage);
   size_t block = ls->layer_numel * sizeof(float);
-  float *params = gather(r, ls->params, block), *m = gather(r, ls->m, block);
-  float *v = gather(r, ls->v, block);
+  float *params = gather_backend(r, ls->params, block), *m = gather_backend(r, ls->m, block);
+  float *v = gather_backend(r, ls->v, block);
   int64_t *steps = gather(r, ls->steps, sizeof(*ls->steps));
   if (r->rank == 0) {
     int L = stage_config(r->stage)->num_layers;
@@ -143,7 +152,7 @@ void align_restore_checkpoint(AlignRun *r, const CheckpointState *st) {
 
 void align_save_adapter(AlignRun *r) {
   LoraSet *ls = stage_lora(r->stage);
-  float *params = gather(r, ls->params, ls->layer_numel * sizeof(float));
+  float *params = gather_backend(r, ls->params, ls->layer_numel * sizeof(float));
   if (r->rank == 0) {
     PeftConfig pc;
     memset(&pc, 0, sizeof pc);

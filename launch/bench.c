@@ -64,8 +64,14 @@ static double step_flops(const BenchConfig *c) {
 static double sgemm_rate(Backend *be, int M, int N, int K) {
   float *A = be->alloc(be, sizeof(float) * M * K), *B = be->alloc(be, sizeof(float) * N * K);
   float *C = be->alloc(be, sizeof(float) * M * N);
-  for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
-  for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 5) * 0.1f;
+  /* Inputs are made on the host and copied in: backend memory may not be host-addressable. */
+  size_t biggest = (size_t)(M > N ? M : N) * K;
+  float *host = tv_malloc(biggest * sizeof(float));
+  for (size_t i = 0; i < (size_t)M * K; i++) host[i] = (float)(i % 7) * 0.1f;
+  be->from_host(be, A, host, sizeof(float) * M * K);
+  for (size_t i = 0; i < (size_t)N * K; i++) host[i] = (float)(i % 5) * 0.1f;
+  be->from_host(be, B, host, sizeof(float) * N * K);
+  free(host);
   be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
   double best = 0;
   for (int trial = 0; trial < 5; trial++) {
@@ -73,6 +79,7 @@ static double sgemm_rate(Backend *be, int M, int N, int K) {
     double t0 = now_s(), el;
     do {
       be->gemm(be, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+      be->sync(be); /* an asynchronous backend has finished only after a sync */
       reps++;
     } while ((el = now_s() - t0) < 0.2);
     double rate = 2.0 * M * N * K * reps / el / 1e9;
@@ -144,7 +151,7 @@ int cmd_bench(int argc, char **argv) {
   if (optind < argc) tv_die("bench: unexpected argument '%s'", argv[optind]);
   if (methods) return bench_methods(bc, steps, threads, tv_layers, &argc, &argv);
 
-  Backend *be = backend_cpu_create(threads);
+  Backend *be = backend_create(BACKEND_CPU, 0, threads);
   LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
   LoraConfig lc = lora_config_default();
   lc.r = bc->r;

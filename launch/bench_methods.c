@@ -128,7 +128,7 @@ int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, 
                   char ***argv) {
   if (tv_layers > bc->L) tv_die("--tvaccine-layers %d exceeds the %d layers", tv_layers, bc->L);
   Comm *comm = comm_init(argc, argv);
-  Backend *be = backend_cpu_create(threads);
+  Backend *be = backend_create(BACKEND_CPU, 0, threads);
   printf("bench --methods: config %s (%d layers, batch %d x %d), LoRA r %d dropout 0.1, rho 3, "
          "tvaccine S %d, fastest of %d steps\n",
          bc->name, bc->L, bc->B, bc->T, bc->r, tv_layers, steps);

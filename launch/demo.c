@@ -70,7 +70,7 @@ int cmd_demo(int argc, char **argv) {
   oc.lr = 1e-2f;
   oc.weight_decay = 0.0f;
 
-  Backend *be = backend_cpu_create(threads);
+  Backend *be = backend_create(BACKEND_CPU, 0, threads);
   Stage *stage = stage_create(be, &cfg, &lc, 0, cfg.num_layers, B, T);
   stage_init_random_weights(stage, seed, 0.3f);
   lora_set_init(be, stage_lora(stage), seed);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu/blas_select.h"
 #include "subcommands.h"
 
 #define TV_VERSION "0.1.0"
@@ -24,6 +25,7 @@ static void usage(FILE *out) {
           "  eval    harmful score (classifier or synthetic judge), fine-tune accuracy, refusal rate\n"
           "  demo    train LoRA on a tiny built-in model and task; shows the loss going down\n"
           "  bench   time one LoRA training step against the machine's sgemm rate\n"
+          "  plan    per-rank GPU memory of a run and whether it fits (config.json only)\n"
           "\n"
           "Run 'tvaccine <command> --help' for the options of a command.\n"
           "Other options: --help, --version.\n");
@@ -116,6 +118,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
   if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
   if (!strcmp(cmd, "attack")) return cmd_attack(argc - 1, argv + 1);
+  if (!strcmp(cmd, "plan")) return cmd_plan(argc - 1, argv + 1);
   fprintf(stderr, "tvaccine: error: unknown command '%s' (try 'tvaccine --help')\n", cmd);
   return 2;
 }

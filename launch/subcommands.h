@@ -12,6 +12,7 @@ int cmd_export(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_attack(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 /* Option value parsers shared by the subcommands: one error line naming the option. */
 long long parse_int_option(const char *option, const char *text, long long lo, long long hi);

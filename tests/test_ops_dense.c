@@ -1,5 +1,5 @@
 /* The dense kernels of the Backend table (gemm, AdamW, sum of squares, axpy, scale,
- * add_bias) on the CPU backend against double-precision loops written here (independent
+ * add_bias, the bf16 weight GEMM, the reductions into backend memory) on the CPU backend against double-precision loops written here (independent
  * of core/cpu). Each check uses a per-element a-priori float error bound, stated where it
  * is used; gemm's two gradient products are also checked against finite differences. */
 #include <float.h>
@@ -296,6 +296,130 @@ static void test_axpy_scale_bias(Backend *be) {
   free(x), free(y), free(gy), free(gx), free(sx), free(yb), free(b), free(gb);
 }
 
+/* ---------------------------------------------------------------- typed weights */
+
+/* bf16 rounding, checked on bit patterns worked out by hand: 1 + 2^-8 is halfway between
+ * bf16 1 (0x3F80) and 1 + 2^-7 (0x3F81) and ties to the even 0x3F80; 1 + 3 * 2^-8 ties up
+ * to the even 0x3F82; 1 + 2^-8 + 2^-16 is past halfway and rounds up; NaN stays NaN. */
+static void test_bf16_rounding(void) {
+  const uint32_t in[5] = {0x3F800000u, 0x3F808000u, 0x3F818000u, 0x3F808001u, 0xBF7FFFFFu};
+  const uint16_t want[5] = {0x3F80u, 0x3F80u, 0x3F82u, 0x3F81u, 0xBF80u};
+  for (int i = 0; i < 5; i++) {
+    float f;
+    memcpy(&f, &in[i], sizeof f);
+    uint16_t got = tv_bf16_from_f32(f);
+    EXPECT(got == want[i], "bf16 of 0x%08X: 0x%04X want 0x%04X", (unsigned)in[i], got, want[i]);
+    uint32_t back_bits = (uint32_t)want[i] << 16;
+    float back = tv_f32_from_bf16(want[i]), want_back;
+    memcpy(&want_back, &back_bits, sizeof want_back);
+    EXPECT(back == want_back, "f32 of bf16 0x%04X", want[i]);
+  }
+  EXPECT(isnan(tv_f32_from_bf16(tv_bf16_from_f32(NAN))), "bf16 of NaN is not NaN");
+}
+
+/* gemm_weight with a bf16 weight equals the f32 product on exactly the bf16 values
+ * (widened by a shift here, independently of core), within gemm's dot-product bound; with
+ * an f32 weight it is bit-identical to gemm. Both weight layouts, padded leading dims. */
+static void gemm_weight_case(Backend *be, int tb, int M, int N, int K, int pad) {
+  int br = tb ? N : K, bc = tb ? K : N, ldb = bc + pad, lda = K + pad, ldc = N;
+  size_t na = (size_t)M * lda, nb = (size_t)br * ldb, nc = (size_t)M * ldc;
+  float *A = hnew(na), *W = hnew(nb), *Wr = hnew(nb);
+  uint16_t *W16 = calloc(nb, sizeof(uint16_t));
+  fill(A, na, -1, 1);
+  fill(W, nb, -1, 1);
+  for (size_t i = 0; i < nb; i++) {
+    W16[i] = tv_bf16_from_f32(W[i]);
+    uint32_t bits = (uint32_t)W16[i] << 16;
+    memcpy(&Wr[i], &bits, sizeof bits);
+  }
+  float *d_a = dev_upload(be, A, na), *d_w = dev_upload(be, W, nb);
+  uint16_t *d_w16 = be->alloc(be, nb * sizeof(uint16_t));
+  be->from_host(be, d_w16, W16, nb * sizeof(uint16_t));
+  float *d_c = dev_filled(be, nc, GARBAGE), *d_ref = dev_filled(be, nc, GARBAGE);
+  WeightRef w16 = {.dtype = TV_BF16, .data = d_w16};
+  be->gemm_weight(be, 0, tb, M, N, K, 1.0f, d_a, lda, w16, ldb, 0.0f, d_c, ldc);
+  float *got = host_download(be, d_c, nc);
+  int bad = 0;
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      double sum = 0, mag = 0;
+      for (int k = 0; k < K; k++) {
+        double b = tb ? Wr[(size_t)j * ldb + k] : Wr[(size_t)k * ldb + j];
+        sum += A[(size_t)i * lda + k] * b;
+        mag += fabs(A[(size_t)i * lda + k] * b);
+      }
+      if (!(fabs(got[(size_t)i * ldc + j] - sum) <= (K + 3) * FLT_EPSILON * mag + 1e-30)) bad++;
+    }
+  EXPECT(bad == 0, "[%s] gemm_weight bf16 tb=%d %dx%dx%d: %d of %zu elements off the product of "
+         "the bf16 values", g_label, tb, M, N, K, bad, nc);
+
+  be->gemm_weight(be, 0, tb, M, N, K, 0.5f, d_a, lda, weight_f32(d_w), ldb, 0.0f, d_c, ldc);
+  be->gemm(be, 0, tb, M, N, K, 0.5f, d_a, lda, d_w, ldb, 0.0f, d_ref, ldc);
+  float *g32 = host_download(be, d_c, nc), *r32 = host_download(be, d_ref, nc);
+  EXPECT(memcmp(g32, r32, nc * sizeof(float)) == 0, "[%s] gemm_weight f32 differs from gemm",
+         g_label);
+  be->free(be, d_a), be->free(be, d_w), be->free(be, d_w16), be->free(be, d_c);
+  be->free(be, d_ref);
+  free(A), free(W), free(Wr), free(W16), free(got), free(g32), free(r32);
+}
+
+static void test_gemm_weight(Backend *be) {
+  gemm_weight_case(be, 1, 5, 7, 33, 3);
+  gemm_weight_case(be, 0, 4, 9, 17, 2);
+  gemm_weight_case(be, 1, 64, 48, 96, 0);
+}
+
+/* The accumulate-into-memory reductions add (+=) exactly the value the returning ones give,
+ * to a double that lives in backend memory. */
+static void test_reductions_into_memory(Backend *be) {
+  const size_t n = 10007;
+  float *x = hnew(n);
+  fill(x, n, -1, 1);
+  float *d_x = dev_upload(be, x, n);
+  double start = 0.25, *d_acc = be->alloc(be, sizeof(double)), got;
+  be->from_host(be, d_acc, &start, sizeof start);
+  be->sum_squares_acc(be, n, d_x, d_acc);
+  be->sum_squares_acc(be, n / 2, d_x, d_acc);
+  be->sync(be);
+  be->to_host(be, &got, d_acc, sizeof got);
+  double want = start + be->sum_squares(be, n, d_x) + be->sum_squares(be, n / 2, d_x);
+  EXPECT(got == want, "[%s] sum_squares_acc: %.17g want %.17g", g_label, got, want);
+
+  const int N = 6, V = 37;
+  float *z = hnew((size_t)N * V);
+  fill(z, (size_t)N * V, -3, 3);
+  int32_t tgt[6] = {0, 36, -1, 5, 17, -100};
+  float *d_z = dev_upload(be, z, (size_t)N * V), *d_g1 = dev_filled(be, (size_t)N * V, GARBAGE);
+  float *d_g2 = dev_filled(be, (size_t)N * V, GARBAGE);
+  int32_t *d_t = be->alloc(be, sizeof tgt);
+  be->from_host(be, d_t, tgt, sizeof tgt);
+  be->from_host(be, d_acc, &start, sizeof start);
+  be->cross_entropy_acc(be, d_z, d_g1, d_t, N, V, 0.125f, d_acc);
+  double ret = be->cross_entropy(be, d_z, d_g2, d_t, N, V, 0.125f);
+  be->sync(be);
+  be->to_host(be, &got, d_acc, sizeof got);
+  float *g1 = host_download(be, d_g1, (size_t)N * V), *g2 = host_download(be, d_g2, (size_t)N * V);
+  EXPECT(got == start + ret, "[%s] cross_entropy_acc: %.17g want %.17g", g_label, got,
+         start + ret);
+  EXPECT(memcmp(g1, g2, (size_t)N * V * sizeof(float)) == 0,
+         "[%s] cross_entropy_acc's gradient differs from cross_entropy's", g_label);
+  be->free(be, d_x), be->free(be, d_acc), be->free(be, d_z), be->free(be, d_g1);
+  be->free(be, d_g2), be->free(be, d_t);
+  free(x), free(z), free(g1), free(g2);
+}
+
+/* Device names of the config key: exactly "cpu" and "cuda". */
+static void test_backend_kind_names(void) {
+  BackendKind k = BACKEND_CPU;
+  EXPECT(backend_kind_parse("cuda", &k) && k == BACKEND_CUDA, "'cuda' is not BACKEND_CUDA");
+  EXPECT(backend_kind_parse("cpu", &k) && k == BACKEND_CPU, "'cpu' is not BACKEND_CPU");
+  EXPECT(!backend_kind_parse("gpu", &k) && !backend_kind_parse("CUDA", &k) &&
+             !backend_kind_parse(NULL, &k), "an unknown device name was accepted");
+  Backend *be = backend_create(BACKEND_CPU, 0, 1);
+  EXPECT(strcmp(be->name, "cpu") == 0, "backend_create(BACKEND_CPU) made '%s'", be->name);
+  backend_destroy(be);
+}
+
 /* ---------------------------------------------------------------- main */
 
 static void run_all(Backend *be) {
@@ -303,11 +427,15 @@ static void run_all(Backend *be) {
   test_adamw(be);
   test_sum_squares(be);
   test_axpy_scale_bias(be);
+  test_gemm_weight(be);
+  test_reductions_into_memory(be);
 }
 
 int main(void) {
   run_on_cpu_backends(run_all);
   g_label = "cpu";
   test_sum_squares_threads();
+  test_bf16_rounding();
+  test_backend_kind_names();
   return tv_test_report("test_ops_dense");
 }

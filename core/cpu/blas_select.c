@@ -6,7 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../backend.h"
+#include "blas_select.h"
 
 char *openblas_get_corename(void);
 

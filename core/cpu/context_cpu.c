@@ -17,6 +17,7 @@ CpuContext *cpu_context_create(int threads) {
 void cpu_context_destroy(CpuContext *c) {
   free(c->scratch);
   free(c->partials);
+  free(c->widened);
   free(c);
 }
 

@@ -13,6 +13,8 @@ typedef struct {
   float *scratch;          /* [threads * scratch_per_thread] */
   size_t scratch_per_thread;
   double *partials;        /* [CPU_REDUCE_CHUNKS] for order-fixed reductions */
+  float *widened;          /* a bf16 weight widened to f32 for one GEMM (grown, never shrunk) */
+  size_t widened_cap;      /* floats */
 } CpuContext;
 
 /* Reductions split the input into this many fixed chunks whatever the thread count, so

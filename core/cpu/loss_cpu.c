@@ -44,4 +44,13 @@ static double cpu_cross_entropy(Backend *be, const float *logits, float *dlogits
   return total;
 }
 
-void cpu_install_loss(Backend *be) { be->cross_entropy = cpu_cross_entropy; }
+static void cpu_cross_entropy_acc(Backend *be, const float *logits, float *dlogits,
+                                  const int32_t *targets, int N, int V, float scale,
+                                  double *loss_sum) {
+  *loss_sum += cpu_cross_entropy(be, logits, dlogits, targets, N, V, scale);
+}
+
+void cpu_install_loss(Backend *be) {
+  be->cross_entropy = cpu_cross_entropy;
+  be->cross_entropy_acc = cpu_cross_entropy_acc;
+}

@@ -1,6 +1,7 @@
 /* SwiGLU (silu(gate) * up) and counter-based inverted dropout on the CPU. */
 #include <math.h>
 
+#include "../philox.h"
 #include "../rng.h"
 #include "cpu_ops.h"
 
@@ -49,7 +50,7 @@ static void cpu_dropout(Backend *be, float *out, const float *x, int N, int C, f
     float *o = out + (e0 + lo - base);
     const float *xi = x + (e0 + lo - base);
     for (uint64_t k = lo; k < hi; k++) {
-      float u = (float)(w[k] >> 8) * (1.0f / 16777216.0f);
+      float u = philox_dropout_uniform(w[k]);
       o[k - lo] = u >= p ? xi[k - lo] * keep_scale : 0.0f;
     }
   }

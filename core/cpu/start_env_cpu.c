@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "../backend.h"
+#include "blas_select.h"
 
 int backend_cpu_start_env(EnvVar out[CPU_START_ENV_MAX]) {
   int n = 0;

@@ -132,7 +132,7 @@ void judge_model_probs(JudgeModel *j, size_t n, const char *const *prompts,
   body.tie_word_embeddings = 1;
   LoraConfig lc = lora_config_default();
   lc.dropout = 0.0f;
-  Backend *be = backend_cpu_create(j->threads);
+  Backend *be = backend_create(BACKEND_CPU, 0, j->threads);
   Stage *s = stage_create(be, &body, &lc, 0, body.num_layers, 1, 1); /* decoder-only use */
   hf_model_load_headless_stage(j->model, s);
   Classifier *c = classifier_create(s, j->score, j->K, hc->pad_id, batch, longest);

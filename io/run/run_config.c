@@ -20,7 +20,8 @@ const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine"};
 
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
-                   sizeof(FreezeScope) == sizeof(int) && sizeof(ActivationPolicy) == sizeof(int),
+                   sizeof(FreezeScope) == sizeof(int) && sizeof(ActivationPolicy) == sizeof(int) &&
+                   sizeof(BackendKind) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -50,6 +51,7 @@ const RcKey rc_keys[] = {
     INT("micro_batch", micro_batch, 0, 1000000),
     {.name = "seed", .kind = K_U64, .off = OFF(seed)},
     INT("threads", threads, 0, 4096),
+    ENUM("device", device, backend_kind_names),
     STR("out", out),
     I64("save_every", save_every, 0, BIG),
     I64("log_every", log_every, 1, BIG),

@@ -41,7 +41,8 @@ typedef struct {
   int batch_size;
   int micro_batch; /* 0 = batch_size (one micro-batch) */
   uint64_t seed;
-  int threads;        /* 0 = all cores */
+  int threads;        /* 0 = all cores (device: cpu) */
+  BackendKind device; /* cpu | cuda: where the math runs (one GPU per rank) */
   char *out;          /* output folder (required) */
   int64_t save_every; /* checkpoint every N steps; 0 = only at the end */
   int64_t log_every;

@@ -23,7 +23,7 @@ typedef struct {
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 40
+#define RC_N_KEYS 41
 #define RC_N_SECTIONS 3
 extern const RcKey rc_keys[RC_N_KEYS];
 extern const char *const rc_sections[RC_N_SECTIONS]; /* lora, optim, tvaccine */

@@ -1,0 +1,171 @@
+/* tvaccine plan: per-rank device memory of a run from the model's config.json alone (no
+ * weights needed) and whether it fits a given GPU memory, plus the largest batch that does.
+ * The arithmetic is core/memory_plan.c; this file reads the inputs and prints the table. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "check.h"
+#include "comm.h"
+#include "hf_model.h"
+#include "memory_plan.h"
+#include "run_config.h"
+#include "subcommands.h"
+
+static void plan_usage(FILE *out) {
+  fprintf(out,
+          "usage: tvaccine plan --model DIR --ranks N --gpu-mem SIZE [--config FILE]\n"
+          "                     [--batch B] [--weight-dtype bf16|f32] [--reserve-mib M]\n"
+          "  Per-rank GPU memory of a run (weights, LoRA + AdamW, activations, perturbation,\n"
+          "  workspace, transfer buffers, reserve) and whether it fits SIZE per GPU, then the\n"
+          "  largest batch that fits every rank. DIR needs only config.json. --config takes\n"
+          "  method, lora, max_len, batch_size, micro_batch, tvaccine.S and activations from a\n"
+          "  run config (defaults otherwise: tvaccine, S 8, batch 10 x 200, r 8 on 7 targets).\n"
+          "  SIZE: a number with MB/MiB or GB/GiB (both 2^20 / 2^30 bytes: a '24 GB' card has\n"
+          "  24 GiB). Sampled layers are placed worst case (all on one rank).\n");
+}
+
+/* "24GB", "24GiB", "24576MB", "24g": bytes (binary units), or 0 when malformed. */
+static size_t parse_size(const char *text) {
+  char *end;
+  double v = strtod(text, &end);
+  if (end == text || !(v > 0)) return 0;
+  double unit = 0;
+  if (!strcasecmp(end, "gb") || !strcasecmp(end, "gib") || !strcasecmp(end, "g"))
+    unit = 1 << 30;
+  else if (!strcasecmp(end, "mb") || !strcasecmp(end, "mib") || !strcasecmp(end, "m"))
+    unit = 1 << 20;
+  return unit ? (size_t)(v * unit) : 0;
+}
+
+static LlamaConfig read_model_config(const char *dir) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  FILE *f = fopen(path, "rb");
+  if (!f) tv_die("plan: cannot open %s", path);
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  if (len <= 0 || len > (64L << 20)) tv_die("plan: %s is empty or larger than 64 MiB", path);
+  char *text = tv_malloc((size_t)len);
+  size_t got = fread(text, 1, (size_t)len, f);
+  fclose(f);
+  if (got != (size_t)len) tv_die("plan: could not read %s", path);
+  HfConfig hc;
+  char err[512];
+  if (hf_config_parse(text, (size_t)len, path, &hc, err, sizeof err)) tv_die("%s", err);
+  free(text);
+  return hc.cfg;
+}
+
+static double gib(size_t b) { return (double)b / (1 << 30); }
+
+/* The largest total over ranks, and the rank it is on. */
+static size_t worst_rank(const MemoryPlanInput *in, int *rank_out, StageMemoryPlan *plan_out) {
+  size_t worst = 0;
+  for (int k = 0; k < in->stages; k++) {
+    int l0, l1;
+    comm_split_layers(in->model.num_layers, in->stages, k, &l0, &l1);
+    StageMemoryPlan p;
+    memory_plan_stage(in, k, l0, l1, &p);
+    if (p.total >= worst) {
+      worst = p.total;
+      if (rank_out) *rank_out = k;
+      if (plan_out) *plan_out = p;
+    }
+  }
+  return worst;
+}
+
+int cmd_plan(int argc, char **argv) {
+  const char *model_dir = NULL, *config_path = NULL;
+  int ranks = 0, batch_override = 0;
+  size_t gpu_mem = 0, reserve = (size_t)1 << 30;
+  TvDtype dtype = TV_BF16;
+  static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                       {"ranks", required_argument, 0, 'n'},
+                                       {"gpu-mem", required_argument, 0, 'g'},
+                                       {"config", required_argument, 0, 'c'},
+                                       {"batch", required_argument, 0, 'b'},
+                                       {"weight-dtype", required_argument, 0, 'd'},
+                                       {"reserve-mib", required_argument, 0, 'r'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'm': model_dir = optarg; break;
+      case 'n': ranks = (int)parse_int_option("ranks", optarg, 1, 4096); break;
+      case 'g':
+        if (!(gpu_mem = parse_size(optarg)))
+          tv_die("--gpu-mem expects a size such as 24GB or 81920MiB, got '%s'", optarg);
+        break;
+      case 'c': config_path = optarg; break;
+      case 'b': batch_override = (int)parse_int_option("batch", optarg, 1, 1000000); break;
+      case 'd':
+        if (!strcmp(optarg, "bf16")) dtype = TV_BF16;
+        else if (!strcmp(optarg, "f32")) dtype = TV_F32;
+        else tv_die("--weight-dtype must be bf16 or f32, got '%s'", optarg);
+        break;
+      case 'r': reserve = (size_t)parse_int_option("reserve-mib", optarg, 0, 1 << 20) << 20; break;
+      case 'h': plan_usage(stdout); return 0;
+      default: plan_usage(stderr); return 2;
+    }
+  }
+  if (optind < argc) tv_die("plan: unexpected argument '%s'", argv[optind]);
+  if (!model_dir || !ranks || !gpu_mem) {
+    plan_usage(stderr);
+    tv_die("plan needs --model, --ranks and --gpu-mem");
+  }
+  RunConfig rc;
+  run_config_defaults(&rc);
+  char err[512];
+  if (config_path && run_config_load(&rc, config_path, err, sizeof err)) tv_die("%s", err);
+  LlamaConfig model = read_model_config(model_dir);
+  if (ranks > model.num_layers)
+    tv_die("--ranks %d is more than the model's %d layers", ranks, model.num_layers);
+  MemoryPlanInput in = {.model = model, .lora = rc.lora, .weight_dtype = dtype,
+                        .method = rc.method, .S = rc.tvaccine.S, .activations = rc.activations,
+                        .batch = batch_override ? batch_override : rc.batch_size,
+                        .seq_len = rc.max_len, .micro_batch = rc.micro_batch, .stages = ranks,
+                        .reserve_bytes = reserve};
+  printf("plan: %s: L %d, D %d, F %d, H %d/%d, V %d; %s, LoRA r %d, weights %s, batch %d x %d "
+         "(micro-batch %d), %d rank(s), %.2f GiB per GPU\n",
+         model_dir, model.num_layers, model.hidden_size, model.intermediate_size,
+         model.num_heads, model.num_kv_heads, model.vocab_size, method_name(rc.method),
+         rc.lora.r, tv_dtype_name(dtype), in.batch, in.seq_len,
+         in.micro_batch > 0 && in.micro_batch < in.batch ? in.micro_batch : in.batch, ranks,
+         gib(gpu_mem));
+  printf("%-5s %-9s %9s %9s %9s %9s %9s %9s %9s %9s  (GiB)\n", "rank", "layers", "weights",
+         "lora+adam", "activ.", "perturb", "workspace", "transfer", "reserve", "total");
+  int fits = 1;
+  for (int k = 0; k < ranks; k++) {
+    int l0, l1;
+    comm_split_layers(model.num_layers, ranks, k, &l0, &l1);
+    StageMemoryPlan p;
+    memory_plan_stage(&in, k, l0, l1, &p);
+    char layers[32];
+    snprintf(layers, sizeof layers, "[%d,%d)", l0, l1);
+    printf("%-5d %-9s %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f  %s\n", k, layers,
+           gib(p.weights), gib(p.lora), gib(p.activations), gib(p.perturbation),
+           gib(p.workspace), gib(p.transfer), gib(p.reserve), gib(p.total),
+           p.total <= gpu_mem ? "fits" : "DOES NOT FIT");
+    fits &= p.total <= gpu_mem;
+  }
+  /* The largest batch (rows of max_len tokens) for which every rank fits. */
+  int best = 0;
+  for (int b = 1; b <= 4096; b++) {
+    MemoryPlanInput t = in;
+    t.batch = b;
+    if (t.micro_batch > b) t.micro_batch = 0;
+    if (worst_rank(&t, NULL, NULL) > gpu_mem) break;
+    best = b;
+  }
+  printf("plan: batch %d x %d %s on %d x %.2f GiB; largest batch that fits: %d x %d\n", in.batch,
+         in.seq_len, fits ? "fits" : "does NOT fit", ranks, gib(gpu_mem), best, in.seq_len);
+  run_config_free(&rc);
+  return fits ? 0 : 1;
+}
