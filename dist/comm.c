@@ -6,23 +6,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-
-struct Comm {
-  int rank, size, local_rank;
-  int initialized_here;
-  MPI_Comm world;
-};
-
-#define MPI_CHECK(call)                                                   \
-  do {                                                                    \
-    int mpi_rc_ = (call);                                                 \
-    if (mpi_rc_ != MPI_SUCCESS) {                                         \
-      char mpi_msg_[MPI_MAX_ERROR_STRING];                                \
-      int mpi_len_ = 0;                                                   \
-      MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                     \
-      tv_fatal_at(__FILE__, __LINE__, "%s failed: %s", #call, mpi_msg_); \
-    }                                                                     \
-  } while (0)
+#include "comm_internal.h"
 
 /* With other ranks running, only MPI_Abort stops them all (no rank may hang). A lone rank
  * just finalises and exits, so a user's mistake ends in its one error line, not MPI's banner. */

@@ -39,7 +39,7 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->L = stage_config(stage)->num_layers;
   t->l0 = stage_first_layer(stage);
   t->nl = stage_end_layer(stage) - t->l0;
-  t->pipe = pipeline_create(comm, stage, micro_B);
+  t->pipe = pipeline_create(comm, stage, micro_B, cfg->schedule);
   t->micro_B = micro_B;
   t->layers = tv_calloc((size_t)t->nl, sizeof(LayerPlan));
   t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));

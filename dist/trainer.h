@@ -26,6 +26,7 @@ typedef struct {
    * (the last stage's final-norm input comes on top). */
   ActivationPolicy activations;
   size_t activation_budget;
+  PipelineSchedule schedule; /* across ranks; 0 = 1F1B */
 } TrainerConfig;
 
 typedef struct {

@@ -10,14 +10,19 @@ foreach(kind no-probe empty-probe)
     PASS_REGULAR_EXPRESSION "step 0 starts with a T-Vaccine probe but was given no probe batch")
 endforeach()
 
-# 1, 2 and 4 ranks must agree bit for bit with the single-rank reference.
+# Each rank's schedule (1F1B, GPipe, forward-only) against hand-written tables.
+tv_test(test_pipeline_schedule test_pipeline_schedule.c)
+target_link_libraries(test_pipeline_schedule PRIVATE tv_dist)
+add_test(NAME pipeline_schedule COMMAND test_pipeline_schedule)
+
+# 1, 2, 3 and 4 ranks, 1 to 8 micro-batches, 1F1B and GPipe: bit for bit the one-rank run.
 tv_test(test_trainer_mpi test_trainer_mpi.c)
 target_link_libraries(test_trainer_mpi PRIVATE tv_test_fixture tv_dist)
 target_include_directories(test_trainer_mpi PRIVATE ${PROJECT_SOURCE_DIR}/dist)
 set(TV_TRAINER_REF ${CMAKE_CURRENT_BINARY_DIR}/trainer_mpi_reference.bin)
 add_test(NAME trainer_mpi_reference COMMAND test_trainer_mpi write ${TV_TRAINER_REF})
 set_tests_properties(trainer_mpi_reference PROPERTIES FIXTURES_SETUP trainer_mpi_ref)
-foreach(np 1 2 4)
+foreach(np 1 2 3 4)
   add_test(NAME trainer_mpi_np${np} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np}
            --oversubscribe --allow-run-as-root $<TARGET_FILE:test_trainer_mpi> compare ${TV_TRAINER_REF})
   # one thread per rank and yielding MPI waits: 4 ranks share 2 cores without spinning

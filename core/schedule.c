@@ -1,0 +1,8 @@
+/* Names of the pipeline schedules (see schedule.h). */
+#include "schedule.h"
+
+const char *const schedule_names[SCHEDULE_COUNT] = {"1f1b", "gpipe"};
+
+const char *schedule_name(PipelineSchedule s) {
+  return (unsigned)s < SCHEDULE_COUNT ? schedule_names[s] : "?";
+}
