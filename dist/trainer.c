@@ -325,3 +325,5 @@ size_t trainer_take_activation_peak(Trainer *t) {
   stage_reset_memory_peak(t->stage);
   return peak;
 }
+
+PipelineStats trainer_pipeline_stats(const Trainer *t) { return pipeline_stats(t->pipe); }

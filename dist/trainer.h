@@ -75,6 +75,9 @@ TrainerMemory trainer_take_memory_peak(Trainer *t);
 /* What a method adds per step: activations + perturbations + receive buffers. */
 size_t trainer_memory_step_bytes(const TrainerMemory *m);
 
+/* What this rank's pipeline passes cost so far (compute, waits, bytes sent). */
+PipelineStats trainer_pipeline_stats(const Trainer *t);
+
 /* Peak activation bytes of the local stage since the last call (and reset). */
 size_t trainer_take_activation_peak(Trainer *t);
 
