@@ -152,6 +152,7 @@ static void setup(AlignRun *r) {
   tc.optim.total_steps = r->total_steps;
   tc.seed = c->seed;
   tc.activations = c->activations;
+  tc.schedule = c->dist.schedule;
   tc.activation_budget = (size_t)c->activation_budget_mib << 20;
   r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
   /* The paper activates a quarter of the layers or fewer (8 of 32 for Llama-2-7B, 5 of 28 for
