@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "check.h"
 #include "comm_internal.h"
@@ -22,6 +23,17 @@ static void abort_all_ranks(int code) {
   exit(code);
 }
 
+/* Ranks after the first hold their error line back for a moment: a mistake in the shared
+ * config or data is found by every rank, and rank 0's line and MPI_Abort come first, so it
+ * prints once. A rank that alone finds an error prints it a moment later. Hooks carry no
+ * context, hence this process-wide copy of the rank. */
+static int report_rank = 0, report_size = 1;
+static void hold_back_report(void) {
+  if (report_rank == 0 || report_size == 1) return;
+  struct timespec wait = {.tv_sec = 2, .tv_nsec = 0};
+  nanosleep(&wait, NULL);
+}
+
 Comm *comm_init(int *argc, char ***argv) {
   Comm *c = tv_calloc(1, sizeof(Comm));
   int up = 0;
@@ -34,6 +46,8 @@ Comm *comm_init(int *argc, char ***argv) {
   c->world = MPI_COMM_WORLD;
   MPI_CHECK(MPI_Comm_rank(c->world, &c->rank));
   MPI_CHECK(MPI_Comm_size(c->world, &c->size));
+  report_rank = c->rank, report_size = c->size;
+  tv_set_report_hook(hold_back_report);
   MPI_Comm node;
   MPI_CHECK(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
   MPI_CHECK(MPI_Comm_rank(node, &c->local_rank));
@@ -44,6 +58,7 @@ Comm *comm_init(int *argc, char ***argv) {
 void comm_finalize(Comm *c) {
   if (!c) return;
   tv_set_abort_hook(NULL);
+  tv_set_report_hook(NULL);
   if (c->initialized_here) MPI_Finalize();
   free(c);
 }
@@ -93,4 +108,12 @@ void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, v
 int comm_allreduce_max_int(Comm *c, int value) {
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MAX, c->world));
   return value;
+}
+
+int comm_first_rank_differing(Comm *c, uint64_t value) {
+  uint64_t root = value;
+  MPI_CHECK(MPI_Bcast(&root, 1, MPI_UINT64_T, 0, c->world));
+  int first = root == value ? c->size : c->rank;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, c->world));
+  return first < c->size ? first : -1;
 }

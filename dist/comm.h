@@ -4,6 +4,7 @@
 #define TV_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct Comm Comm;
 
@@ -30,6 +31,10 @@ void comm_barrier(Comm *c);
  * [l0, l1) (comm_split_layers of L) contiguously in `local`; rank 0 receives all L blocks in
  * layer order in `all` (ignored elsewhere). */
 void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, void *all);
+
+/* The lowest rank whose `value` differs from rank 0's, or -1 when all agree (collective):
+ * ranks compare digests of what each read on its own (config, data files). */
+int comm_first_rank_differing(Comm *c, uint64_t value);
 
 /* Largest value of an int over all ranks (e.g. "any rank was asked to stop"). */
 int comm_allreduce_max_int(Comm *c, int value);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,49 @@ static void report_ranks(AlignRun *r, int files, double mapped_mib) {
 /* A config function's error message, if any, is the run's one error line. */
 static void check_config(const char *err) {
   if (err) tv_die("%s", err);
+}
+
+/* FNV-1a over bytes: a digest to compare what ranks read, not a security check. */
+static uint64_t digest_bytes(uint64_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+#define DIGEST_START 14695981039346656037ULL
+
+static uint64_t digest_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) tv_die("%s: cannot open: %s", path, strerror(errno));
+  unsigned char buf[1 << 16];
+  uint64_t h = DIGEST_START;
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = digest_bytes(h, buf, n);
+  fclose(f);
+  return h;
+}
+
+/* Every rank resolves its config and reads its data files itself (on a cluster, possibly
+ * from different disks): rank 0's digests are the reference, and the first rank that
+ * differs ends the run in one line naming it and the file. */
+static void check_ranks_agree(AlignRun *r) {
+  if (r->size == 1) return;
+  const RunConfig *c = &r->cfg;
+  char *yaml = run_config_to_yaml(c);
+  int bad = comm_first_rank_differing(r->comm, digest_bytes(DIGEST_START, yaml, strlen(yaml)));
+  free(yaml);
+  if (bad >= 0 && r->rank != 0) comm_barrier(r->comm); /* rank 0 reports and ends the job */
+  if (bad >= 0)
+    tv_die("align: rank %d resolved a different config from rank 0's (config file or --set "
+           "overrides differ): every rank must run the same command", bad);
+  const char *files[] = {c->data, c->method == METHOD_TVACCINE ? c->tvaccine.probe_data : ""};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    if (!files[i][0]) continue;
+    bad = comm_first_rank_differing(r->comm, digest_file(files[i]));
+    if (bad >= 0 && r->rank != 0) comm_barrier(r->comm);
+    if (bad >= 0)
+      tv_die("align: %s: rank %d reads different bytes from rank 0: every rank must see the "
+             "same data files", files[i], bad);
+  }
 }
 
 /* defaults <- config file (or the checkpoint's own config) <- overrides in order. */
@@ -313,6 +357,7 @@ int align_run(const AlignArgs *args, int *argc, char ***argv) {
   r->rank = comm_rank(r->comm);
   r->size = comm_size(r->comm);
   resolve_config(r, args);
+  check_ranks_agree(r);
   align_install_signal_handlers();
   setup(r);
   if (r->resume_state) align_restore_checkpoint(r, r->resume_state);

@@ -46,3 +46,9 @@ add_test(NAME golden_methods COMMAND test_golden_methods
 add_test(NAME align_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/align_e2e.sh
          $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
 set_tests_properties(align_e2e PROPERTIES TIMEOUT 600)
+
+# Ranks that disagree (other overrides; other bytes under one data path) end in one line
+# naming the rank and the file; SIGKILL of a rank ends the 2-rank job within 10 s.
+add_test(NAME ranks_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/ranks_e2e.sh
+         $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
+set_tests_properties(ranks_e2e PROPERTIES TIMEOUT 300)
