@@ -1,5 +1,5 @@
-/* Names of the pipeline schedules, for the run config and the pipeline (which builds each
- * rank's list of operations from them, dist/pipeline.h). */
+/* Names of the pipeline schedules and layer splits, for the run config and for dist/ (the
+ * pipeline builds each rank's list of operations from a schedule, dist/pipeline.h). */
 #ifndef TV_SCHEDULE_H
 #define TV_SCHEDULE_H
 
@@ -12,5 +12,12 @@ typedef enum {
 
 extern const char *const schedule_names[SCHEDULE_COUNT]; /* 1f1b, gpipe */
 const char *schedule_name(PipelineSchedule s);
+
+typedef enum {
+  SPLIT_COST = 0, /* balance an estimated cost: the last stage's head counts as layers */
+  SPLIT_EVEN = 1, /* equal layer counts, earlier stages take the remainder */
+  SPLIT_COUNT
+} LayerSplit;
+extern const char *const layer_split_names[SPLIT_COUNT]; /* cost, even */
 
 #endif

@@ -60,6 +60,7 @@ void comm_finalize(Comm *c) {
   tv_set_abort_hook(NULL);
   tv_set_report_hook(NULL);
   if (c->initialized_here) MPI_Finalize();
+  free(c->split);
   free(c);
 }
 
@@ -75,6 +76,55 @@ void comm_split_layers(int L, int ranks, int rank, int *l0, int *l1) {
   int base = L / ranks, extra = L % ranks;
   *l0 = rank * base + (rank < extra ? rank : extra);
   *l1 = *l0 + base + (rank < extra ? 1 : 0);
+}
+
+void comm_split_by_cost(int L, int ranks, double head_cost, int *layers_per_rank) {
+  if (ranks < 1 || ranks > L)
+    tv_die("cannot split %d decoder layers over %d ranks: every rank needs at least one layer",
+           L, ranks);
+  if (ranks == 1) {
+    layers_per_rank[0] = L;
+    return;
+  }
+  /* Layers are alike, so only the last stage's size matters; the rest split evenly. */
+  int even_last = L / ranks, best = -1;
+  double best_cost = 0;
+  for (int k = 1; k <= L - (ranks - 1); k++) {
+    int rest = L - k, biggest = (rest + ranks - 2) / (ranks - 1);
+    double cost = k + head_cost > biggest ? k + head_cost : biggest;
+    if (best < 0 || cost < best_cost - 1e-9 ||
+        (cost < best_cost + 1e-9 && abs(k - even_last) < abs(best - even_last)))
+      best = k, best_cost = cost;
+  }
+  int rest = L - best, others = ranks - 1;
+  for (int r = 0; r < others; r++) layers_per_rank[r] = rest / others + (r < rest % others);
+  layers_per_rank[ranks - 1] = best;
+}
+
+void comm_set_layer_split(Comm *c, int L, const int *layers_per_rank) {
+  free(c->split);
+  c->split = NULL;
+  if (!layers_per_rank) return;
+  int sum = 0;
+  for (int r = 0; r < c->size; r++) {
+    if (layers_per_rank[r] < 1) tv_die("stage %d of the layer split has %d layers; each needs one", r, layers_per_rank[r]);
+    sum += layers_per_rank[r];
+  }
+  if (sum != L) tv_die("the layer split covers %d layers; the model has %d", sum, L);
+  c->split = tv_malloc((size_t)c->size * sizeof(int));
+  for (int r = 0; r < c->size; r++) c->split[r] = layers_per_rank[r];
+  c->split_L = L;
+}
+
+void comm_rank_layers(const Comm *c, int L, int rank, int *l0, int *l1) {
+  if (!c->split || c->split_L != L) {
+    comm_split_layers(L, c->size, rank, l0, l1);
+    return;
+  }
+  TV_CHECK(rank >= 0 && rank < c->size, "rank %d outside [0, %d)", rank, c->size);
+  *l0 = 0;
+  for (int r = 0; r < rank; r++) *l0 += c->split[r];
+  *l1 = *l0 + c->split[rank];
 }
 
 void comm_allreduce_sum(Comm *c, double *values, int n) {
@@ -95,7 +145,7 @@ void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, v
            block_bytes * (size_t)L);
   for (int r = 0; r < c->size; r++) {
     int a, b;
-    comm_split_layers(L, c->size, r, &a, &b);
+    comm_rank_layers(c, L, r, &a, &b);
     counts[r] = (int)((size_t)(b - a) * block_bytes);
     displs[r] = (int)((size_t)a * block_bytes);
   }

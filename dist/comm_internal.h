@@ -12,6 +12,8 @@ struct Comm {
   int rank, size, local_rank;
   int initialized_here;
   MPI_Comm world;
+  int *split;   /* [size] layers per rank set by comm_set_layer_split, or NULL (even) */
+  int split_L;  /* the layer count the split is for */
 };
 
 /* Names the call, file:line and MPI's own message, then ends every rank (abort hook). */

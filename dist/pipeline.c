@@ -37,6 +37,12 @@ int pipeline_schedule_slots(PipelineSchedule kind, int P, int rank, int m, int b
   return P - rank < m ? P - rank : m;
 }
 
+double pipeline_head_cost(const LlamaConfig *mc) {
+  double D = mc->hidden_size, F = mc->intermediate_size;
+  double HD = (double)mc->num_heads * mc->head_dim, KD = (double)mc->num_kv_heads * mc->head_dim;
+  return (double)mc->vocab_size * D / (2 * D * HD + 2 * D * KD + 3 * D * F);
+}
+
 struct Pipeline {
   Comm *comm;
   Stage *stage;

@@ -26,6 +26,11 @@ int pipeline_schedule_ops(PipelineSchedule kind, int P, int rank, int m, int bac
 /* Micro-batches stage `rank` holds at once under that schedule: the slots it needs. */
 int pipeline_schedule_slots(PipelineSchedule kind, int P, int rank, int m, int backward);
 
+/* What the last stage's final norm, head and loss cost, in decoder layers: the head's
+ * V x D multiply-adds per token against a layer's projections (attention scores left out on
+ * both sides), for comm_split_by_cost. */
+double pipeline_head_cost(const LlamaConfig *mc);
+
 typedef struct Pipeline Pipeline;
 
 /* micro_B rows per micro-batch; the stages of ranks 0 .. P-1 of comm in rank order. */

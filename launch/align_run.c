@@ -52,6 +52,19 @@ static void report_ranks(AlignRun *r, int files, double mapped_mib) {
   free(info);
 }
 
+/* Stage sizes: under dist.split cost, the head (V x D) weighs against a decoder layer's
+ * projections, so the last stage takes fewer layers (config M on 2 ranks: 5 + 3). */
+static void split_layers(AlignRun *r, const LlamaConfig *mc) {
+  int L = mc->num_layers;
+  if (r->cfg.dist.split == SPLIT_COST) {
+    int *sizes = tv_malloc((size_t)r->size * sizeof(int));
+    comm_split_by_cost(L, r->size, pipeline_head_cost(mc), sizes);
+    comm_set_layer_split(r->comm, L, sizes);
+    free(sizes);
+  }
+  comm_rank_layers(r->comm, L, r->rank, &r->l0, &r->l1);
+}
+
 /* A config function's error message, if any, is the run's one error line. */
 static void check_config(const char *err) {
   if (err) tv_die("%s", err);
@@ -172,7 +185,7 @@ static void setup(AlignRun *r) {
   r->hf = hf_model_open(c->model);
   r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
   const LlamaConfig *mc = &r->model_cfg;
-  comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
+  split_layers(r, mc);
   int micro = run_config_micro_batch(c);
   r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
   hf_model_load_stage(r->hf, r->stage);

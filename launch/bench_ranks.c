@@ -26,8 +26,13 @@ typedef struct {
 static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, const RankRun *rr,
                             int m, int S, int steps, PipelineSchedule schedule) {
   int P = comm_size(comm), rank = comm_rank(comm), l0, l1;
-  comm_split_layers(bc->L, P, rank, &l0, &l1);
   LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
+  /* The layer split of align (dist.split: cost): the head weighs on the last stage. */
+  int *sizes = tv_malloc((size_t)P * sizeof(int));
+  comm_split_by_cost(bc->L, P, pipeline_head_cost(&cfg), sizes);
+  comm_set_layer_split(comm, bc->L, sizes);
+  comm_rank_layers(comm, bc->L, rank, &l0, &l1);
+  free(sizes);
   LoraConfig lc = lora_config_default();
   lc.r = bc->r;
   lc.dropout = 0.1f;
@@ -102,7 +107,7 @@ int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule
   if (rank == 0)
     printf("bench --ranks: config %s (%d layers, %d tokens a row), %d ranks, %d micro-batches of "
            "one row, schedule %s, 1 thread per rank, S %d (A low {0..%d}, A high {%d..%d}), "
-           "mean of %d steps after one warm-up; ideal bubble %.3f\n",
+           "mean of %d steps after one warm-up; ideal bubble %.3f; layers per rank by cost\n",
            bc->name, L, bc->T, P, m, schedule_name(schedule), S, S - 1, L - S, L - 1, steps, ideal);
   for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
     RankResult r = run_ranks(comm, be, bc, &runs[i], m, S, steps, schedule);

@@ -418,6 +418,9 @@ static void test_validate(void) {
              strstr(err, "dist.micro_batches: 11 is out of range"), "%s", err);
   set_ok(&c, "dist={micro_batches: 0, schedule: gpipe}");
   EXPECT(c.dist.schedule == SCHEDULE_GPIPE && run_config_micro_batch(&c) == 10, "dist.schedule");
+  EXPECT(c.dist.split == SPLIT_COST, "dist.split defaults to cost");
+  set_ok(&c, "dist.split=even");
+  EXPECT(c.dist.split == SPLIT_EVEN, "dist.split=even");
   EXPECT(run_config_set(&c, "dist.schedule=zigzag", err, sizeof err) &&
              strstr(err, "dist.schedule") && strstr(err, "zigzag"), "%s", err);
   set_ok(&c, "tvaccine={probe_samples: 4, probe_batch: 5}");

@@ -21,7 +21,7 @@ const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine", "di
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
                    sizeof(FreezeScope) == sizeof(int) && sizeof(ActivationPolicy) == sizeof(int) &&
-                   sizeof(PipelineSchedule) == sizeof(int),
+                   sizeof(PipelineSchedule) == sizeof(int) && sizeof(LayerSplit) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -82,6 +82,7 @@ const RcKey rc_keys[] = {
      .ihi = 65535},
     INT("dist.micro_batches", dist.micro_batches, 0, 1000000),
     ENUM("dist.schedule", dist.schedule, schedule_names),
+    ENUM("dist.split", dist.split, layer_split_names),
 };
 /* clang-format on */
 _Static_assert(sizeof rc_keys / sizeof rc_keys[0] == RC_N_KEYS, "RC_N_KEYS must count rc_keys");

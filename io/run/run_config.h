@@ -34,6 +34,7 @@ typedef struct {
 typedef struct {
   int micro_batches;         /* split each batch into m micro-batches; 0 = micro_batch decides */
   PipelineSchedule schedule; /* 1f1b (default) or gpipe */
+  LayerSplit split;          /* decoder layers over ranks: cost (default) or even */
 } RunDist;
 
 typedef struct {

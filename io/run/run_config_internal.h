@@ -22,7 +22,7 @@ typedef struct {
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 42
+#define RC_N_KEYS 43
 #define RC_N_SECTIONS 4
 extern const RcKey rc_keys[RC_N_KEYS];
 extern const char *const rc_sections[RC_N_SECTIONS]; /* lora, optim, tvaccine, dist */
