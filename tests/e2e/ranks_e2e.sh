@@ -4,7 +4,8 @@
 #  1. a rank whose --set overrides differ: one error line naming that rank and the config;
 #  2. a rank reading different bytes under the same data path: one line naming the rank and
 #     the file (the ranks run in different folders, so "data.json" is two files);
-#  3. SIGKILL of rank 1 mid-run ends the whole job within 10 s with a non-zero status.
+#  3. SIGKILL of rank 1 mid-run ends the whole job within 10 s with a non-zero status;
+#  4. a checkpoint of 2 ranks resumed on 1, and of 1 resumed on 2, continues the same run.
 # Usage: ranks_e2e.sh TVACCINE_BINARY MPIEXEC
 set -euo pipefail
 TV=$(readlink -f "$1")
@@ -54,6 +55,24 @@ rc=0
 [ "$(grep -c 'data.json: rank 1 reads different bytes from rank 0' "$W/d1.log")" -eq 1 ] \
   || { cat "$W/d1.log"; fail "no single line naming rank 1 and the data file"; }
 echo "ok: a rank reading other bytes: one line naming rank 1 and data.json"
+
+# 4. (before the kill) checkpoints are one file whatever the ranks: a 2-rank run's checkpoint
+# resumed on 1 rank, and a 1-rank checkpoint resumed on 2, end at the straight run's adapter.
+tv=(--config "$W/world/align.yaml" --set batch_size=4 --set max_len=64 --set log_every=100
+    --set tvaccine.S=1 --set tvaccine.J=2 --set tvaccine.K=3 --set tvaccine.probe_samples=8
+    --set dist.micro_batches=2)
+"${MPI[@]}" -n 2 "$TV" align "${tv[@]}" --max-steps 6 --out "$W/straight" > "$W/straight.log" 2>&1 \
+  || { cat "$W/straight.log"; fail "straight 2-rank run"; }
+for from in 2 1; do
+  to=$((3 - from))
+  "${MPI[@]}" -n "$from" "$TV" align "${tv[@]}" --max-steps 6 --save-every 3 --out "$W/p$from" \
+    > "$W/p$from.log" 2>&1 || { cat "$W/p$from.log"; fail "run on $from rank(s)"; }
+  "${MPI[@]}" -n "$to" "$TV" align --resume "$W/p$from/checkpoints/step-000003.h5" --out "$W/q$from" \
+    > "$W/q$from.log" 2>&1 || { cat "$W/q$from.log"; fail "resume on $to rank(s)"; }
+  cmp "$W/straight/adapter/adapter_model.safetensors" "$W/q$from/adapter/adapter_model.safetensors" \
+    || fail "3 steps on $from rank(s) + resume on $to differ from 6 straight steps"
+  echo "ok: 3 steps on $from rank(s), resumed on $to: the straight run's adapter"
+done
 
 # 3. SIGKILL of rank 1 while the ranks train
 "${MPI[@]}" -n 2 "$TV" align "${common[@]}" --max-steps 100000 --out "$W/k1" \
