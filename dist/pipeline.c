@@ -197,6 +197,8 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
              .m = (batch->B + p->micro_B - 1) / p->micro_B,
              .T = batch->T,
              .D = stage_config(s)->hidden_size};
+  /* MPI guarantees tags up to 32767 only; tag_of uses 2 per micro-batch. */
+  if (ps.m > 16383) tv_die("%d micro-batches in one pass: at most 16383 fit the MPI tags", ps.m);
   ps.runs_backward = local.backward_stop < stage_end_layer(s);
   ps.sends_dx = ps.runs_backward && !first && local.backward_stop < stage_first_layer(s);
   ps.slots = pipeline_schedule_slots(p->schedule, p->size, p->rank, ps.m, ps.runs_backward);

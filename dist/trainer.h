@@ -66,7 +66,7 @@ void trainer_restore(Trainer *t, const double *probs, const int *active, int cou
 /* Bytes this rank's trainer and stage hold for steps, peaks since the last
  * trainer_take_memory_peak (which resets them). */
 typedef struct {
-  size_t activations;   /* kept for backward by the stage (one micro-batch) */
+  size_t activations;   /* kept for backward by the stage (every micro-batch in flight) */
   size_t perturbations; /* dLoss/da_l = e_l buffers of the local layers of A */
   size_t receive;       /* pipeline receive buffers (stages after the first) */
   size_t workspace;     /* the stage's fixed working buffers, the same for every method */
