@@ -135,6 +135,12 @@ static void ensure_slots(Pipeline *p, int slots) {
 
 size_t pipeline_buffer_bytes(const Pipeline *p) { return p->buffer_bytes; }
 
+int pipeline_micro_batches_held(const Pipeline *p, const PassPlan *plan, const Batch *batch) {
+  int m = (batch->B + p->micro_B - 1) / p->micro_B;
+  int runs_backward = plan->backward_stop < stage_end_layer(p->stage);
+  return pipeline_schedule_slots(p->schedule, p->size, p->rank, m, runs_backward);
+}
+
 PipelineStats pipeline_stats(const Pipeline *p) {
   PipelineStats s = p->stats;
   s.bytes_sent = p->p2p ? p2p_bytes_sent(p->p2p) : 0;

@@ -43,6 +43,10 @@ void pipeline_destroy(Pipeline *p);
  * transfer has completed on return. Returns the batch loss on every rank. */
 double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward);
 
+/* Micro-batches this rank holds at once when running `plan` over `batch` (its schedule's
+ * slots): what its activation records for one micro-batch are multiplied by. */
+int pipeline_micro_batches_held(const Pipeline *p, const PassPlan *plan, const Batch *batch);
+
 /* Bytes of the receive buffers this rank holds (allocated on first use). */
 size_t pipeline_buffer_bytes(const Pipeline *p);
 

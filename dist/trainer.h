@@ -22,8 +22,8 @@ typedef struct {
   OptimConfig optim;
   uint64_t seed;
   /* What frozen layers in the backward range keep (see ActivationPolicy); auto keeps frozen
-   * layers while this stage's layer records for one micro-batch fit activation_budget bytes
-   * (the last stage's final-norm input comes on top). */
+   * layers while this stage's layer records for the micro-batches it holds at once fit
+   * activation_budget bytes (the last stage's final-norm input comes on top). */
   ActivationPolicy activations;
   size_t activation_budget;
   PipelineSchedule schedule; /* across ranks; 0 = 1F1B */
