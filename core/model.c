@@ -88,9 +88,6 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   free(cs);
   free(sn);
 
-  /* The activation arena grows to what the largest plan run so far keeps (stage_forward),
-   * so memory follows the method: T-Vaccine's frozen layers never reserve a full record. */
-
   /* Workspace: sized once, reused by every layer. */
   size_t N = (size_t)max_B * max_T, r = lora->r;
   size_t wide = F > HD ? F : HD, widest = wide > D ? wide : D;
@@ -123,6 +120,9 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   for (int t = 0; t < LORA_NUM_TARGETS; t++) WS(tmp.u[t], N * r);
 #undef WS
   s->workspace_bytes = ws;
+  /* One slot to start; each slot's activation arena grows to what the largest plan run in
+   * it keeps (stage_forward), so memory follows the method: T-Vaccine's frozen layers never
+   * reserve a full record. */
   stage_reserve_slots(s, 1);
   return s;
 }

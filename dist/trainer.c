@@ -125,13 +125,13 @@ static size_t micro_rows(const Trainer *t, const Batch *batch) {
 
 /* Under ACTIVATIONS_AUTO, frozen layers (no g_l recorded, no e_l added, nothing trained)
  * that would keep their input-gradient record fall back to recompute, highest first, until
- * this stage's records for the micro-batches it holds at once (`held`, of `rows` rows each)
- * fit the budget. Every frozen layer
- * costs one forward to recompute, so only how many keep matters for time. */
+ * this stage's records for the micro-batches it holds at once fit the budget. Every frozen
+ * layer costs one forward to recompute, so only how many keep matters for time. */
 static void fit_activation_budget(Trainer *t, const PassPlan *plan, const Batch *batch) {
   if (t->cfg.activations != ACTIVATIONS_AUTO) return;
   size_t rows = micro_rows(t, batch);
-  size_t budget = t->cfg.activation_budget / (size_t)pipeline_micro_batches_held(t->pipe, plan, batch);
+  size_t held = (size_t)pipeline_micro_batches_held(t->pipe, plan, batch);
+  size_t budget = t->cfg.activation_budget / held;
   size_t total = 0;
   for (int i = 0; i < t->nl; i++)
     if (t->l0 + i >= plan->backward_stop)
@@ -147,7 +147,6 @@ static void fit_activation_budget(Trainer *t, const PassPlan *plan, const Batch 
     total -= saved;
   }
 }
-
 
 static uint64_t pass_seed(const Trainer *t, int64_t step, int pass) {
   return rng_mix(rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)pass, 0, 0), t->cfg.seed ^ ((uint64_t)step << 8));
