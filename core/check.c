@@ -9,6 +9,12 @@ static tv_abort_hook abort_hook = default_abort;
 
 void tv_set_abort_hook(tv_abort_hook hook) { abort_hook = hook ? hook : default_abort; }
 
+static tv_report_hook report_hook = NULL;
+void tv_set_report_hook(tv_report_hook hook) { report_hook = hook; }
+static void before_report(void) {
+  if (report_hook) report_hook();
+}
+
 static void __attribute__((noreturn)) finish(int code) {
   fflush(stdout);
   fflush(stderr);
@@ -18,6 +24,7 @@ static void __attribute__((noreturn)) finish(int code) {
 
 void tv_fatal_at(const char *file, int line, const char *fmt, ...) {
   va_list ap;
+  before_report();
   va_start(ap, fmt);
   fprintf(stderr, "tvaccine: internal error at %s:%d: ", file, line);
   vfprintf(stderr, fmt, ap);
@@ -28,6 +35,7 @@ void tv_fatal_at(const char *file, int line, const char *fmt, ...) {
 
 void tv_die(const char *fmt, ...) {
   va_list ap;
+  before_report();
   va_start(ap, fmt);
   fprintf(stderr, "tvaccine: error: ");
   vfprintf(stderr, fmt, ap);

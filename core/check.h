@@ -10,6 +10,11 @@
 typedef void (*tv_abort_hook)(int code);
 void tv_set_abort_hook(tv_abort_hook hook);
 
+/* Called before a fatal message is printed (may delay it); default: nothing. dist/ uses it
+ * so that a mistake every rank detects is printed once, by rank 0. */
+typedef void (*tv_report_hook)(void);
+void tv_set_report_hook(tv_report_hook hook);
+
 /* Internal invariant broken: prints "file:line: message" and aborts through the hook. */
 void tv_fatal_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));

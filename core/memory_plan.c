@@ -42,16 +42,23 @@ size_t memory_plan_layer_record_bytes(const LlamaConfig *c, int r, size_t N, Lay
   return bytes;
 }
 
-size_t memory_plan_workspace_bytes(const LlamaConfig *c, int r, size_t N, int last) {
-  size_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, H = c->num_heads;
+size_t memory_plan_slot_bytes(const LlamaConfig *c, size_t N, int first, int last) {
+  size_t D = c->hidden_size, V = c->vocab_size;
+  size_t bytes = 2 * N * D * sizeof(float); /* x_out, dx_out */
+  if (last) bytes += N * V * sizeof(float) + N * sizeof(int32_t); /* logits, targets */
+  if (first) bytes += N * sizeof(int32_t);                         /* tokens */
+  return bytes;
+}
+
+size_t memory_plan_workspace_bytes(const LlamaConfig *c, int r, size_t N, int first, int last) {
+  size_t D = c->hidden_size, F = c->intermediate_size, H = c->num_heads;
   size_t HD = H * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
   size_t wide = F > HD ? F : HD, widest = wide > D ? wide : D;
-  size_t floats = 4 * N * D + 2 * N * wide + N * HD + 2 * N * KD + N * (size_t)r + N * widest +
-                  2 * N * D; /* ping, pong, dh, dxn; dbig1/2; dq; dk, dv; du; lora_tmp; x/dx_out */
+  size_t floats = 4 * N * D + 2 * N * wide + N * HD + 2 * N * KD + N * (size_t)r + N * widest;
+  /* ping, pong, dh, dxn; dbig1/2; dq; dk, dv; du; lora_tmp */
   floats += 2 * N + 2 * N * D + 2 * N * HD + 2 * N * KD + N * H + N * D + 2 * N * F +
             LORA_NUM_TARGETS * N * (size_t)r; /* the scratch record */
-  if (last) floats += N * V;                  /* logits */
-  return floats * sizeof(float);
+  return floats * sizeof(float) + memory_plan_slot_bytes(c, N, first, last);
 }
 
 /* Micro-batches a stage holds at once under 1F1B: stage k of P keeps min(m, P - k). */
@@ -84,9 +91,9 @@ void memory_plan_stage(const MemoryPlanInput *in, int stage, int l0, int l1,
   if (in->method != METHOD_SFT) /* one [batch rows, D] buffer per perturbed layer */
     out->perturbation = (size_t)active * (size_t)in->batch * in->seq_len * D * sizeof(float);
 
-  out->workspace = memory_plan_workspace_bytes(c, r, N, last) +
-                   2 * (size_t)in->seq_len * (c->head_dim / 2) * sizeof(float) + /* rotary */
-                   (size_t)(first + last) * N * sizeof(int32_t); /* tokens, targets */
+  out->workspace = memory_plan_workspace_bytes(c, r, N, first, last) +
+                   (size_t)(in_flight(in, stage) - 1) * memory_plan_slot_bytes(c, N, first, last) +
+                   2 * (size_t)in->seq_len * (c->head_dim / 2) * sizeof(float); /* rotary */
   size_t widest = F > HD ? F : HD;
   widest = widest > D ? widest : D;
   /* x_in and dy received from the neighbours, per micro-batch in flight; the bf16 copy of

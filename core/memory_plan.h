@@ -45,9 +45,13 @@ size_t memory_plan_lora_layer_elems(const LlamaConfig *c, const LoraConfig *lora
 /* Bytes one layer's activation record takes for N rows under `keep`, its kept input
  * included: equals stage_layer_record_bytes of a Stage of this shape. */
 size_t memory_plan_layer_record_bytes(const LlamaConfig *c, int r, size_t N, LayerKeep keep);
-/* Bytes of the Stage's fixed workspace for micro-batches of N rows: equals
- * stage_memory().workspace of a stage of this shape (logits on the last stage only). */
-size_t memory_plan_workspace_bytes(const LlamaConfig *c, int r, size_t N, int last);
+/* Bytes of one micro-batch slot's own buffers for N rows (output and input gradient; logits
+ * and targets on the last stage, tokens on the first): a stage holds one per micro-batch in
+ * flight. */
+size_t memory_plan_slot_bytes(const LlamaConfig *c, size_t N, int first, int last);
+/* Bytes of the Stage's workspace for micro-batches of N rows with one slot: equals
+ * stage_memory().workspace of a freshly created stage of this shape. */
+size_t memory_plan_workspace_bytes(const LlamaConfig *c, int r, size_t N, int first, int last);
 
 /* The stage of layers [l0, l1), index `stage` of in->stages, under the worst placement of the
  * method's sampled layers (all of min(S, layers) on this stage). */

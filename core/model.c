@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "rng.h"
@@ -87,10 +88,6 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   free(cs);
   free(sn);
 
-  /* The activation arena grows to what the largest plan run so far keeps (stage_forward),
-   * so memory follows the method: T-Vaccine's frozen layers never reserve a full record. */
-  s->acts = tv_calloc((size_t)nl, sizeof(LayerActs));
-
   /* Workspace: sized once, reused by every layer. */
   size_t N = (size_t)max_B * max_T, r = lora->r;
   size_t wide = F > HD ? F : HD, widest = wide > D ? wide : D;
@@ -107,8 +104,6 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   WS(dv, N * KD);
   WS(du, N * r);
   WS(lora_tmp, N * widest);
-  WS(x_out, N * D);
-  WS(dx_out, N * D);
   /* The scratch record for layers that keep nothing. */
   WS(tmp.inv1, N);
   WS(tmp.inv2, N);
@@ -123,33 +118,74 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
   WS(tmp.gate, N * F);
   WS(tmp.up, N * F);
   for (int t = 0; t < LORA_NUM_TARGETS; t++) WS(tmp.u[t], N * r);
-  if (last) {
-    WS(logits, N * V);
-    s->targets = be->alloc(be, N * sizeof(int32_t));
-  }
-  if (first) s->tokens = be->alloc(be, N * sizeof(int32_t));
 #undef WS
   s->workspace_bytes = ws;
+  /* One slot to start; each slot's activation arena grows to what the largest plan run in
+   * it keeps (stage_forward), so memory follows the method: T-Vaccine's frozen layers never
+   * reserve a full record. */
+  stage_reserve_slots(s, 1);
   return s;
 }
+
+/* A slot's own buffers: its records and outputs (and logits, tokens, targets on the end
+ * stages); its arena grows with the first forward that needs one. */
+static void slot_init(Stage *s, StageSlot *sl) {
+  Backend *be = s->be;
+  size_t N = (size_t)s->max_B * s->max_T, D = s->cfg.hidden_size, V = s->cfg.vocab_size;
+  *sl = (StageSlot){.acts = tv_calloc((size_t)(s->l1 - s->l0), sizeof(LayerActs))};
+  sl->x_out = be->alloc(be, N * D * sizeof(float));
+  sl->dx_out = be->alloc(be, N * D * sizeof(float));
+  size_t bytes = 2 * N * D * sizeof(float);
+  if (stage_is_last(s)) {
+    sl->logits = be->alloc(be, N * V * sizeof(float));
+    sl->targets = be->alloc(be, N * sizeof(int32_t));
+    bytes += N * V * sizeof(float) + N * sizeof(int32_t);
+  }
+  if (stage_is_first(s)) {
+    sl->tokens = be->alloc(be, N * sizeof(int32_t));
+    bytes += N * sizeof(int32_t);
+  }
+  s->workspace_bytes += bytes;
+}
+
+static void slot_free(Backend *be, StageSlot *sl) {
+  void *bufs[] = {sl->arena, sl->x_out, sl->dx_out, sl->logits, sl->targets, sl->tokens};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    if (bufs[i]) be->free(be, bufs[i]);
+  free(sl->acts);
+}
+
+void stage_reserve_slots(Stage *s, int slots) {
+  if (slots < 1 || slots > 4096) tv_die("%d micro-batch slots is out of range [1, 4096]", slots);
+  if (slots <= s->num_slots) return;
+  StageSlot *grown = tv_calloc((size_t)slots, sizeof(StageSlot));
+  if (s->num_slots) memcpy(grown, s->slots, (size_t)s->num_slots * sizeof(StageSlot));
+  for (int i = s->num_slots; i < slots; i++) slot_init(s, &grown[i]);
+  /* The running / last-forward pointers follow their slots into the new array. */
+  if (s->last_forward) s->last_forward = grown + (s->last_forward - s->slots);
+  s->run = NULL;
+  free(s->slots);
+  s->slots = grown;
+  s->num_slots = slots;
+}
+
+int stage_num_slots(const Stage *s) { return s->num_slots; }
 
 void stage_destroy(Stage *s) {
   if (!s) return;
   Backend *be = s->be;
   float **bufs[] = {&s->ping, &s->pong, &s->dh, &s->dxn, &s->dbig1, &s->dbig2, &s->dq, &s->dk,
-                    &s->dv, &s->du, &s->lora_tmp, &s->x_out, &s->dx_out, &s->tmp.inv1,
+                    &s->dv, &s->du, &s->lora_tmp, &s->tmp.inv1,
                     &s->tmp.inv2, &s->tmp.xn1, &s->tmp.xn2, &s->tmp.q, &s->tmp.k, &s->tmp.v,
-                    &s->tmp.att, &s->tmp.lse, &s->tmp.h, &s->tmp.gate, &s->tmp.up, &s->logits,
+                    &s->tmp.att, &s->tmp.lse, &s->tmp.h, &s->tmp.gate, &s->tmp.up,
                     &s->rope_cos, &s->rope_sin, &s->weight_arena, &s->weight_grads,
                     &s->weight_m, &s->weight_v};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (*bufs[i]) be->free(be, *bufs[i]);
   for (int t = 0; t < LORA_NUM_TARGETS; t++) be->free(be, s->tmp.u[t]);
-  if (s->act_arena) be->free(be, s->act_arena);
+  for (int i = 0; i < s->num_slots; i++) slot_free(be, &s->slots[i]);
+  free(s->slots);
   lora_set_destroy(be, s->lora);
-  if (s->targets) be->free(be, s->targets);
-  if (s->tokens) be->free(be, s->tokens);
-  free(s->acts);
   free(s->w.layers);
   free(s);
 }
@@ -167,7 +203,9 @@ void stage_max_shape(const Stage *s, int *max_B, int *max_T) {
   *max_T = s->max_T;
 }
 LoraSet *stage_lora(Stage *s) { return s->lora; }
-const float *stage_logits(const Stage *s) { return s->logits; }
+const float *stage_logits(const Stage *s) {
+  return s->last_forward ? s->last_forward->logits : s->slots[0].logits;
+}
 
 StageMemory stage_memory(const Stage *s) {
   StageMemory m;
@@ -177,7 +215,8 @@ StageMemory stage_memory(const Stage *s) {
   m.grads = lora_bytes;
   m.optimizer = 2 * lora_bytes;
   m.activations = s->act_peak;
-  m.activation_arena = s->act_capacity;
+  m.activation_arena = 0;
+  for (int i = 0; i < s->num_slots; i++) m.activation_arena += s->slots[i].capacity;
   m.workspace = s->workspace_bytes;
   return m;
 }

@@ -1,6 +1,7 @@
 /* The Llama-family model as pipeline stages: a Stage owns decoder layers [l0, l1), plus the
  * embedding when l0 == 0 and the final norm, LM head and loss when l1 == L.
- * stage_forward / stage_backward run one micro-batch under a per-layer PassPlan. */
+ * stage_forward / stage_backward run one micro-batch under a per-layer PassPlan, in one of
+ * the stage's micro-batch slots, so a pipeline can hold several micro-batches at once. */
 #ifndef TV_MODEL_H
 #define TV_MODEL_H
 
@@ -47,12 +48,14 @@ typedef enum {
 
 /* What one pass does with each layer of the stage. Index by (l - l0). */
 typedef struct {
-  /* dLoss/da_l is written here during backward (caller memory [N, D]) when not NULL. */
+  /* dLoss/da_l is written here during backward when not NULL: caller memory [rows, D] for
+   * the whole batch; a micro-batch writes its rows, from its row_offset on. */
   float *record_grad_a;
   /* ||dLoss/da_l||^2 of each micro-batch is added here (+=) during backward when not NULL:
    * the T-Vaccine probe's norms without a [N, D] buffer. */
   double *grad_a_sum_squares;
-  /* Added to a_l in forward (caller memory [N, D], constant) when not NULL. */
+  /* Added to a_l in forward when not NULL: constant caller memory [rows, D] for the whole
+   * batch, read from the micro-batch's row_offset on. */
   const float *perturb;
   LayerKeep keep_activations;
   /* Bitmask of the LoRA targets (1u << LoraTarget) whose gradients this pass accumulates;
@@ -77,11 +80,17 @@ typedef struct {
 
 typedef struct Stage Stage;
 
-/* A stage of layers [l0, l1) for micro-batches of up to max_B rows of max_T tokens.
- * Allocates weights (zero), LoRA, gradients and the activation arena on the backend. */
+/* A stage of layers [l0, l1) for micro-batches of up to max_B rows of max_T tokens, with
+ * one micro-batch slot. Allocates weights (zero), LoRA, gradients and workspace on the
+ * backend; each slot's activation arena grows with the plans it runs. */
 Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0, int l1,
                     int max_B, int max_T);
 void stage_destroy(Stage *s);
+/* Room for `slots` micro-batches in flight at once (never shrinks). Each slot holds its own
+ * records, outputs, and on the end stages its tokens, targets and logits. Not while a
+ * forward awaits its backward. */
+void stage_reserve_slots(Stage *s, int slots);
+int stage_num_slots(const Stage *s);
 
 int stage_first_layer(const Stage *s);
 int stage_end_layer(const Stage *s); /* l1 */
@@ -105,23 +114,27 @@ typedef struct {
   const int32_t *targets; /* [B, T] host: last stage's next-token ids, < 0 ignored; NULL = no
                              loss (e.g. logits only) */
   int B, T;
-  /* Index of this micro-batch's first row within the whole batch, so the dropout streams
-   * and therefore the masks do not depend on the split into micro-batches. */
+  /* Index of this micro-batch's first token row (sequence row * T) within the whole batch,
+   * so the dropout streams and therefore the masks do not depend on the split into
+   * micro-batches, and the layer plans' record_grad_a / perturb are read at these rows. */
   int row_offset;
+  int slot; /* the stage slot that holds this micro-batch until its backward, < num_slots */
   float loss_scale; /* the last stage returns loss_scale * sum CE (1 / targets of the batch) */
 } MicroBatch;
 
-/* One micro-batch forward. The first stage reads mb->tokens, the others mb->x_in. The last
- * stage returns the scaled loss; the others return 0 and leave the output hidden state at
- * *x_out (stage-owned [B*T, D]). */
+/* One micro-batch forward into slot mb->slot (whose previous micro-batch is dropped). The
+ * first stage reads mb->tokens, the others mb->x_in (free again on return). The last stage
+ * returns the scaled loss; the others return 0 and leave the output hidden state at *x_out
+ * (the slot's [B*T, D], valid until the next forward into the slot). */
 double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float **x_out);
 
-/* Backward of the last stage_forward (same plan and micro-batch). dy_in: gradient of this stage's output
- * (ignored on the last stage, which starts from the loss). LoRA gradients accumulate (+=)
- * into the LoRA set's gradients for the targets in train_targets; dLoss/da_l is written for layers
- * with record_grad_a. When the stage below needs a gradient (not the first stage and
- * backward_stop < l0), *dx_out points at it (stage-owned [B*T, D]); otherwise NULL. */
-void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out);
+/* Backward of the last stage_forward into `slot` (same plan). dy_in: gradient of this
+ * stage's output (ignored on the last stage, which starts from the loss; free again on
+ * return). LoRA gradients accumulate (+=) into the LoRA set's gradients for the targets in
+ * train_targets; dLoss/da_l is written for layers with record_grad_a. When the stage below
+ * needs a gradient (not the first stage and backward_stop < l0), *dx_out points at it (the
+ * slot's [B*T, D], valid until the next backward of the slot); otherwise NULL. */
+void stage_backward(Stage *s, const PassPlan *plan, int slot, const float *dy_in, float **dx_out);
 
 /* Full-parameter training: allocates gradients and AdamW moments shaped like the weights. */
 void stage_enable_full_training(Stage *s);
@@ -142,8 +155,8 @@ const float *stage_logits(const Stage *s);
 /* Bytes held on the stage's backend, by class. */
 typedef struct {
   size_t weights, lora, grads, optimizer;
-  size_t activations; /* peak bytes kept for backward since the last reset */
-  size_t activation_arena; /* bytes the arena holds: what the largest plan so far kept */
+  size_t activations; /* peak bytes kept for backward (all slots) since the last reset */
+  size_t activation_arena; /* bytes the slots' arenas hold: what the largest plans kept */
   size_t workspace;   /* fixed per-layer working buffers, the same for every plan */
 } StageMemory;
 StageMemory stage_memory(const Stage *s);

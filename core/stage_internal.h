@@ -18,6 +18,28 @@ typedef struct {
   float *u[7];        /* [N, r] LoRA down-projections A dropout(x) per target */
 } LayerActs;
 
+/* One micro-batch in flight through the stage: its activation records in its own arena
+ * region, its shape and rows, and the buffers the pipeline sends from. A slot is taken by
+ * stage_forward and read by the matching stage_backward; the pipeline keeps up to m of them
+ * busy at once, so every per-micro-batch buffer lives here and nothing else does. */
+typedef struct {
+  /* Bump allocator, reset by every forward into the slot; grown (never shrunk) by a
+   * forward whose plan needs more than any before. */
+  char *arena;
+  size_t capacity, used;
+  LayerActs *acts;       /* [l1 - l0] records of this micro-batch (pointers into arena or tmp) */
+  float *x_final;        /* [N, D] last stage: input of the final norm (kept for backward) */
+  float *inv_final;      /* [N] */
+  float *x_final_normed; /* [N, D] final-norm output (kept only for full training) */
+  float *logits;         /* [N, V] last stage */
+  int32_t *tokens;       /* [N] first stage: this micro-batch's tokens (backend memory) */
+  int32_t *targets;      /* [N] last stage: this micro-batch's targets (backend memory) */
+  float *x_out, *dx_out; /* [N, D] stage outputs, read by transfers still in flight */
+  int B, T, row_offset, has_forward;
+  float loss_scale;
+  LoraPass lora_pass; /* the adapters' context for this micro-batch (set by stage_forward) */
+} StageSlot;
+
 struct Stage {
   Backend *be;
   LlamaConfig cfg;
@@ -30,34 +52,23 @@ struct Stage {
   LoraSet *lora;
   float *rope_cos, *rope_sin; /* [max_T, Dh/2] */
 
-  /* Activation arena: a bump allocator reset by every forward; grown (never shrunk) by a
-   * forward whose plan needs more than any before. */
-  char *act_arena;
-  size_t act_capacity, act_used, act_peak;
+  StageSlot *slots;   /* [num_slots] */
+  int num_slots;
+  StageSlot *run;     /* the slot of the forward or backward now running */
+  StageSlot *last_forward; /* whose logits stage_logits returns */
+  size_t act_used, act_peak; /* arena bytes held by all slots now, and the peak */
 
-  LayerActs *acts;     /* [l1 - l0] this pass's records (pointers into arena or tmp) */
   LayerActs tmp;       /* scratch record for layers that keep nothing / are recomputed */
-  float *x_final;      /* [N, D] last stage: input of the final norm (kept for backward) */
-  float *inv_final;    /* [N] */
-  float *x_final_normed; /* [N, D] final-norm output (kept only for full training) */
-  float *logits;       /* [N, V] last stage */
-  int32_t *tokens;     /* [N] first stage: this pass's tokens (backend memory) */
-  int32_t *targets;    /* [N] last stage: this pass's targets (backend memory) */
 
-  /* Workspace for backward and for hidden states that are not kept. */
+  /* Workspace for backward and for hidden states that are not kept, shared by the slots
+   * (one micro-batch computes at a time). */
   float *ping, *pong;  /* [N, D] */
   float *dh, *dxn;     /* [N, D] */
   float *dbig1, *dbig2; /* [N, max(F, H*Dh)] */
   float *dq, *dk, *dv;  /* [N, H*Dh], [N, Hkv*Dh] x2 */
   float *du;            /* [N, r] */
   float *lora_tmp;      /* [N, max(D, F, H*Dh)] dropout(x) regenerated / dropout backward */
-  float *x_out, *dx_out; /* [N, D] stage outputs */
   size_t workspace_bytes;
-
-  /* Remembered from the last forward for the matching backward. */
-  int B, T, row_offset, has_forward;
-  float loss_scale;
-  LoraPass lora_pass; /* the adapters' context for this micro-batch (set by stage_forward) */
 };
 
 #endif

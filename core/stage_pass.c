@@ -1,5 +1,5 @@
-/* One micro-batch through a stage: forward and backward of the decoder layers under a
- * PassPlan (record dLoss/da_l, add e_l, keep or recompute, train or freeze, stop early).
+/* One micro-batch through a stage, in one of its slots: forward and backward of the
+ * decoder layers under a PassPlan (record dLoss/da_l, add e_l, keep or recompute, train or freeze, stop early).
  * Shapes: N = B*T rows, D width, HD = H*Dh, KD = Hkv*Dh, F MLP width, r LoRA rank. */
 #include <string.h>
 
@@ -9,11 +9,14 @@
 /* Arena bytes of one piece: every piece starts on a 64-byte boundary. */
 static size_t arena_bytes(size_t floats) { return (floats * sizeof(float) + 63) / 64 * 64; }
 
+/* Takes from the running slot's arena; the stage counts what all slots hold together. */
 static float *act_take(Stage *s, size_t floats) {
+  StageSlot *sl = s->run;
   size_t bytes = arena_bytes(floats);
-  TV_CHECK(s->act_used + bytes <= s->act_capacity, "activation arena overflow (%zu + %zu > %zu)",
-           s->act_used, bytes, s->act_capacity);
-  float *p = (float *)(s->act_arena + s->act_used);
+  TV_CHECK(sl->used + bytes <= sl->capacity, "activation arena overflow (%zu + %zu > %zu)",
+           sl->used, bytes, sl->capacity);
+  float *p = (float *)(sl->arena + sl->used);
+  sl->used += bytes;
   s->act_used += bytes;
   if (s->act_used > s->act_peak) s->act_peak = s->act_used;
   return p;
@@ -28,11 +31,11 @@ static float *grad_of(const Stage *s, const float *w) {
 static void proj_forward(Stage *s, int l, LoraTarget t, LayerActs *A, float *y, const float *x,
                          const float *W, const float *bias) {
   Backend *be = s->be;
-  int N = s->B * s->T, in, out;
+  int N = s->run->B * s->run->T, in, out;
   lora_target_shape(t, &s->cfg, &in, &out);
   be->gemm_weight(be, 0, 1, N, out, in, 1.0f, x, in, weight_f32(W), in, 0.0f, y, out);
   if (bias) be->add_bias(be, y, bias, N, out);
-  lora_forward(&s->lora_pass, l, t, x, A->u[t], y);
+  lora_forward(&s->run->lora_pass, l, t, x, A->u[t], y);
 }
 
 /* What proj_backward reads and where it writes: dy of the output, the forward's input x and
@@ -48,7 +51,7 @@ typedef struct {
 static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t,
                           const LayerActs *A, const ProjGrad *g) {
   Backend *be = s->be;
-  int N = s->B * s->T, in, out;
+  int N = s->run->B * s->run->T, in, out;
   int train = (int)((plan->layers[l - s->l0].train_targets >> t) & 1u);
   lora_target_shape(t, &s->cfg, &in, &out);
   if (plan->train_base) /* dW[out,in] += dy^T x: the base weight sees x without dropout */
@@ -56,7 +59,7 @@ static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t,
   if (g->dx)
     be->gemm_weight(be, 0, 0, N, in, out, 1.0f, g->dy, out, weight_f32(g->W), in,
                     g->accumulate ? 1.0f : 0.0f, g->dx, in);
-  lora_backward(&s->lora_pass, l, t, g->dy, g->x, A->u[t], g->dx, train);
+  lora_backward(&s->run->lora_pass, l, t, g->dy, g->x, A->u[t], g->dx, train);
 }
 
 /* y = h + MLP(norm(h)), h = x + a_l (+ e_l), a_l = o_proj(Attn(norm(x))). A->x_in is set. */
@@ -78,7 +81,8 @@ static void layer_forward(Stage *s, const PassPlan *plan, int l, LayerActs *A, f
   be->attention_forward(be, &shape, A->q, A->k, A->v, A->att, A->lse);
   /* a_l goes straight into h, then the residual and the perturbation are added. */
   proj_forward(s, l, LORA_O, A, A->h, A->att, w->wo, NULL);
-  if (lp->perturb) be->axpy(be, (size_t)N * D, 1.0f, lp->perturb, A->h);
+  if (lp->perturb) /* the batch's e_l, at this micro-batch's rows */
+    be->axpy(be, (size_t)N * D, 1.0f, lp->perturb + (size_t)s->run->row_offset * D, A->h);
   be->axpy(be, (size_t)N * D, 1.0f, A->x_in, A->h);
   be->rmsnorm_forward(be, A->xn2, A->inv2, A->h, w->mlp_norm, N, D, c->rms_norm_eps);
   proj_forward(s, l, LORA_GATE, A, A->gate, A->xn2, w->w_gate, NULL);
@@ -114,7 +118,9 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   be->axpy(be, (size_t)N * D, 1.0f, dy, s->dh);
 
   /* h = x + a_l + e_l, so dLoss/da_l = dLoss/dh. */
-  if (lp->record_grad_a) be->copy(be, lp->record_grad_a, s->dh, (size_t)N * D * sizeof(float));
+  if (lp->record_grad_a) /* the batch's buffer, at this micro-batch's rows */
+    be->copy(be, lp->record_grad_a + (size_t)s->run->row_offset * D, s->dh,
+             (size_t)N * D * sizeof(float));
   if (lp->grad_a_sum_squares) *lp->grad_a_sum_squares += be->sum_squares(be, (size_t)N * D, s->dh);
   /* Nothing below a_l is wanted from this layer: no attention LoRA to train, no dx. */
   if (!(train & LORA_ATTENTION_TARGETS) && !dx && !plan->train_base) return;
@@ -218,25 +224,30 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   const int32_t *tokens = mb->tokens, *targets = mb->targets;
   TV_CHECK(B >= 1 && B <= s->max_B && T >= 1 && T <= s->max_T,
            "micro-batch %d x %d exceeds the stage's %d x %d", B, T, s->max_B, s->max_T);
+  TV_CHECK(mb->slot >= 0 && mb->slot < s->num_slots, "micro-batch slot %d outside the stage's %d",
+           mb->slot, s->num_slots);
   int N = B * T, D = c->hidden_size, first = stage_is_first(s), last = stage_is_last(s);
   int bstop = plan->backward_stop;
-  s->B = B, s->T = T, s->row_offset = row_offset, s->loss_scale = mb->loss_scale;
-  s->lora_pass = (LoraPass){.be = be,
+  StageSlot *sl = &s->slots[mb->slot];
+  s->run = s->last_forward = sl;
+  sl->B = B, sl->T = T, sl->row_offset = row_offset, sl->loss_scale = mb->loss_scale;
+  sl->lora_pass = (LoraPass){.be = be,
                             .set = s->lora,
                             .pass_seed = plan->pass_seed,
                             .row_offset = row_offset,
                             .N = N,
                             .scratch = s->lora_tmp,
                             .du = s->du};
-  s->act_used = 0;
-  s->has_forward = 1;
-  /* Grow the arena when this plan keeps more than any before; the records of the previous
-   * forward are dead (its backward has run). */
+  s->act_used -= sl->used;
+  sl->used = 0;
+  sl->has_forward = 1;
+  /* Grow the slot's arena when this plan keeps more than any before; the records of the
+   * slot's previous micro-batch are dead (its backward has run, or it had none). */
   size_t need = forward_arena_bytes(s, plan, (size_t)N);
-  if (need > s->act_capacity) {
-    if (s->act_arena) be->free(be, s->act_arena);
-    s->act_arena = be->alloc(be, need);
-    s->act_capacity = need;
+  if (need > sl->capacity) {
+    if (sl->arena) be->free(be, sl->arena);
+    sl->arena = be->alloc(be, need);
+    sl->capacity = need;
   }
 
   /* A layer's input is kept in the arena when the layer will run backward; otherwise
@@ -245,8 +256,8 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   if (bstop <= s->l0) cur = act_take(s, (size_t)N * D);
   if (first) {
     check_ids(tokens, N, c->vocab_size, 0, "input token");
-    be->from_host(be, s->tokens, tokens, (size_t)N * sizeof(int32_t));
-    be->embedding_forward(be, cur, s->w.embed, s->tokens, N, D);
+    be->from_host(be, sl->tokens, tokens, (size_t)N * sizeof(int32_t));
+    be->embedding_forward(be, cur, s->w.embed, sl->tokens, N, D);
   } else {
     TV_CHECK(mb->x_in, "a stage after the first needs its input hidden state");
     be->copy(be, cur, mb->x_in, (size_t)N * D * sizeof(float));
@@ -254,7 +265,7 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
 
   for (int l = s->l0; l < s->l1; l++) {
     const LayerPlan *lp = &plan->layers[l - s->l0];
-    LayerActs *A = &s->acts[l - s->l0];
+    LayerActs *A = &sl->acts[l - s->l0];
     int has_backward = l >= bstop;
     TV_CHECK(lp->keep_activations != LAYER_KEEP_FOR_INPUT_GRAD ||
                  (!lp->train_targets && !plan->train_base),
@@ -271,58 +282,65 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
     else if (last)
       dest = has_backward ? act_take(s, (size_t)N * D) : other(s, cur);
     else
-      dest = s->x_out;
+      dest = sl->x_out;
     layer_forward(s, plan, l, A, dest, B, T);
     cur = dest;
   }
 
   if (!last) {
-    TV_CHECK(s->act_used == need, "activation arena: took %zu bytes, planned %zu", s->act_used,
-             need);
+    TV_CHECK(sl->used == need, "activation arena: took %zu bytes, planned %zu", sl->used, need);
     if (x_out) *x_out = cur;
     return 0.0;
   }
   /* Final norm, head, loss. The normed state is only an input of the frozen head's GEMM,
    * so it lives in workspace; x_final and its rms are kept for backward. */
-  s->x_final = cur;
-  s->inv_final = s->l1 - 1 >= bstop ? act_take(s, (size_t)N) : s->tmp.inv1;
+  sl->x_final = cur;
+  sl->inv_final = s->l1 - 1 >= bstop ? act_take(s, (size_t)N) : s->tmp.inv1;
   /* Full training needs the normed state again for the head's weight gradient. */
   float *xnf = plan->train_base && s->l1 - 1 >= bstop ? act_take(s, (size_t)N * D) : s->tmp.xn1;
-  s->x_final_normed = xnf;
-  TV_CHECK(s->act_used == need, "activation arena: took %zu bytes, planned %zu", s->act_used, need);
-  be->rmsnorm_forward(be, xnf, s->inv_final, cur, s->w.final_norm, N, D, c->rms_norm_eps);
+  sl->x_final_normed = xnf;
+  TV_CHECK(sl->used == need, "activation arena: took %zu bytes, planned %zu", sl->used, need);
+  be->rmsnorm_forward(be, xnf, sl->inv_final, cur, s->w.final_norm, N, D, c->rms_norm_eps);
   be->gemm_weight(be, 0, 1, N, c->vocab_size, D, 1.0f, xnf, D, weight_f32(s->w.lm_head), D, 0.0f,
-                  s->logits, c->vocab_size);
+                  sl->logits, c->vocab_size);
   if (x_out) *x_out = NULL;
   if (!targets) return 0.0;
   check_ids(targets, N, c->vocab_size, 1, "target token");
-  be->from_host(be, s->targets, targets, (size_t)N * sizeof(int32_t));
-  double sum = be->cross_entropy(be, s->logits, NULL, s->targets, N, c->vocab_size, 1.0f);
+  be->from_host(be, sl->targets, targets, (size_t)N * sizeof(int32_t));
+  double sum = be->cross_entropy(be, sl->logits, NULL, sl->targets, N, c->vocab_size, 1.0f);
   return sum * mb->loss_scale;
 }
 
-void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **dx_out) {
+void stage_backward(Stage *s, const PassPlan *plan, int slot, const float *dy_in, float **dx_out) {
   Backend *be = s->be;
   const LlamaConfig *c = &s->cfg;
-  TV_CHECK(s->has_forward, "stage_backward without a matching stage_forward");
-  s->has_forward = 0;
-  int B = s->B, T = s->T, N = B * T, D = c->hidden_size, V = c->vocab_size;
+  TV_CHECK(slot >= 0 && slot < s->num_slots, "micro-batch slot %d outside the stage's %d", slot,
+           s->num_slots);
+  StageSlot *sl = &s->slots[slot];
+  TV_CHECK(sl->has_forward, "stage_backward of slot %d without a matching stage_forward", slot);
+  sl->has_forward = 0;
+  s->run = sl;
+  int B = sl->B, T = sl->T, N = B * T, D = c->hidden_size, V = c->vocab_size;
   int bstop = plan->backward_stop;
   if (dx_out) *dx_out = NULL;
-  if (bstop >= s->l1) return; /* no layer of this stage runs backward */
+  if (bstop >= s->l1) { /* no layer of this stage runs backward; the slot kept nothing */
+    s->act_used -= sl->used;
+    sl->used = 0;
+    return;
+  }
 
   const float *dy = dy_in;
   if (stage_is_last(s)) {
     /* dlogits in place over the logits, then through the frozen head and the final norm. */
-    be->cross_entropy(be, s->logits, s->logits, s->targets, N, V, s->loss_scale);
-    be->gemm_weight(be, 0, 0, N, D, V, 1.0f, s->logits, V, weight_f32(s->w.lm_head), D, 0.0f,
+    be->cross_entropy(be, sl->logits, sl->logits, sl->targets, N, V, sl->loss_scale);
+    be->gemm_weight(be, 0, 0, N, D, V, 1.0f, sl->logits, V, weight_f32(s->w.lm_head), D, 0.0f,
                     s->dh, D);
     if (plan->train_base) /* dHead[V,D] += dlogits^T xnf (the embedding's when tied) */
-      be->gemm(be, 1, 0, V, D, N, 1.0f, s->logits, V, s->x_final_normed, D, 1.0f,
+      be->gemm(be, 1, 0, V, D, N, 1.0f, sl->logits, V, sl->x_final_normed, D, 1.0f,
                grad_of(s, s->w.lm_head), D);
     float *dfinal = plan->train_base ? grad_of(s, s->w.final_norm) : NULL;
-    be->rmsnorm_backward(be, s->ping, dfinal, s->dh, s->x_final, s->w.final_norm, s->inv_final, N,
-                         D);
+    be->rmsnorm_backward(be, s->ping, dfinal, s->dh, sl->x_final, s->w.final_norm, sl->inv_final,
+                         N, D);
     dy = s->ping;
   }
   TV_CHECK(dy, "a stage before the last needs the gradient of its output");
@@ -330,7 +348,7 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
   int lowest = bstop > s->l0 ? bstop : s->l0;
   for (int l = s->l1 - 1; l >= lowest; l--) {
     const LayerPlan *lp = &plan->layers[l - s->l0];
-    LayerActs *A = &s->acts[l - s->l0];
+    LayerActs *A = &sl->acts[l - s->l0];
     if (lp->keep_activations == LAYER_RECOMPUTE) {
       /* Rebuild the record from the kept input; dropout masks and e_l come out the same. */
       float *x_saved = A->x_in;
@@ -344,14 +362,17 @@ void stage_backward(Stage *s, const PassPlan *plan, const float *dy_in, float **
       if (l > s->l0)
         dx = dy == s->ping ? s->pong : s->ping;
       else if (!stage_is_first(s))
-        dx = s->dx_out;
+        dx = sl->dx_out;
     } else if (plan->train_base && l == 0) {
-      dx = s->dx_out; /* the embedding's gradient */
+      dx = sl->dx_out; /* the embedding's gradient */
     }
     layer_backward(s, plan, l, A, dy, dx, B, T);
     dy = dx;
   }
   if (plan->train_base && stage_is_first(s) && bstop <= s->l0)
-    be->embedding_backward(be, grad_of(s, s->w.embed), s->dx_out, s->tokens, N, D);
-  if (dx_out && !stage_is_first(s) && bstop < s->l0) *dx_out = s->dx_out;
+    be->embedding_backward(be, grad_of(s, s->w.embed), sl->dx_out, sl->tokens, N, D);
+  if (dx_out && !stage_is_first(s) && bstop < s->l0) *dx_out = sl->dx_out;
+  /* The slot's records are dead now: the next forward into it may take them. */
+  s->act_used -= sl->used;
+  sl->used = 0;
 }

@@ -4,25 +4,10 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "check.h"
-
-struct Comm {
-  int rank, size, local_rank;
-  int initialized_here;
-  MPI_Comm world;
-};
-
-#define MPI_CHECK(call)                                                   \
-  do {                                                                    \
-    int mpi_rc_ = (call);                                                 \
-    if (mpi_rc_ != MPI_SUCCESS) {                                         \
-      char mpi_msg_[MPI_MAX_ERROR_STRING];                                \
-      int mpi_len_ = 0;                                                   \
-      MPI_Error_string(mpi_rc_, mpi_msg_, &mpi_len_);                     \
-      tv_fatal_at(__FILE__, __LINE__, "%s failed: %s", #call, mpi_msg_); \
-    }                                                                     \
-  } while (0)
+#include "comm_internal.h"
 
 /* With other ranks running, only MPI_Abort stops them all (no rank may hang). A lone rank
  * just finalises and exits, so a user's mistake ends in its one error line, not MPI's banner. */
@@ -38,6 +23,17 @@ static void abort_all_ranks(int code) {
   exit(code);
 }
 
+/* Ranks after the first hold their error line back for a moment: a mistake in the shared
+ * config or data is found by every rank, and rank 0's line and MPI_Abort come first, so it
+ * prints once. A rank that alone finds an error prints it a moment later. Hooks carry no
+ * context, hence this process-wide copy of the rank. */
+static int report_rank = 0, report_size = 1;
+static void hold_back_report(void) {
+  if (report_rank == 0 || report_size == 1) return;
+  struct timespec wait = {.tv_sec = 2, .tv_nsec = 0};
+  nanosleep(&wait, NULL);
+}
+
 Comm *comm_init(int *argc, char ***argv) {
   Comm *c = tv_calloc(1, sizeof(Comm));
   int up = 0;
@@ -50,6 +46,8 @@ Comm *comm_init(int *argc, char ***argv) {
   c->world = MPI_COMM_WORLD;
   MPI_CHECK(MPI_Comm_rank(c->world, &c->rank));
   MPI_CHECK(MPI_Comm_size(c->world, &c->size));
+  report_rank = c->rank, report_size = c->size;
+  tv_set_report_hook(hold_back_report);
   MPI_Comm node;
   MPI_CHECK(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
   MPI_CHECK(MPI_Comm_rank(node, &c->local_rank));
@@ -60,7 +58,9 @@ Comm *comm_init(int *argc, char ***argv) {
 void comm_finalize(Comm *c) {
   if (!c) return;
   tv_set_abort_hook(NULL);
+  tv_set_report_hook(NULL);
   if (c->initialized_here) MPI_Finalize();
+  free(c->split);
   free(c);
 }
 
@@ -76,6 +76,55 @@ void comm_split_layers(int L, int ranks, int rank, int *l0, int *l1) {
   int base = L / ranks, extra = L % ranks;
   *l0 = rank * base + (rank < extra ? rank : extra);
   *l1 = *l0 + base + (rank < extra ? 1 : 0);
+}
+
+void comm_split_by_cost(int L, int ranks, double head_cost, int *layers_per_rank) {
+  if (ranks < 1 || ranks > L)
+    tv_die("cannot split %d decoder layers over %d ranks: every rank needs at least one layer",
+           L, ranks);
+  if (ranks == 1) {
+    layers_per_rank[0] = L;
+    return;
+  }
+  /* Layers are alike, so only the last stage's size matters; the rest split evenly. */
+  int even_last = L / ranks, best = -1;
+  double best_cost = 0;
+  for (int k = 1; k <= L - (ranks - 1); k++) {
+    int rest = L - k, biggest = (rest + ranks - 2) / (ranks - 1);
+    double cost = k + head_cost > biggest ? k + head_cost : biggest;
+    if (best < 0 || cost < best_cost - 1e-9 ||
+        (cost < best_cost + 1e-9 && abs(k - even_last) < abs(best - even_last)))
+      best = k, best_cost = cost;
+  }
+  int rest = L - best, others = ranks - 1;
+  for (int r = 0; r < others; r++) layers_per_rank[r] = rest / others + (r < rest % others);
+  layers_per_rank[ranks - 1] = best;
+}
+
+void comm_set_layer_split(Comm *c, int L, const int *layers_per_rank) {
+  free(c->split);
+  c->split = NULL;
+  if (!layers_per_rank) return;
+  int sum = 0;
+  for (int r = 0; r < c->size; r++) {
+    if (layers_per_rank[r] < 1) tv_die("stage %d of the layer split has %d layers; each needs one", r, layers_per_rank[r]);
+    sum += layers_per_rank[r];
+  }
+  if (sum != L) tv_die("the layer split covers %d layers; the model has %d", sum, L);
+  c->split = tv_malloc((size_t)c->size * sizeof(int));
+  for (int r = 0; r < c->size; r++) c->split[r] = layers_per_rank[r];
+  c->split_L = L;
+}
+
+void comm_rank_layers(const Comm *c, int L, int rank, int *l0, int *l1) {
+  if (!c->split || c->split_L != L) {
+    comm_split_layers(L, c->size, rank, l0, l1);
+    return;
+  }
+  TV_CHECK(rank >= 0 && rank < c->size, "rank %d outside [0, %d)", rank, c->size);
+  *l0 = 0;
+  for (int r = 0; r < rank; r++) *l0 += c->split[r];
+  *l1 = *l0 + c->split[rank];
 }
 
 void comm_allreduce_sum(Comm *c, double *values, int n) {
@@ -96,7 +145,7 @@ void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, v
            block_bytes * (size_t)L);
   for (int r = 0; r < c->size; r++) {
     int a, b;
-    comm_split_layers(L, c->size, r, &a, &b);
+    comm_rank_layers(c, L, r, &a, &b);
     counts[r] = (int)((size_t)(b - a) * block_bytes);
     displs[r] = (int)((size_t)a * block_bytes);
   }
@@ -109,4 +158,12 @@ void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, v
 int comm_allreduce_max_int(Comm *c, int value) {
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MAX, c->world));
   return value;
+}
+
+int comm_first_rank_differing(Comm *c, uint64_t value) {
+  uint64_t root = value;
+  MPI_CHECK(MPI_Bcast(&root, 1, MPI_UINT64_T, 0, c->world));
+  int first = root == value ? c->size : c->rank;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, c->world));
+  return first < c->size ? first : -1;
 }

@@ -4,6 +4,7 @@
 #define TV_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct Comm Comm;
 
@@ -20,6 +21,16 @@ int comm_local_rank(const Comm *c); /* rank among the ranks of this node = its G
  * there are more ranks than layers. */
 void comm_split_layers(int L, int ranks, int rank, int *l0, int *l1);
 
+/* Stage sizes that balance an estimated cost: each decoder layer costs 1 and the last stage's
+ * final norm, head and loss cost head_cost layers more (the embedding lookup is cheap).
+ * Contiguous, at least one layer a stage; ties keep the even split's last stage. Pure. */
+void comm_split_by_cost(int L, int ranks, double head_cost, int *layers_per_rank);
+/* Use these stage sizes ([size], summing to L) for c's ranks from now on; NULL: the even
+ * split of comm_split_layers. Checked: one error line when they do not fit. */
+void comm_set_layer_split(Comm *c, int L, const int *layers_per_rank);
+/* Layers [l0, l1) of `rank` under c's split (the even one unless set). */
+void comm_rank_layers(const Comm *c, int L, int rank, int *l0, int *l1);
+
 /* Element-wise sum over all ranks, in place. Doubles, so the result of adding per-rank
  * partial sums does not depend on float rounding of the transport. */
 void comm_allreduce_sum(Comm *c, double *values, int n);
@@ -27,9 +38,13 @@ void comm_broadcast(Comm *c, void *buf, size_t bytes, int root);
 void comm_barrier(Comm *c);
 
 /* Gathers per-layer blocks on rank 0: each rank holds the blocks of its own layers
- * [l0, l1) (comm_split_layers of L) contiguously in `local`; rank 0 receives all L blocks in
+ * [l0, l1) (comm_rank_layers of L) contiguously in `local`; rank 0 receives all L blocks in
  * layer order in `all` (ignored elsewhere). */
 void comm_gather_layers(Comm *c, const void *local, size_t block_bytes, int L, void *all);
+
+/* The lowest rank whose `value` differs from rank 0's, or -1 when all agree (collective):
+ * ranks compare digests of what each read on its own (config, data files). */
+int comm_first_rank_differing(Comm *c, uint64_t value);
 
 /* Largest value of an int over all ranks (e.g. "any rank was asked to stop"). */
 int comm_allreduce_max_int(Comm *c, int value);

@@ -17,6 +17,7 @@ enum { PREFILL_ROWS = 256 };
 /* One generate_greedy call: where this rank stands, the outputs, and scratch sized once. */
 typedef struct {
   Comm *comm;
+  P2p *p2p; /* the hidden states between stages (several ranks only) */
   Stage *s;
   Backend *be;
   int rank, size;
@@ -60,14 +61,14 @@ static int prompt_len(const Gen *g, size_t i) {
 static const float *receive_rows(Gen *g, size_t rows) {
   if (stage_is_first(g->s)) return NULL;
   int D = stage_config(g->s)->hidden_size;
-  p2p_recv(g->comm, g->recv_buf, rows * D, g->rank - 1, P2P_TAG_ACTIVATION);
+  p2p_recv(g->p2p, g->recv_buf, rows * D, g->rank - 1, P2P_TAG_ACTIVATION);
   return g->recv_buf;
 }
 
 static void send_rows(Gen *g, const float *x, size_t rows) {
   if (stage_is_last(g->s)) return;
   int D = stage_config(g->s)->hidden_size;
-  p2p_send(g->comm, x, rows * D, g->rank + 1, P2P_TAG_ACTIVATION);
+  p2p_send(g->p2p, x, rows * D, g->rank + 1, P2P_TAG_ACTIVATION);
 }
 
 /* The last stage's picks next[0 .. count) reach every rank. */
@@ -222,6 +223,7 @@ void generate_greedy(Comm *comm, Stage *s, const GenerateOptions *o, const Promp
   g.active = tv_malloc((size_t)nb_max * sizeof(int));
   g.layer_plans = tv_calloc((size_t)(stage_end_layer(s) - stage_first_layer(s)), sizeof(LayerPlan));
   g.d = o->use_cache ? decoder_create(s, nb_max, ctx, (int)rows_max) : NULL;
+  g.p2p = g.size > 1 ? p2p_create(comm, 1) : NULL;
 
   for (size_t b0 = 0; b0 < p->n; b0 += (size_t)nb_max) {
     int nb = p->n - b0 < (size_t)nb_max ? (int)(p->n - b0) : nb_max;
@@ -233,6 +235,7 @@ void generate_greedy(Comm *comm, Stage *s, const GenerateOptions *o, const Promp
     if (o->on_batch && g.rank == 0) o->on_batch(o->ctx, b0 + (size_t)nb, p->n);
   }
   decoder_destroy(g.d);
+  p2p_destroy(g.p2p);
   free(g.layer_plans);
   free(g.active);
   free(g.next);

@@ -1,26 +1,62 @@
-/* One pass of a PassPlan over a batch, split into micro-batches that flow forward through
- * the stages of all ranks and back. Schedule: one micro-batch in flight at a time (each
- * stage keeps one activation set); with one rank this is a loop over micro-batches. */
+/* One pass of a PassPlan over a batch, split into m micro-batches that flow forward through
+ * the stages of all ranks and back. The schedule is data: each rank's ordered list of
+ * forward / backward operations (warm-up, steady 1F1B, cool-down; or GPipe), run with
+ * non-blocking transfers posted ahead, so a rank computes while its neighbours send. */
 #ifndef TV_PIPELINE_H
 #define TV_PIPELINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "batch.h"
 #include "comm.h"
 #include "model.h"
+#include "schedule.h"
+
+typedef enum { PIPE_FORWARD = 0, PIPE_BACKWARD = 1 } PipeOpKind;
+typedef struct {
+  PipeOpKind kind;
+  int micro; /* micro-batch index, 0 .. m-1 */
+} PipeOp;
+
+/* The operations of stage `rank` of P for m micro-batches, in order, into ops (room for
+ * 2m); returns their count. backward = 0: this rank only forwards (m forwards). */
+int pipeline_schedule_ops(PipelineSchedule kind, int P, int rank, int m, int backward,
+                          PipeOp *ops);
+/* Micro-batches stage `rank` holds at once under that schedule: the slots it needs. */
+int pipeline_schedule_slots(PipelineSchedule kind, int P, int rank, int m, int backward);
+
+/* What the last stage's final norm, head and loss cost, in decoder layers: the head's
+ * V x D multiply-adds per token against a layer's projections (attention scores left out on
+ * both sides), for comm_split_by_cost. */
+double pipeline_head_cost(const LlamaConfig *mc);
 
 typedef struct Pipeline Pipeline;
 
-Pipeline *pipeline_create(Comm *comm, Stage *stage, int micro_B);
+/* micro_B rows per micro-batch; the stages of ranks 0 .. P-1 of comm in rank order. */
+Pipeline *pipeline_create(Comm *comm, Stage *stage, int micro_B, PipelineSchedule schedule);
 void pipeline_destroy(Pipeline *p);
 
-/* Runs the plan over the batch (forward, and backward when `backward`). Layer plans'
- * record_grad_a / perturb point at whole-batch buffers [B*T, D]; each micro-batch uses its
- * rows. Returns the batch loss on every rank. */
+/* Runs the plan over the batch (forward, and backward when `backward`; a rank whose layers
+ * all lie below plan->backward_stop only forwards). Layer plans' record_grad_a / perturb
+ * point at whole-batch buffers [B*T, D]; the stage uses each micro-batch's rows. Every
+ * transfer has completed on return. Returns the batch loss on every rank. */
+double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward);
+
+/* Micro-batches this rank holds at once when running `plan` over `batch` (its schedule's
+ * slots): what its activation records for one micro-batch are multiplied by. */
+int pipeline_micro_batches_held(const Pipeline *p, const PassPlan *plan, const Batch *batch);
+
 /* Bytes of the receive buffers this rank holds (allocated on first use). */
 size_t pipeline_buffer_bytes(const Pipeline *p);
 
-double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward);
+/* What the passes so far cost this rank: seconds inside stage_forward / stage_backward,
+ * seconds waiting for a neighbour (receives and send buffers), bytes sent. */
+typedef struct {
+  double compute_s, wait_s;
+  size_t bytes_sent;
+  int passes;
+} PipelineStats;
+PipelineStats pipeline_stats(const Pipeline *p);
 
 #endif

@@ -39,7 +39,7 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->L = stage_config(stage)->num_layers;
   t->l0 = stage_first_layer(stage);
   t->nl = stage_end_layer(stage) - t->l0;
-  t->pipe = pipeline_create(comm, stage, micro_B);
+  t->pipe = pipeline_create(comm, stage, micro_B, cfg->schedule);
   t->micro_B = micro_B;
   t->layers = tv_calloc((size_t)t->nl, sizeof(LayerPlan));
   t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));
@@ -118,19 +118,27 @@ static float *grad_buffer(Trainer *t, int i, size_t rows) {
   return t->g[i];
 }
 
+/* Rows of one micro-batch of `batch` (what the stage's activation record holds). */
+static size_t micro_rows(const Trainer *t, const Batch *batch) {
+  return (size_t)(batch->B < t->micro_B ? batch->B : t->micro_B) * batch->T;
+}
+
 /* Under ACTIVATIONS_AUTO, frozen layers (no g_l recorded, no e_l added, nothing trained)
  * that would keep their input-gradient record fall back to recompute, highest first, until
- * this stage's record for one micro-batch of `rows` rows fits the budget. Every frozen layer
- * costs one forward to recompute, so only how many keep matters for time. */
-static void fit_activation_budget(Trainer *t, const PassPlan *plan, size_t rows) {
+ * this stage's records for the micro-batches it holds at once fit the budget. Every frozen
+ * layer costs one forward to recompute, so only how many keep matters for time. */
+static void fit_activation_budget(Trainer *t, const PassPlan *plan, const Batch *batch) {
   if (t->cfg.activations != ACTIVATIONS_AUTO) return;
+  size_t rows = micro_rows(t, batch);
+  size_t held = (size_t)pipeline_micro_batches_held(t->pipe, plan, batch);
+  size_t budget = t->cfg.activation_budget / held;
   size_t total = 0;
   for (int i = 0; i < t->nl; i++)
     if (t->l0 + i >= plan->backward_stop)
       total += stage_layer_record_bytes(t->stage, rows, t->layers[i].keep_activations);
   size_t saved = stage_layer_record_bytes(t->stage, rows, LAYER_KEEP_FOR_INPUT_GRAD) -
                  stage_layer_record_bytes(t->stage, rows, LAYER_RECOMPUTE);
-  for (int i = t->nl - 1; i >= 0 && total > t->cfg.activation_budget; i--) {
+  for (int i = t->nl - 1; i >= 0 && total > budget; i--) {
     LayerPlan *lp = &t->layers[i];
     if (t->l0 + i < plan->backward_stop || lp->keep_activations != LAYER_KEEP_FOR_INPUT_GRAD ||
         lp->record_grad_a || lp->perturb)
@@ -138,11 +146,6 @@ static void fit_activation_budget(Trainer *t, const PassPlan *plan, size_t rows)
     lp->keep_activations = LAYER_RECOMPUTE;
     total -= saved;
   }
-}
-
-/* Rows of one micro-batch of `batch` (what the stage's activation record holds). */
-static size_t micro_rows(const Trainer *t, const Batch *batch) {
-  return (size_t)(batch->B < t->micro_B ? batch->B : t->micro_B) * batch->T;
 }
 
 static uint64_t pass_seed(const Trainer *t, int64_t step, int pass) {
@@ -172,7 +175,7 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
           .keep_activations = method_layer_keep(t->cfg.activations, 0, 0),
       };
     PassPlan plan = {.layers = t->layers, .backward_stop = 0, .pass_seed = pass_seed(t, step, 0)};
-    fit_activation_budget(t, &plan, micro_rows(t, probe));
+    fit_activation_budget(t, &plan, probe);
     pipeline_pass(t->pipe, &plan, probe, 1);
     comm_allreduce_sum(t->comm, t->norms, t->L);
     for (int l = 0; l < t->L; l++) t->probe_norms[l] = sqrt(t->norms[l]);
@@ -235,7 +238,7 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
     }
     PassPlan plan1 = {.layers = t->layers, .backward_stop = lowest_active,
                       .pass_seed = pass_seed(t, step, 1)};
-    fit_activation_budget(t, &plan1, micro_rows(t, batch));
+    fit_activation_budget(t, &plan1, batch);
     r->loss_pass1 = pipeline_pass(t->pipe, &plan1, batch, 1);
     recorded_norms_sq(t, rows * D);
     double sum_sq = 0;
@@ -263,7 +266,7 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
   lora_zero_grads(be, lora, t->train);
   PassPlan plan2 = {.layers = t->layers, .backward_stop = lowest,
                     .pass_seed = pass_seed(t, step, 2)};
-  fit_activation_budget(t, &plan2, micro_rows(t, batch));
+  fit_activation_budget(t, &plan2, batch);
   r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
   double sq = trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
@@ -328,3 +331,5 @@ size_t trainer_take_activation_peak(Trainer *t) {
   stage_reset_memory_peak(t->stage);
   return peak;
 }
+
+PipelineStats trainer_pipeline_stats(const Trainer *t) { return pipeline_stats(t->pipe); }

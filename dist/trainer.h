@@ -22,10 +22,11 @@ typedef struct {
   OptimConfig optim;
   uint64_t seed;
   /* What frozen layers in the backward range keep (see ActivationPolicy); auto keeps frozen
-   * layers while this stage's layer records for one micro-batch fit activation_budget bytes
-   * (the last stage's final-norm input comes on top). */
+   * layers while this stage's layer records for the micro-batches it holds at once fit
+   * activation_budget bytes (the last stage's final-norm input comes on top). */
   ActivationPolicy activations;
   size_t activation_budget;
+  PipelineSchedule schedule; /* across ranks; 0 = 1F1B */
 } TrainerConfig;
 
 typedef struct {
@@ -66,7 +67,7 @@ void trainer_restore(Trainer *t, const double *probs, const int *active, int cou
 /* Bytes this rank's trainer and stage hold for steps, peaks since the last
  * trainer_take_memory_peak (which resets them). */
 typedef struct {
-  size_t activations;   /* kept for backward by the stage (one micro-batch) */
+  size_t activations;   /* kept for backward by the stage (every micro-batch in flight) */
   size_t perturbations; /* dLoss/da_l = e_l buffers of the local layers of A */
   size_t receive;       /* pipeline receive buffers (stages after the first) */
   size_t workspace;     /* the stage's fixed working buffers, the same for every method */
@@ -74,6 +75,9 @@ typedef struct {
 TrainerMemory trainer_take_memory_peak(Trainer *t);
 /* What a method adds per step: activations + perturbations + receive buffers. */
 size_t trainer_memory_step_bytes(const TrainerMemory *m);
+
+/* What this rank's pipeline passes cost so far (compute, waits, bytes sent). */
+PipelineStats trainer_pipeline_stats(const Trainer *t);
 
 /* Peak activation bytes of the local stage since the last call (and reset). */
 size_t trainer_take_activation_peak(Trainer *t);

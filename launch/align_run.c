@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,19 @@ static void report_ranks(AlignRun *r, int files, double mapped_mib) {
   free(info);
 }
 
+/* Stage sizes: under dist.split cost, the head (V x D) weighs against a decoder layer's
+ * projections, so the last stage takes fewer layers (config M on 2 ranks: 5 + 3). */
+static void split_layers(AlignRun *r, const LlamaConfig *mc) {
+  int L = mc->num_layers;
+  if (r->cfg.dist.split == SPLIT_COST) {
+    int *sizes = tv_malloc((size_t)r->size * sizeof(int));
+    comm_split_by_cost(L, r->size, pipeline_head_cost(mc), sizes);
+    comm_set_layer_split(r->comm, L, sizes);
+    free(sizes);
+  }
+  comm_rank_layers(r->comm, L, r->rank, &r->l0, &r->l1);
+}
+
 /* A config function's error message, if any, is the run's one error line. */
 static void check_config(const char *err) {
   if (err) tv_die("%s", err);
@@ -77,6 +91,37 @@ static char *run_folder_of_checkpoint(const char *file) {
   if (base == dir) return strcpy(dir, "."), dir;
   dir[base - dir - 1] = 0;
   return dir;
+}
+
+static uint64_t digest_of_file(const char *path) {
+  uint64_t d = RUN_DIGEST_SEED;
+  char err[4200];
+  if (!run_digest_file(path, &d, err, sizeof err)) tv_die("%s", err);
+  return d;
+}
+
+/* Every rank resolves its config and reads its data files itself (on a cluster, possibly
+ * from different disks): rank 0's digests are the reference, and the first rank that
+ * differs ends the run in one line naming it and the file. */
+static void check_ranks_agree(AlignRun *r) {
+  if (r->size == 1) return;
+  const RunConfig *c = &r->cfg;
+  char *yaml = run_config_to_yaml(c);
+  int bad = comm_first_rank_differing(r->comm, run_digest_bytes(RUN_DIGEST_SEED, yaml, strlen(yaml)));
+  free(yaml);
+  if (bad >= 0 && r->rank != 0) comm_barrier(r->comm); /* rank 0 reports and ends the job */
+  if (bad >= 0)
+    tv_die("align: rank %d resolved a different config from rank 0's (config file or --set "
+           "overrides differ): every rank must run the same command", bad);
+  const char *files[] = {c->data, c->method == METHOD_TVACCINE ? c->tvaccine.probe_data : ""};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    if (!files[i][0]) continue;
+    bad = comm_first_rank_differing(r->comm, digest_of_file(files[i]));
+    if (bad >= 0 && r->rank != 0) comm_barrier(r->comm);
+    if (bad >= 0)
+      tv_die("align: %s: rank %d reads different bytes from rank 0: every rank must see the "
+             "same data files", files[i], bad);
+  }
 }
 
 /* New run: defaults <- config file <- overrides in order. Resume: the checkpoint's own config
@@ -244,7 +289,7 @@ static void setup(AlignRun *r) {
   r->hf = hf_model_open(c->model);
   r->model_cfg = hf_model_config(r->hf)->cfg; /* kept: the folder is closed after loading */
   const LlamaConfig *mc = &r->model_cfg;
-  comm_split_layers(mc->num_layers, r->size, r->rank, &r->l0, &r->l1);
+  split_layers(r, mc);
   hf_model_check_stage(r->hf, r->l0, r->l1);
   if (tokenizer_vocab_size(r->tok) > mc->vocab_size)
     tv_die("tokenizer %s: its ids reach %d, beyond the model's vocab_size %d (%s/config.json)",
@@ -294,6 +339,7 @@ static void setup(AlignRun *r) {
   tc.optim.total_steps = r->total_steps;
   tc.seed = c->seed;
   tc.activations = c->activations;
+  tc.schedule = c->dist.schedule;
   tc.activation_budget = (size_t)c->activation_budget_mib << 20;
   r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
   /* The paper activates a quarter of the layers or fewer (8 of 32 for Llama-2-7B, 5 of 28 for
@@ -488,6 +534,7 @@ int align_run(const AlignArgs *args, int *argc, char ***argv) {
    * device is known before any file is read. */
   r->be = backend_create(r->cfg.device, comm_local_rank(r->comm), r->cfg.threads);
   check_inputs_present(&r->cfg);
+  check_ranks_agree(r);
   take_run_folder(r, args);
   setup(r);
   if (r->resume_state) {

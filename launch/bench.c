@@ -20,6 +20,7 @@ static void bench_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine bench [--config M|S] [--steps N] [--warmup N] [--threads N]\n"
           "                      [--reference CMD] [--methods [--tvaccine-layers S]]\n"
+          "                      [--ranks [--micro-batches M] [--schedule 1f1b|gpipe]]\n"
           "\n"
           "Times one LoRA training step (forward + backward + AdamW, dropout 0) and prints step\n"
           "time, tokens/s, achieved GFLOP/s, the OpenBLAS sgemm rate measured in the same run and\n"
@@ -39,7 +40,14 @@ static void bench_usage(FILE *out) {
           "                    (recompute, keep) with its sampled set (a probe before each timed\n"
           "                    step), layer 0 + S-1 layers below the top two ({0,5} for S 2 of\n"
           "                    8), layer 0 + the top S-1 ({0,7}) and the top S layers\n"
-          "  --tvaccine-layers S  layers T-Vaccine activates in --methods (default 2)\n"
+          "  --tvaccine-layers S  layers T-Vaccine activates in --methods / --ranks (default 2)\n"
+          "  --ranks           instead: pipeline steps on the ranks mpirun started (1 thread per\n"
+          "                    rank, M micro-batches of one row) of sft, vaccine, tvaccine with A\n"
+          "                    the lowest S layers and the top S: step time, each rank's compute,\n"
+          "                    wait, measured bubble and bytes sent per step, and the ideal bubble\n"
+          "                    (P-1)/(M+P-1); bench/ranks.sh compares 1 and 2 ranks\n"
+          "  --micro-batches M micro-batches in --ranks (default 8)\n"
+          "  --schedule S      pipeline schedule in --ranks: 1f1b (default) or gpipe\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
           "                    must print one JSON line with \"step_s\", and report the ratio\n");
 }
@@ -118,7 +126,8 @@ int cmd_bench(int argc, char **argv) {
   const BenchConfig *bc = &bench_configs[0];
   int steps = 5, warmup = 1, threads = 0;
   const char *reference = NULL;
-  int methods = 0, tv_layers = 2;
+  int methods = 0, tv_layers = 2, ranks = 0, micro_batches = 8;
+  PipelineSchedule schedule = SCHEDULE_1F1B;
   static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                        {"steps", required_argument, 0, 's'},
                                        {"warmup", required_argument, 0, 'w'},
@@ -126,6 +135,9 @@ int cmd_bench(int argc, char **argv) {
                                        {"reference", required_argument, 0, 'r'},
                                        {"methods", no_argument, 0, 'm'},
                                        {"tvaccine-layers", required_argument, 0, 'S'},
+                                       {"ranks", no_argument, 0, 'R'},
+                                       {"micro-batches", required_argument, 0, 'M'},
+                                       {"schedule", required_argument, 0, 'P'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -144,11 +156,19 @@ int cmd_bench(int argc, char **argv) {
       case 'r': reference = optarg; break;
       case 'm': methods = 1; break;
       case 'S': tv_layers = (int)parse_int_option("tvaccine-layers", optarg, 1, 1024); break;
+      case 'R': ranks = 1; break;
+      case 'M': micro_batches = (int)parse_int_option("micro-batches", optarg, 1, 1024); break;
+      case 'P':
+        if (!strcmp(optarg, schedule_names[SCHEDULE_1F1B])) schedule = SCHEDULE_1F1B;
+        else if (!strcmp(optarg, schedule_names[SCHEDULE_GPIPE])) schedule = SCHEDULE_GPIPE;
+        else tv_die("--schedule must be 1f1b or gpipe, got '%s'", optarg);
+        break;
       case 'h': bench_usage(stdout); return 0;
       default: bench_usage(stderr); return 2;
     }
   }
   if (optind < argc) tv_die("bench: unexpected argument '%s'", argv[optind]);
+  if (ranks) return bench_ranks(bc, steps, micro_batches, tv_layers, schedule, &argc, &argv);
   if (methods) return bench_methods(bc, steps, threads, tv_layers, &argc, &argv);
 
   Backend *be = backend_create(BACKEND_CPU, 0, threads);

@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "schedule.h"
+
 typedef struct {
   const char *name;
   int V, D, L, H, Hkv, F, T, B, r;
@@ -22,5 +24,10 @@ double bench_median(double *values, int n); /* sorts values */
 /* One alignment step of sft, vaccine and tvaccine (S of L layers) on config bc. */
 int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, int *argc,
                   char ***argv);
+
+/* Pipeline steps of sft, vaccine and tvaccine (A low, A high) on the ranks mpirun started,
+ * m micro-batches of one row each, 1 thread per rank (launch/bench_ranks.c). */
+int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule schedule,
+                int *argc, char ***argv);
 
 #endif

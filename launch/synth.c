@@ -97,7 +97,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
                      .T = batch.T,
                      .loss_scale = counted ? 1.0f / (float)counted : 0.0f};
     double loss = stage_forward(s, &plan, &mb, NULL);
-    stage_backward(s, &plan, NULL, NULL);
+    stage_backward(s, &plan, 0, NULL, NULL);
     double sq = stage_weight_grad_sum_squares(s);
     optim_adamw_block(be, &oc, &weights, t, t + 1, optim_clip_scale(&oc, sq));
     avg = t == 0 ? loss : 0.98 * avg + 0.02 * loss;

@@ -92,7 +92,7 @@ static MicroBatch fixture_micro_batch(const Fixture *f, const float *x_in) {
 double fixture_pass(Fixture *f, const float *x_in, const float *dy, float **dx_out) {
   MicroBatch mb = fixture_micro_batch(f, x_in);
   double loss = stage_forward(f->stage, &f->plan, &mb, NULL);
-  stage_backward(f->stage, &f->plan, dy, dx_out);
+  stage_backward(f->stage, &f->plan, 0, dy, dx_out);
   return loss;
 }
 

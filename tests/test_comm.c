@@ -24,6 +24,45 @@ int main(int argc, char **argv) {
     EXPECT(largest - smallest <= 1, "L %d: unbalanced split %d..%d", L, smallest, largest);
   }
 
+  /* The cost split, worked out by hand: the head counts as head_cost layers on the last
+   * stage, the other stages share the rest evenly. */
+  const struct {
+    int L, P;
+    double head;
+    int want[4];
+  } cost_cases[] = {
+      {8, 2, 1.33, {5, 3}},     /* config M: last 3 + 1.33 = 4.33 <= 5 */
+      {8, 2, 0.0, {4, 4}},      /* no head cost: the even split */
+      {8, 2, 10.0, {7, 1}},     /* a huge head: one layer beside it */
+      {4, 4, 3.0, {1, 1, 1, 1}}, /* one layer a stage is all there is */
+      {10, 3, 0.5, {4, 3, 3}},  /* last 2 or 3 both give 4: keep the even split's 3 */
+      {9, 3, 1.0, {3, 3, 3}},   /* last 2: 3 beside 4 (max 4); last 3: 4 beside 3: a tie */
+      {9, 3, 2.0, {4, 3, 2}},   /* last 2: 4 beside 4; last 3: 5 beside 3 */
+      {5, 1, 2.0, {5}},
+  };
+  for (size_t i = 0; i < sizeof cost_cases / sizeof cost_cases[0]; i++) {
+    int got[4] = {0};
+    comm_split_by_cost(cost_cases[i].L, cost_cases[i].P, cost_cases[i].head, got);
+    EXPECT(!memcmp(got, cost_cases[i].want, (size_t)cost_cases[i].P * sizeof(int)),
+           "cost split of %d layers over %d with head %g: got %d %d %d %d", cost_cases[i].L,
+           cost_cases[i].P, cost_cases[i].head, got[0], got[1], got[2], got[3]);
+  }
+  /* A set split drives comm_rank_layers and the gather: the last rank holds one layer. */
+  {
+    int sizes[8], L = 0;
+    for (int r = 0; r < size; r++) L += sizes[r] = r == size - 1 ? 1 : 1 + (r == 0 ? 3 : 0);
+    comm_set_layer_split(c, L, sizes);
+    int l0, l1;
+    comm_rank_layers(c, L, rank, &l0, &l1);
+    EXPECT(l1 - l0 == sizes[rank] && (rank != size - 1 || l1 == L), "rank %d: [%d, %d)", rank, l0,
+           l1);
+    int mine[8], all[16] = {0};
+    for (int l = l0; l < l1; l++) mine[l - l0] = 100 + l;
+    comm_gather_layers(c, mine, sizeof(int), L, all);
+    for (int l = 0; l < L && rank == 0; l++) EXPECT(all[l] == 100 + l, "gathered layer %d = %d", l, all[l]);
+    comm_set_layer_split(c, L, NULL);
+  }
+
   double v[3] = {rank + 1.0, 0.5, rank == 0 ? 7.0 : 0.0};
   comm_allreduce_sum(c, v, 3);
   EXPECT(v[0] == size * (size + 1) / 2.0, "sum of rank+1 = %g", v[0]);

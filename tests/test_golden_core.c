@@ -148,7 +148,7 @@ static void run_file(const char *path) {
     if (logits) compare(be, file, pass, "logits", "logits", logits, ref_logits);
 
     float *dx = NULL;
-    stage_backward(s, &plan, NULL, &dx);
+    stage_backward(s, &plan, 0, NULL, &dx);
     EXPECT(dx == NULL, "%s: first stage returned an input gradient (%s)", file, pass);
 
     for (int l = 0; l < L; l++) {

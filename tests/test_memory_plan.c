@@ -64,9 +64,14 @@ static void test_against_stage(void) {
       EXPECT(memory_plan_weight_elems(&c, l0, l1) * sizeof(float) == m.weights,
              "variant %d [%d,%d): weights %zu, stage %zu", variant, l0, l1,
              memory_plan_weight_elems(&c, l0, l1) * sizeof(float), m.weights);
-      size_t ws = memory_plan_workspace_bytes(&c, lc.r, N, l1 == c.num_layers);
+      size_t ws = memory_plan_workspace_bytes(&c, lc.r, N, l0 == 0, l1 == c.num_layers);
       EXPECT(ws == m.workspace, "variant %d [%d,%d): workspace %zu, stage %zu", variant, l0, l1,
              ws, m.workspace);
+      /* Each further micro-batch in flight adds one slot's buffers. */
+      stage_reserve_slots(s, 3);
+      size_t ws3 = ws + 2 * memory_plan_slot_bytes(&c, N, l0 == 0, l1 == c.num_layers);
+      EXPECT(ws3 == stage_memory(s).workspace, "variant %d [%d,%d): 3 slots: workspace %zu, "
+             "stage %zu", variant, l0, l1, ws3, stage_memory(s).workspace);
       EXPECT(memory_plan_lora_layer_elems(&c, &lc) * (size_t)(l1 - l0) * sizeof(float) == m.lora,
              "variant %d [%d,%d): LoRA", variant, l0, l1);
       LayerKeep keeps[3] = {LAYER_RECOMPUTE, LAYER_KEEP_ALL, LAYER_KEEP_FOR_INPUT_GRAD};

@@ -406,6 +406,23 @@ static void test_validate(void) {
   set_ok(&c, "micro_batch=4");
   EXPECT(run_config_validate(&c, err, sizeof err) == NULL && run_config_micro_batch(&c) == 4, "%s",
          err);
+  /* dist.micro_batches: m micro-batches of ceil(batch / m) rows; one splitter at a time. */
+  set_ok(&c, "dist.micro_batches=3");
+  EXPECT(run_config_validate(&c, err, sizeof err) && strstr(err, "dist.micro_batches: 3 and "
+             "micro_batch: 4 both split the batch"), "%s", err);
+  set_ok(&c, "micro_batch=0");
+  EXPECT(run_config_validate(&c, err, sizeof err) == NULL && run_config_micro_batch(&c) == 4,
+         "10 rows in 3 micro-batches: 4 rows each (the last 2): %s", err);
+  set_ok(&c, "dist.micro_batches=11");
+  EXPECT(run_config_validate(&c, err, sizeof err) &&
+             strstr(err, "dist.micro_batches: 11 is out of range"), "%s", err);
+  set_ok(&c, "dist={micro_batches: 0, schedule: gpipe}");
+  EXPECT(c.dist.schedule == SCHEDULE_GPIPE && run_config_micro_batch(&c) == 10, "dist.schedule");
+  EXPECT(c.dist.split == SPLIT_COST, "dist.split defaults to cost");
+  set_ok(&c, "dist.split=even");
+  EXPECT(c.dist.split == SPLIT_EVEN, "dist.split=even");
+  EXPECT(run_config_set(&c, "dist.schedule=zigzag", err, sizeof err) &&
+             strstr(err, "dist.schedule") && strstr(err, "zigzag"), "%s", err);
   set_ok(&c, "tvaccine={probe_samples: 4, probe_batch: 5}");
   EXPECT(run_config_validate(&c, err, sizeof err) &&
              strstr(err, "tvaccine.probe_batch: 5 is out of range"),

@@ -174,8 +174,8 @@ static void test_perturb_equals_by_hand(void) {
       .tokens = f.tokens, .targets = f.targets, .B = f.B, .T = f.T, .loss_scale = f.loss_scale};
   stage_forward(f.stage, &f.plan, &mb, NULL);
   float *att = tv_malloc(N * HD * sizeof(float));
-  memcpy(att, f.stage->acts[l].att, N * HD * sizeof(float));
-  stage_backward(f.stage, &f.plan, NULL, NULL);
+  memcpy(att, f.stage->slots[0].acts[l].att, N * HD * sizeof(float));
+  stage_backward(f.stage, &f.plan, 0, NULL, NULL);
 
   float *dW = tv_malloc(D * HD * sizeof(float)), *e = f.be->alloc(f.be, N * D * sizeof(float));
   fill_random_normal(dW, D * HD, 8, 0.05f);
@@ -290,7 +290,7 @@ static void test_microbatch_split(void) {
                      .row_offset = half * 2 * f.T,
                      .loss_scale = f.loss_scale};
     loss_two += stage_forward(f.stage, &f.plan, &mb, NULL);
-    stage_backward(f.stage, &f.plan, NULL, NULL);
+    stage_backward(f.stage, &f.plan, 0, NULL, NULL);
   }
   fixture_get_lora_grads(&f, two);
   EXPECT_CLOSE(loss_two, loss_one, 1e-6, 0, "loss of two micro-batches vs one");

@@ -16,12 +16,13 @@
 
 /* ---- the keys ------------------------------------------------------------------------ */
 
-const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine"};
+const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine", "dist"};
 
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
                    sizeof(FreezeScope) == sizeof(int) && sizeof(ActivationPolicy) == sizeof(int) &&
-                   sizeof(BackendKind) == sizeof(int),
+                   sizeof(BackendKind) == sizeof(int) && sizeof(PipelineSchedule) == sizeof(int) &&
+                   sizeof(LayerSplit) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -81,6 +82,9 @@ const RcKey rc_keys[] = {
     ENUM("tvaccine.freeze_scope", tvaccine.freeze_scope, freeze_scope_names),
     {.name = "tvaccine.layers", .kind = K_LAYERS, .off = OFF(tvaccine.layers), .ilo = 0,
      .ihi = 65535},
+    INT("dist.micro_batches", dist.micro_batches, 0, 1000000),
+    ENUM("dist.schedule", dist.schedule, schedule_names),
+    ENUM("dist.split", dist.split, layer_split_names),
 };
 /* clang-format on */
 _Static_assert(sizeof rc_keys / sizeof rc_keys[0] == RC_N_KEYS, "RC_N_KEYS must count rc_keys");
@@ -409,6 +413,18 @@ const char *run_config_validate(const RunConfig *c, char *err, size_t errlen) {
                     "0 means the whole batch",
                     c->micro_batch, c->batch_size),
            err;
+  if (c->dist.micro_batches > c->batch_size)
+    return snprintf(err, errlen,
+                    "dist.micro_batches: %d is out of range: must be <= batch_size (%d); "
+                    "0 means micro_batch decides",
+                    c->dist.micro_batches, c->batch_size),
+           err;
+  if (c->dist.micro_batches && c->micro_batch)
+    return snprintf(err, errlen,
+                    "dist.micro_batches: %d and micro_batch: %d both split the batch; set one "
+                    "(the other 0)",
+                    c->dist.micro_batches, c->micro_batch),
+           err;
   if (c->tvaccine.probe_batch > c->tvaccine.probe_samples)
     return snprintf(err, errlen,
                     "tvaccine.probe_batch: %d is out of range: must be <= "
@@ -498,5 +514,7 @@ int64_t run_config_total_steps(const RunConfig *c, int64_t n_samples) {
 }
 
 int run_config_micro_batch(const RunConfig *c) {
+  if (c->dist.micro_batches) /* m micro-batches: rows rounded up, the last may be shorter */
+    return (c->batch_size + c->dist.micro_batches - 1) / c->dist.micro_batches;
   return c->micro_batch ? c->micro_batch : c->batch_size;
 }

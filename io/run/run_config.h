@@ -9,6 +9,7 @@
 #include "dataset.h"
 #include "lora.h"
 #include "optim.h"
+#include "schedule.h"
 #include "vaccine.h"
 
 /* Every function that can fail takes (err, errlen) and returns NULL on success or err holding
@@ -28,6 +29,13 @@ typedef struct {
   int *layers; /* [n_layers] fixed layer set that bypasses sampling; none = sample */
   int n_layers;
 } RunTVaccine;
+
+/* How the ranks share a step (results do not depend on it). */
+typedef struct {
+  int micro_batches;         /* split each batch into m micro-batches; 0 = micro_batch decides */
+  PipelineSchedule schedule; /* 1f1b (default) or gpipe */
+  LayerSplit split;          /* decoder layers over ranks: cost (default) or even */
+} RunDist;
 
 typedef struct {
   Method method;
@@ -56,6 +64,7 @@ typedef struct {
   OptimConfig optim; /* total_steps is not a config key: it stays 0 until the trainer
                         knows the data size (run_config_total_steps) */
   RunTVaccine tvaccine;
+  RunDist dist;
 } RunConfig;
 
 /* Every key at its default (the key table in run_config.c). Owns its strings. */
@@ -99,7 +108,8 @@ int run_config_may_change_on_resume(const char *key);
 const char *run_config_tokenizer(const RunConfig *c);
 /* Optimizer steps of the run: max_steps, or epochs * ceil(n_samples / batch_size). */
 int64_t run_config_total_steps(const RunConfig *c, int64_t n_samples);
-/* Effective micro-batch size (micro_batch, or batch_size when 0). */
+/* Effective micro-batch rows: ceil(batch_size / dist.micro_batches), else micro_batch, else
+ * batch_size. */
 int run_config_micro_batch(const RunConfig *c);
 
 #endif

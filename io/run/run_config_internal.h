@@ -23,10 +23,10 @@ typedef struct {
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 41
-#define RC_N_SECTIONS 3
+#define RC_N_KEYS 44
+#define RC_N_SECTIONS 4
 extern const RcKey rc_keys[RC_N_KEYS];
-extern const char *const rc_sections[RC_N_SECTIONS]; /* lora, optim, tvaccine */
+extern const char *const rc_sections[RC_N_SECTIONS]; /* lora, optim, tvaccine, dist */
 
 int rc_key_section(const RcKey *k); /* index into rc_sections, -1 = top level */
 const char *rc_key_leaf(const RcKey *k);

@@ -10,14 +10,19 @@ foreach(kind no-probe empty-probe)
     PASS_REGULAR_EXPRESSION "step 0 starts with a T-Vaccine probe but was given no probe batch")
 endforeach()
 
-# 1, 2 and 4 ranks must agree bit for bit with the single-rank reference.
+# Each rank's schedule (1F1B, GPipe, forward-only) against hand-written tables.
+tv_test(test_pipeline_schedule test_pipeline_schedule.c)
+target_link_libraries(test_pipeline_schedule PRIVATE tv_dist)
+add_test(NAME pipeline_schedule COMMAND test_pipeline_schedule)
+
+# 1, 2, 3 and 4 ranks, 1 to 8 micro-batches, 1F1B and GPipe: bit for bit the one-rank run.
 tv_test(test_trainer_mpi test_trainer_mpi.c)
 target_link_libraries(test_trainer_mpi PRIVATE tv_test_fixture tv_dist)
 target_include_directories(test_trainer_mpi PRIVATE ${PROJECT_SOURCE_DIR}/dist)
 set(TV_TRAINER_REF ${CMAKE_CURRENT_BINARY_DIR}/trainer_mpi_reference.bin)
 add_test(NAME trainer_mpi_reference COMMAND test_trainer_mpi write ${TV_TRAINER_REF})
 set_tests_properties(trainer_mpi_reference PROPERTIES FIXTURES_SETUP trainer_mpi_ref)
-foreach(np 1 2 4)
+foreach(np 1 2 3 4)
   add_test(NAME trainer_mpi_np${np} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np}
            --oversubscribe --allow-run-as-root $<TARGET_FILE:test_trainer_mpi> compare ${TV_TRAINER_REF})
   # one thread per rank and yielding MPI waits: 4 ranks share 2 cores without spinning
@@ -49,3 +54,8 @@ target_link_libraries(checkpoint_compare PRIVATE tv_io)
 add_test(NAME run_safety_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/run_safety_e2e.sh
          $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE} $<TARGET_FILE:checkpoint_compare>)
 set_tests_properties(run_safety_e2e PROPERTIES TIMEOUT 600)
+# Ranks that disagree (other overrides; other bytes under one data path) end in one line
+# naming the rank and the file; SIGKILL of a rank ends the 2-rank job within 10 s.
+add_test(NAME ranks_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/ranks_e2e.sh
+         $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
+set_tests_properties(ranks_e2e PROPERTIES TIMEOUT 300)

@@ -65,7 +65,7 @@ static uint64_t pass_seed(const CoreTrainer *t, int64_t step, int pass) {
 
 static double run_pass(CoreTrainer *t, const PassPlan *plan, const MicroBatch *mb) {
   double loss = stage_forward(t->stage, plan, mb, NULL);
-  stage_backward(t->stage, plan, NULL, NULL);
+  stage_backward(t->stage, plan, mb->slot, NULL, NULL);
   return loss;
 }
 

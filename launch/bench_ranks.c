@@ -1,0 +1,132 @@
+/* `tvaccine bench --ranks`: steps of sft, vaccine and tvaccine (A low, A high) through the
+ * pipeline on however many ranks mpirun started, m micro-batches of one row each: step time,
+ * each rank's measured bubble (the step's share spent outside stage compute) against the
+ * ideal (P-1)/(m+P-1), and bytes each rank sends per step. bench/ranks.sh runs it on 1 and 2
+ * ranks and prints the speed-ups. Reports only; never fails on a timing. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bench.h"
+#include "check.h"
+#include "comm.h"
+#include "subcommands.h"
+#include "trainer.h"
+
+typedef struct {
+  const char *label;
+  Method method;
+  const int *fixed; /* [S] fixed T-Vaccine set, or NULL */
+} RankRun;
+
+/* Per-rank figures of one run, summed into [P] vectors on every rank. */
+typedef struct {
+  double step_s, *compute_s, *wait_s, *bytes; /* per step */
+} RankResult;
+
+static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, const RankRun *rr,
+                            int m, int S, int steps, PipelineSchedule schedule) {
+  int P = comm_size(comm), rank = comm_rank(comm), l0, l1;
+  LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
+  /* The layer split of align (dist.split: cost): the head weighs on the last stage. */
+  int *sizes = tv_malloc((size_t)P * sizeof(int));
+  comm_split_by_cost(bc->L, P, pipeline_head_cost(&cfg), sizes);
+  comm_set_layer_split(comm, bc->L, sizes);
+  comm_rank_layers(comm, bc->L, rank, &l0, &l1);
+  free(sizes);
+  LoraConfig lc = lora_config_default();
+  lc.r = bc->r;
+  lc.dropout = 0.1f;
+  Stage *s = stage_create(be, &cfg, &lc, l0, l1, 1, bc->T);
+  stage_init_random_weights(s, 7, 0.02f);
+  lora_set_init(be, stage_lora(s), 7);
+  BenchConfig rows = *bc;
+  rows.B = m; /* m micro-batches of one row */
+  size_t n = (size_t)m * bc->T;
+  int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
+  Batch batch = {.tokens = tokens, .targets = targets, .B = m, .T = bc->T,
+                 .n_targets = (size_t)bench_random_batch(&rows, tokens, targets)};
+  TrainerConfig tc = {.method = rr->method,
+                      .rho = 3.0,
+                      .S = S,
+                      .J = 20,
+                      .K = 200,
+                      .fixed_layers = rr->fixed,
+                      .num_fixed = rr->fixed ? S : 0,
+                      .optim = optim_config_default(steps + 1),
+                      .seed = 7,
+                      .activations = ACTIVATIONS_RECOMPUTE,
+                      .schedule = schedule};
+  Trainer *tr = trainer_create(comm, s, &tc, 1);
+  StepReport rep;
+  trainer_step(tr, 0, &batch, NULL, &rep); /* warm-up: slots and buffers grow here */
+  PipelineStats before = trainer_pipeline_stats(tr);
+  comm_barrier(comm);
+  double t0 = now_s();
+  for (int i = 1; i <= steps; i++) trainer_step(tr, i, &batch, NULL, &rep);
+  double elapsed = now_s() - t0;
+  PipelineStats after = trainer_pipeline_stats(tr);
+  RankResult r = {.compute_s = tv_calloc((size_t)P, sizeof(double)),
+                  .wait_s = tv_calloc((size_t)P, sizeof(double)),
+                  .bytes = tv_calloc((size_t)P, sizeof(double))};
+  r.compute_s[rank] = (after.compute_s - before.compute_s) / steps;
+  r.wait_s[rank] = (after.wait_s - before.wait_s) / steps;
+  r.bytes[rank] = (double)(after.bytes_sent - before.bytes_sent) / steps;
+  comm_allreduce_sum(comm, r.compute_s, P);
+  comm_allreduce_sum(comm, r.wait_s, P);
+  comm_allreduce_sum(comm, r.bytes, P);
+  /* The step of the slowest rank is the step. */
+  double slowest[1] = {0};
+  double *all = tv_calloc((size_t)P, sizeof(double));
+  all[rank] = elapsed / steps;
+  comm_allreduce_sum(comm, all, P);
+  for (int q = 0; q < P; q++) slowest[0] = all[q] > slowest[0] ? all[q] : slowest[0];
+  r.step_s = slowest[0];
+  free(all);
+  free(tokens);
+  free(targets);
+  trainer_destroy(tr);
+  stage_destroy(s);
+  return r;
+}
+
+int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule schedule,
+                int *argc, char ***argv) {
+  Comm *comm = comm_init(argc, argv);
+  Backend *be = backend_cpu_create(1);
+  int P = comm_size(comm), rank = comm_rank(comm), L = bc->L;
+  if (S > L) tv_die("--tvaccine-layers %d exceeds the %d layers", S, L);
+  int *low = tv_malloc((size_t)S * sizeof(int)), *high = tv_malloc((size_t)S * sizeof(int));
+  for (int k = 0; k < S; k++) low[k] = k, high[k] = L - S + k;
+  const RankRun runs[] = {
+      {.label = "sft", .method = METHOD_SFT},
+      {.label = "vaccine", .method = METHOD_VACCINE},
+      {.label = "tvaccine A low", .method = METHOD_TVACCINE, .fixed = low},
+      {.label = "tvaccine A high", .method = METHOD_TVACCINE, .fixed = high},
+  };
+  double ideal = (double)(P - 1) / (m + P - 1);
+  if (rank == 0)
+    printf("bench --ranks: config %s (%d layers, %d tokens a row), %d ranks, %d micro-batches of "
+           "one row, schedule %s, 1 thread per rank, S %d (A low {0..%d}, A high {%d..%d}), "
+           "mean of %d steps after one warm-up; ideal bubble %.3f; layers per rank by cost\n",
+           bc->name, L, bc->T, P, m, schedule_name(schedule), S, S - 1, L - S, L - 1, steps, ideal);
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    RankResult r = run_ranks(comm, be, bc, &runs[i], m, S, steps, schedule);
+    if (rank == 0) {
+      printf("RESULT ranks=%d method=\"%s\" step_s=%.4f", P, runs[i].label, r.step_s);
+      for (int q = 0; q < P; q++)
+        printf("  rank%d: compute %.3f s wait %.3f s bubble %.3f sent %.2f MiB", q,
+               r.compute_s[q], r.wait_s[q], 1.0 - r.compute_s[q] / r.step_s,
+               r.bytes[q] / 1048576.0);
+      printf("\n");
+      fflush(stdout);
+    }
+    free(r.compute_s);
+    free(r.wait_s);
+    free(r.bytes);
+  }
+  free(low);
+  free(high);
+  backend_destroy(be);
+  comm_finalize(comm);
+  return 0;
+}
