@@ -11,4 +11,5 @@ WORLD=runs/synthetic
 if [ ! -f "$WORLD/base/model.safetensors" ] || [ ! -f "$WORLD/align.yaml" ]; then
   "$TV" synth --out "$WORLD"
 fi
-"$TV" align --config configs/synthetic-tvaccine.yaml "$@"
+# --overwrite: the demo's run folder is the demo's own, so running it again starts afresh.
+"$TV" align --config configs/synthetic-tvaccine.yaml --overwrite "$@"
