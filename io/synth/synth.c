@@ -394,7 +394,8 @@ SynthWorld *synth_generate(const SynthOptions *opt, const char *dir, SynthStats 
 /* The world's own files named once more, here for `tvaccine align`. */
 void synth_write_align_config(const char *dir, int num_layers) {
   char text[4096];
-  int S = num_layers / 2 > 0 ? num_layers / 2 : 1;
+  /* A quarter of the layers, as the paper's 8 of 32 (align warns above that ratio). */
+  int S = num_layers / 4 > 0 ? num_layers / 4 : 1;
   snprintf(text, sizeof text,
            "# T-Vaccine alignment of the synthetic base model (written by tvaccine synth).\n"
            "method: tvaccine\n"
