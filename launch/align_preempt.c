@@ -139,6 +139,33 @@ static int part_exists(Preempt *p, int k, int64_t step) {
   return there;
 }
 
+/* Rank k's marker that it has written every part it will write (named like a part, so
+ * remove_parts removes it too). Rank 0 merges only after every marker is there, so no part
+ * can appear after rank 0 has removed them. */
+static char *written_path(const AlignRun *r, int k) {
+  size_t n = strlen(r->cfg.out) + 96;
+  char *path = tv_malloc(n);
+  snprintf(path, n, "%s/checkpoints/.preempt-step-written.rank-%d", r->cfg.out, k);
+  return path;
+}
+
+static void mark_parts_written(const AlignRun *r) {
+  char *path = written_path(r, r->rank);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd >= 0) close(fd);
+  free(path);
+}
+
+static int all_parts_written(const AlignRun *r) {
+  int all = 1;
+  for (int k = 1; k < r->size && all; k++) {
+    char *path = written_path(r, k);
+    all = access(path, F_OK) == 0;
+    free(path);
+  }
+  return all;
+}
+
 /* Removes the part files of rank `rank` (-1: of every rank) from the checkpoint folder. */
 static void remove_parts(const AlignRun *r, int rank) {
   char *dir = checkpoint_dir(r->cfg.out), suffix[32];
@@ -167,7 +194,9 @@ static void merge_parts(Preempt *p, const Slot *mine[2], int nmine, int sig) {
   float *params = tv_malloc(total * 4), *m = tv_malloc(total * 4), *v = tv_malloc(total * 4);
   int64_t *steps = tv_malloc((size_t)L * LORA_NUM_TARGETS * 8);
   const Slot *chosen = NULL;
-  for (double t0 = mono_s(); !chosen && mono_s() - t0 < WAIT_FOR_PARTS_S;) {
+  double t0 = mono_s();
+  while (!all_parts_written(r) && mono_s() - t0 < WAIT_FOR_PARTS_S) usleep(20000);
+  for (int pass = 0; !chosen && (pass++ == 0 || mono_s() - t0 < WAIT_FOR_PARTS_S);) {
     for (int i = 0; i < nmine && !chosen; i++) {
       int all = 1;
       for (int k = 1; k < r->size && all; k++) all = part_exists(p, k, mine[i]->meta.step);
@@ -225,6 +254,7 @@ static void *helper_main(void *arg) {
     free(path);
   } else {
     for (int i = 0; i < nmine; i++) write_part(p, mine[i]);
+    if (r->rank != 0) mark_parts_written(r);
     if (r->rank == 0) {
       merge_parts(p, mine, nmine, sig);
     } else {
@@ -265,6 +295,8 @@ Preempt *preempt_start(AlignRun *r) {
   if (pipe(p->pipe_fd) != 0) tv_die("preemption: cannot create a pipe: %s", strerror(errno));
   fcntl(p->pipe_fd[1], F_SETFL, O_NONBLOCK); /* a burst of signals never blocks the handler */
   preempt_keep(p, r, r->step);
+  /* Parts a rank 0 that died mid-merge left behind belong to no checkpoint. */
+  if (r->rank == 0) remove_parts(r, -1);
   if (pthread_create(&p->helper, NULL, helper_main, p) != 0)
     tv_die("preemption: cannot start the helper thread");
   wake_fd = p->pipe_fd[1];
