@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "peft.h"
+#include "run_setup.h"
 #include "subcommands.h"
 
 static double peak_rss_mib(void) {
@@ -231,7 +232,7 @@ static uint64_t sum_over_ranks(AlignRun *r, uint64_t x) {
 
 static void setup(AlignRun *r) {
   RunConfig *c = &r->cfg;
-  r->be = backend_cpu_create(c->threads);
+  r->be = run_setup_backend(c->threads);
   /* Everything that can be checked cheaply is, before minutes of weight loading and before
    * memory sized by config.json is taken: the folder's config and tensor headers, the
    * tokenizer against the model's vocabulary, the adapter's config, then the data. */
@@ -285,17 +286,7 @@ static void setup(AlignRun *r) {
   if (c->init_adapter[0] && !r->resume_state) peft_load(c->init_adapter, mc, r->be, stage_lora(r->stage));
 
   r->total_steps = run_config_total_steps(c, (int64_t)r->data.n);
-  TrainerConfig tc = {0};
-  tc.method = method;
-  tc.freeze_scope = c->tvaccine.freeze_scope;
-  tc.rho = c->rho;
-  tc.S = c->tvaccine.S, tc.J = c->tvaccine.J, tc.K = c->tvaccine.K;
-  tc.fixed_layers = c->tvaccine.layers, tc.num_fixed = c->tvaccine.n_layers;
-  tc.optim = c->optim;
-  tc.optim.total_steps = r->total_steps;
-  tc.seed = c->seed;
-  tc.activations = c->activations;
-  tc.activation_budget = (size_t)c->activation_budget_mib << 20;
+  TrainerConfig tc = run_setup_trainer_config(c, r->total_steps);
   r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
   /* The paper activates a quarter of the layers or fewer (8 of 32 for Llama-2-7B, 5 of 28 for
    * Qwen2-7B); more defeats the memory saving and the targeting, e.g. the default 8 on a

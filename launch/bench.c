@@ -12,7 +12,7 @@
 #include "check.h"
 #include "model.h"
 #include "optim.h"
-#include "trainer.h"
+#include "run_setup.h"
 #include "bench.h"
 #include "subcommands.h"
 
@@ -144,29 +144,27 @@ int cmd_bench(int argc, char **argv) {
   if (optind < argc) tv_die("bench: unexpected argument '%s'", argv[optind]);
   if (methods) return bench_methods(bc, steps, threads, tv_layers, &argc, &argv);
 
-  Backend *be = backend_cpu_create(threads);
   LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
-  LoraConfig lc = lora_config_default();
-  lc.r = bc->r;
-  lc.dropout = 0.0f;
-  OptimConfig oc = optim_config_default(warmup + steps);
+  RunConfig rc;
+  run_config_defaults(&rc);
+  rc.method = METHOD_SFT;
+  rc.seed = 7;
+  rc.threads = threads;
+  rc.lora.r = bc->r;
+  rc.lora.dropout = 0.0f;
   printf("bench: config %s: V %d, D %d, L %d, H %d, Hkv %d, F %d, batch %d x %d tokens, LoRA r %d\n",
          bc->name, bc->V, bc->D, bc->L, bc->H, bc->Hkv, bc->F, bc->B, bc->T, bc->r);
+  RunSetup run;
+  run_setup_random(&run, &rc, &cfg, bc->B, bc->T, 7, 0.02f, warmup + steps, &argc, &argv);
+  Backend *be = run.be;
+  Stage *stage = run.stage;
+  Trainer *tr = run.trainer;
   double peak_model = sgemm_rate(be, bc->B * bc->T, bc->F, bc->D);
   double peak_square = sgemm_rate(be, 2048, 2048, 2048);
   double peak = peak_model > peak_square ? peak_model : peak_square;
   printf("sgemm: %.1f GFLOP/s at %dx%dx%d (model shape), %.1f GFLOP/s at 2048^3\n", peak_model,
          bc->B * bc->T, bc->F, bc->D, peak_square);
 
-  Stage *stage = stage_create(be, &cfg, &lc, 0, bc->L, bc->B, bc->T);
-  stage_init_random_weights(stage, 7, 0.02f);
-  lora_set_init(be, stage_lora(stage), 7);
-  Comm *comm = comm_init(&argc, &argv);
-  TrainerConfig tc = {0};
-  tc.method = METHOD_SFT;
-  tc.optim = oc;
-  tc.seed = 7;
-  Trainer *tr = trainer_create(comm, stage, &tc, bc->B);
   size_t n = (size_t)bc->B * bc->T;
   int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
   int64_t counted = bench_random_batch(bc, tokens, targets);
@@ -200,9 +198,7 @@ int cmd_bench(int argc, char **argv) {
   free(times);
   free(tokens);
   free(targets);
-  trainer_destroy(tr);
-  stage_destroy(stage);
-  backend_destroy(be);
-  comm_finalize(comm);
+  run_setup_free(&run);
+  run_config_free(&rc);
   return 0;
 }

@@ -5,13 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "backend.h"
 #include "check.h"
 #include "model.h"
-#include "optim.h"
 #include "rng.h"
 #include "runlog.h"
-#include "trainer.h"
+#include "run_setup.h"
 #include "subcommands.h"
 
 static void demo_usage(FILE *out) {
@@ -64,22 +62,18 @@ int cmd_demo(int argc, char **argv) {
 
   const int V = 64, B = 16, T = 24;
   LlamaConfig cfg = llama_config_default(V, 64, 128, 2, 4, 2);
-  LoraConfig lc = lora_config_default();
-  lc.alpha = 16; /* a random base needs the adapters to move it quickly */
-  OptimConfig oc = optim_config_default(steps);
-  oc.lr = 1e-2f;
-  oc.weight_decay = 0.0f;
-
-  Backend *be = backend_cpu_create(threads);
-  Stage *stage = stage_create(be, &cfg, &lc, 0, cfg.num_layers, B, T);
-  stage_init_random_weights(stage, seed, 0.3f);
-  lora_set_init(be, stage_lora(stage), seed);
-  Comm *comm = comm_init(&argc, &argv);
-  TrainerConfig tc = {0};
-  tc.method = METHOD_SFT;
-  tc.optim = oc;
-  tc.seed = seed;
-  Trainer *tr = trainer_create(comm, stage, &tc, B);
+  RunConfig rc;
+  run_config_defaults(&rc);
+  rc.method = METHOD_SFT;
+  rc.seed = seed;
+  rc.threads = threads;
+  rc.lora.alpha = 16; /* a random base needs the adapters to move it quickly */
+  rc.optim.lr = 1e-2f;
+  rc.optim.weight_decay = 0.0f;
+  RunSetup run;
+  run_setup_random(&run, &rc, &cfg, B, T, seed, 0.3f, steps, &argc, &argv);
+  Trainer *tr = run.trainer;
+  const LoraConfig lc = rc.lora;
   RunLog *log = runlog_open(log_path, 0);
 
   int32_t *tokens = tv_malloc(sizeof(int32_t) * B * T), *targets = tv_malloc(sizeof(int32_t) * B * T);
@@ -108,9 +102,7 @@ int cmd_demo(int argc, char **argv) {
   runlog_close(log);
   free(tokens);
   free(targets);
-  trainer_destroy(tr);
-  stage_destroy(stage);
-  backend_destroy(be);
-  comm_finalize(comm);
+  run_setup_free(&run);
+  run_config_free(&rc);
   return 0;
 }

@@ -12,6 +12,7 @@
 #include "hf_model.h"
 #include "model.h"
 #include "peft.h"
+#include "run_setup.h"
 #include "subcommands.h"
 
 static void export_usage(FILE *out) {
@@ -85,7 +86,7 @@ static void export_merged(HfModel *model, const char *adapter, const char *out, 
                           uint64_t shard, int threads) {
   const HfConfig *hc = hf_model_config(model);
   PeftConfig pc = peft_read_config(adapter, hc->cfg.num_layers);
-  Backend *be = backend_cpu_create(threads);
+  Backend *be = run_setup_backend(threads);
   /* One token of activation room: the stage is only a holder of weights here. */
   Stage *s = stage_create(be, &hc->cfg, &pc.lora, 0, hc->cfg.num_layers, 1, 1);
   hf_model_load_stage(model, s);

@@ -16,6 +16,7 @@
 #include "peft.h"
 #include "prompts.h"
 #include "runlog.h"
+#include "run_setup.h"
 #include "subcommands.h"
 #include "tokenizer.h"
 
@@ -191,7 +192,7 @@ int cmd_generate(int argc, char **argv) {
   LoraConfig lc = lora_config_default();
   if (a.adapter) lc = peft_read_config(a.adapter, hc->cfg.num_layers).lora;
   lc.dropout = 0.0f; /* inference */
-  Backend *be = backend_cpu_create(a.threads);
+  Backend *be = run_setup_backend(a.threads);
   /* The KV-cache decoder keeps its own state: the stage needs no activation room then. */
   Stage *s = a.no_cache ? stage_create(be, &hc->cfg, &lc, l0, l1, a.batch,
                                        generate_context_length(&ps, &o))

@@ -13,6 +13,7 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "run_setup.h"
 #include "subcommands.h"
 #include "synth.h"
 #include "tokenizer.h"
@@ -64,7 +65,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   if (llama_config_validate(&cfg, msg, sizeof msg)) tv_die("synth: %s", msg);
   LoraConfig lc = lora_config_default();
   lc.r = 1, lc.dropout = 0; /* adapters exist but stay zero: only base weights train */
-  Backend *be = backend_cpu_create(a->threads);
+  Backend *be = run_setup_backend(a->threads);
   Stage *s = stage_create(be, &cfg, &lc, 0, cfg.num_layers, a->batch, max_T);
   stage_init_random_weights(s, a->seed, 0.05f);
   stage_enable_full_training(s);

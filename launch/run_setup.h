@@ -1,0 +1,47 @@
+/* One run set-up for every subcommand that builds a model run: the backend, the comm, this
+ * rank's share of the decoder layers, the stage and the trainer, each from a resolved config.
+ * align calls the pieces between its early checks (its order stays its own); demo and bench
+ * call run_setup_random for a whole random model. */
+#ifndef TV_RUN_SETUP_H
+#define TV_RUN_SETUP_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "comm.h"
+#include "model.h"
+#include "run_config.h"
+#include "trainer.h"
+
+typedef struct {
+  Comm *comm;
+  int rank, size;
+  int l0, l1; /* this rank's decoder layers [l0, l1) */
+  Backend *be;
+  Stage *stage;
+  Trainer *trainer;
+} RunSetup;
+
+/* The backend of every subcommand: the one place that picks it (CPU today; the device kind
+ * joins here when backend_create lands). threads 0 = all cores. */
+Backend *run_setup_backend(int threads);
+
+/* MPI (or the single-process stand-in): comm, rank and size. The layer split of a model
+ * over the ranks stays comm_split_layers (align, generate), defined once in dist/. */
+void run_setup_comm(RunSetup *s, int *argc, char ***argv);
+
+/* The trainer settings of a resolved run config: method, rho, the T-Vaccine keys, the
+ * optimizer (with the run's total_steps), seed and activation policy. */
+TrainerConfig run_setup_trainer_config(const RunConfig *c, int64_t total_steps);
+
+/* demo and bench: comm, backend, a stage of the whole model (one rank) with random weights
+ * (weight_seed, scale) and LoRA initialised from c->seed, and the trainer of c, for
+ * micro-batches of `micro` rows of T tokens. */
+void run_setup_random(RunSetup *s, const RunConfig *c, const LlamaConfig *model, int micro,
+                      int T, uint64_t weight_seed, float scale, int64_t total_steps, int *argc,
+                      char ***argv);
+
+/* Frees what was built (trainer, stage, backend) and finalises the comm; NULLs are skipped. */
+void run_setup_free(RunSetup *s);
+
+#endif
