@@ -16,7 +16,10 @@
 
 /* ---- the keys ------------------------------------------------------------------------ */
 
-const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine"};
+const char *const rc_sections[RC_N_SECTIONS] = {"lora",  "optim",  "tvaccine", "demo",
+                                                 "synth", "bench", "export"};
+
+static const char *const bench_config_names[] = {"M", "S"}; /* launch/bench_config.c order */
 
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
@@ -34,6 +37,8 @@ _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(
  * the setting has one (optim.h). */
 #define FLT(k, m, b) {.name = k, .kind = K_FLOAT, .off = OFF(m), .bounds = b}
 #define DBL(k, m, b) {.name = k, .kind = K_DOUBLE, .off = OFF(m), .bounds = b}
+#define BOOL(k, m) {.name = k, .kind = K_BOOL, .off = OFF(m)}
+#define U64(k, m) {.name = k, .kind = K_U64, .off = OFF(m)}
 #define BIG INT64_C(1000000000000) /* step counts: far beyond any run, far below overflow */
 
 /* Order: top-level keys, then each section's keys together (the writer relies on it). */
@@ -79,6 +84,37 @@ const RcKey rc_keys[] = {
     ENUM("tvaccine.freeze_scope", tvaccine.freeze_scope, freeze_scope_names),
     {.name = "tvaccine.layers", .kind = K_LAYERS, .off = OFF(tvaccine.layers), .ilo = 0,
      .ihi = 65535},
+    /* The other subcommands' options (run_config_parse_command), one section each. */
+    INT("demo.steps", demo.steps, 1, 1000000),
+    U64("demo.seed", demo.seed),
+    INT("demo.threads", demo.threads, 0, 1024),
+    STR("demo.log", demo.log),
+    STR("synth.out", synth.out),
+    U64("synth.seed", synth.seed),
+    INT("synth.layers", synth.layers, 1, 64),
+    INT("synth.width", synth.width, 8, 4096),
+    INT("synth.heads", synth.heads, 1, 64),
+    INT("synth.kv_heads", synth.kv_heads, 1, 64),
+    INT("synth.ffn", synth.ffn, 8, 16384),
+    INT("synth.epochs", synth.epochs, 1, 1000),
+    INT("synth.batch", synth.batch, 1, 1024),
+    INT("synth.threads", synth.threads, 0, 1024),
+    I64("synth.steps", synth.steps, -1, 100000000),
+    DBL("synth.lr", synth.lr, REAL_BOUNDS(0, 0, 1, 0)),
+    ENUM("bench.config", bench.config, bench_config_names),
+    INT("bench.steps", bench.steps, 1, 10000),
+    INT("bench.warmup", bench.warmup, 0, 10000),
+    INT("bench.threads", bench.threads, 0, 1024),
+    STR("bench.reference", bench.reference),
+    BOOL("bench.methods", bench.methods),
+    INT("bench.tvaccine_layers", bench.tvaccine_layers, 1, 1024),
+    STR("export.model", export.model),
+    STR("export.adapter", export.adapter),
+    STR("export.out", export.out),
+    BOOL("export.merge", export.merge),
+    STR("export.dtype", export.dtype),
+    STR("export.shard_size", export.shard_size),
+    INT("export.threads", export.threads, 0, 1024),
 };
 /* clang-format on */
 _Static_assert(sizeof rc_keys / sizeof rc_keys[0] == RC_N_KEYS, "RC_N_KEYS must count rc_keys");
@@ -94,6 +130,11 @@ const char *rc_key_leaf(const RcKey *k) {
   const char *dot = strrchr(k->name, '.');
   return dot ? dot + 1 : k->name;
 }
+const RcKey *rc_find_key(const char *name) {
+  for (int i = 0; i < RC_N_KEYS; i++)
+    if (!strcmp(rc_keys[i].name, name)) return &rc_keys[i];
+  return NULL;
+}
 static void *at(RunConfig *c, const RcKey *k) { return (char *)c + k->off; }
 static const void *at_c(const RunConfig *c, const RcKey *k) { return (const char *)c + k->off; }
 
@@ -105,6 +146,9 @@ static char *dup_str(const char *s) {
 /* ---- defaults, copy, free ------------------------------------------------------------ */
 
 void run_config_defaults(RunConfig *c) {
+  /* The header's RC_N_KEYS sizes rc_keys, so a table one entry short still compiles, with a
+   * zeroed last entry: caught here. */
+  TV_CHECK(rc_keys[RC_N_KEYS - 1].name, "RC_N_KEYS is larger than the key table");
   memset(c, 0, sizeof *c);
   c->method = METHOD_TVACCINE;
   c->data_format = DATASET_FORMAT_AUTO;
@@ -123,8 +167,14 @@ void run_config_defaults(RunConfig *c) {
                                .probe_samples = 200,
                                .probe_batch = 1,
                                .freeze_scope = FREEZE_LAYER};
+  c->demo = (RunDemo){.steps = 150, .seed = 1};
+  c->synth = (RunSynth){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
+                        .ffn = 172, .epochs = 6, .batch = 16, .steps = -1, .lr = 3e-3};
+  c->bench = (RunBench){.config = 0, .steps = 5, .warmup = 1, .tvaccine_layers = 2};
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
+  free(c->export.shard_size);
+  c->export.shard_size = dup_str("5GB");
 }
 
 void run_config_free(RunConfig *c) {
@@ -227,6 +277,9 @@ static int check_key(const RunConfig *c, const RcKey *k, char *msg, size_t n) {
   switch (k->kind) {
     case K_STR: TV_CHECK(*(char *const *)p, "run config key %s has no string", k->name); return 0;
     case K_U64: return 0;
+    case K_BOOL:
+      if (*(const int *)p == 0 || *(const int *)p == 1) return 0;
+      return snprintf(msg, n, "%s: must be true or false", k->name), -1;
     case K_ENUM: {
       int v;
       memcpy(&v, p, sizeof v);
@@ -282,6 +335,13 @@ int rc_set_scalar(RunConfig *c, const RcKey *k, const char *text, char *msg, siz
     case K_STR:
       free(*(char **)p);
       *(char **)p = dup_str(text);
+      return 0;
+    case K_BOOL:
+      if (strcmp(text, "true") && strcmp(text, "false"))
+        return snprintf(msg, n, "%s: expected true or false, got '%s'", k->name,
+                        rc_shown(text, s, sizeof s)),
+               -1;
+      *(int *)p = !strcmp(text, "true");
       return 0;
     case K_ENUM: {
       int v = enum_index(k, text);
@@ -444,6 +504,7 @@ void rc_put_value(FILE *f, const RunConfig *c, const RcKey *k) {
         fprintf(f, "%d", v); /* invalid; reloading reports it */
       break;
     }
+    case K_BOOL: fputs(*(const int *)p ? "true" : "false", f); break;
     case K_INT: fprintf(f, "%d", *(const int *)p); break;
     case K_I64: fprintf(f, "%" PRId64, *(const int64_t *)p); break;
     case K_U64: fprintf(f, "%" PRIu64, *(const uint64_t *)p); break;

@@ -29,6 +29,40 @@ typedef struct {
   int n_layers;
 } RunTVaccine;
 
+/* The options of the subcommands besides align, one section each: every option --KEY of
+ * `tvaccine CMD` is the key CMD.KEY ('-' read as '_'), settable in YAML and with --set
+ * (run_config_parse_command). Defaults are each command's own. */
+typedef struct {
+  int steps;
+  uint64_t seed;
+  int threads; /* 0 = all cores */
+  char *log;   /* JSON Lines log; "" = none */
+} RunDemo;
+
+typedef struct {
+  char *out; /* the world folder (required) */
+  uint64_t seed;
+  int layers, width, heads, kv_heads, ffn, epochs, batch, threads;
+  int64_t steps; /* -1: epochs decide; 0: keep the random initial weights */
+  double lr;
+} RunSynth;
+
+typedef struct {
+  int config; /* index into bench_configs: 0 = M, 1 = S */
+  int steps, warmup, threads;
+  char *reference; /* command of a reference step; "" = none */
+  int methods;     /* boolean */
+  int tvaccine_layers;
+} RunBench;
+
+typedef struct {
+  char *model, *adapter, *out; /* required */
+  int merge;                   /* boolean */
+  char *dtype;      /* f32, f16, bf16 (or float32, ...); "" = the command's default */
+  char *shard_size; /* e.g. 5GB, 500MB, 2GiB or bytes */
+  int threads;
+} RunExport;
+
 typedef struct {
   Method method;
   char *model;     /* Hugging Face model folder (required) */
@@ -55,6 +89,10 @@ typedef struct {
   OptimConfig optim; /* total_steps is not a config key: it stays 0 until the trainer
                         knows the data size (run_config_total_steps) */
   RunTVaccine tvaccine;
+  RunDemo demo;
+  RunSynth synth;
+  RunBench bench;
+  RunExport export;
 } RunConfig;
 
 /* Every key at its default (the key table in run_config.c). Owns its strings. */
@@ -75,6 +113,17 @@ const char *run_config_load_text(RunConfig *c, const char *text, size_t len, con
  * A value starting with '[' or '{' is YAML flow syntax; anything else is taken literally as
  * one scalar. Same type rules and messages as a file; *c unchanged on error. */
 const char *run_config_set(RunConfig *c, const char *assignment, char *err, size_t errlen);
+
+/* The options of subcommand `section` (demo, synth, bench, export) over *c, through the key
+ * table: --KEY VALUE and --KEY=VALUE set section.KEY ('-' read as '_'); a boolean key may be
+ * given bare (--merge); --set KEY=VALUE sets a key of that section, dotted or not
+ * (--set synth.layers=2, --set layers=2). argv[0] is the command. *help is set to 1 by
+ * --help or -h. An unknown option, a missing value, a stray argument or a bad value: err holds
+ * one line naming it. */
+const char *run_config_parse_command(RunConfig *c, const char *section, int argc, char **argv,
+                                     int *help, char *err, size_t errlen);
+/* The keys of a section, "section.a, section.b, ..." (for --help and errors). */
+void run_config_section_keys(const char *section, char *buf, size_t n);
 
 /* Every range, enum and cross-key rule, and the required keys (model, data, out). Does not
  * look at the file system: whether paths exist is checked by the command that opens them. */
