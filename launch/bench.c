@@ -2,7 +2,6 @@
  * model config, next to the machine's sgemm rate measured in the same run, and optionally
  * next to a reference program (the PyTorch step in bench/ref_step.py) run by this command.
  * It reports; it never fails on a timing. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@ static void bench_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine bench [--config M|S] [--steps N] [--warmup N] [--threads N]\n"
           "                      [--reference CMD] [--methods [--tvaccine-layers S]]\n"
+          "                      [--set KEY=VALUE ...]\n"
           "\n"
           "Times one LoRA training step (forward + backward + AdamW, dropout 0) and prints step\n"
           "time, tokens/s, achieved GFLOP/s, the OpenBLAS sgemm rate measured in the same run and\n"
@@ -41,7 +41,11 @@ static void bench_usage(FILE *out) {
           "                    8), layer 0 + the top S-1 ({0,7}) and the top S layers\n"
           "  --tvaccine-layers S  layers T-Vaccine activates in --methods (default 2)\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
-          "                    must print one JSON line with \"step_s\", and report the ratio\n");
+          "                    must print one JSON line with \"step_s\", and report the ratio\n"
+          "\n"
+          "Each option --KEY is the run-config key bench.KEY, '-' read as '_'\n"
+          "(bench.tvaccine_layers; bench.methods is true or false): --set bench.config=S and\n"
+          "--config=S are --config S.\n");
 }
 
 /* Useful floating-point work of one step: base GEMMs forward and input-gradient backward
@@ -108,45 +112,27 @@ static double run_reference(const char *cmd) {
 }
 
 int cmd_bench(int argc, char **argv) {
-  const BenchConfig *bc = &bench_configs[0];
-  int steps = 5, warmup = 1, threads = 0;
-  const char *reference = NULL;
-  int methods = 0, tv_layers = 2;
-  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                       {"steps", required_argument, 0, 's'},
-                                       {"warmup", required_argument, 0, 'w'},
-                                       {"threads", required_argument, 0, 't'},
-                                       {"reference", required_argument, 0, 'r'},
-                                       {"methods", no_argument, 0, 'm'},
-                                       {"tvaccine-layers", required_argument, 0, 'S'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'c':
-        bc = NULL;
-        for (int i = 0; i < bench_config_count; i++)
-          if (!strcmp(optarg, bench_configs[i].name)) bc = &bench_configs[i];
-        if (!bc) tv_die("--config must be M or S, got '%s'", optarg);
-        break;
-      case 's': steps = (int)parse_int_option("steps", optarg, 1, 10000); break;
-      case 'w': warmup = (int)parse_int_option("warmup", optarg, 0, 10000); break;
-      case 't': threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
-      case 'r': reference = optarg; break;
-      case 'm': methods = 1; break;
-      case 'S': tv_layers = (int)parse_int_option("tvaccine-layers", optarg, 1, 1024); break;
-      case 'h': bench_usage(stdout); return 0;
-      default: bench_usage(stderr); return 2;
-    }
-  }
-  if (optind < argc) tv_die("bench: unexpected argument '%s'", argv[optind]);
-  if (methods) return bench_methods(bc, steps, threads, tv_layers, &argc, &argv);
-
-  LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
   RunConfig rc;
   run_config_defaults(&rc);
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  if (run_config_parse_command(&rc, "bench", argc, argv, &help, err, sizeof err))
+    tv_die("%s", err);
+  if (help) {
+    bench_usage(stdout);
+    run_config_free(&rc);
+    return 0;
+  }
+  const BenchConfig *bc = &bench_configs[rc.bench.config];
+  const int steps = rc.bench.steps, warmup = rc.bench.warmup, threads = rc.bench.threads;
+  const char *reference = rc.bench.reference[0] ? rc.bench.reference : NULL;
+  if (rc.bench.methods) {
+    int code = bench_methods(bc, steps, threads, rc.bench.tvaccine_layers, &argc, &argv);
+    run_config_free(&rc);
+    return code;
+  }
+
+  LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
   rc.method = METHOD_SFT;
   rc.seed = 7;
   rc.threads = threads;

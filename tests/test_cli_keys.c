@@ -1,0 +1,157 @@
+/* Every documented option of demo, synth, bench and export resolves through the run-config
+ * key table: --OPT VALUE, --OPT=VALUE, --set SECTION.KEY=VALUE, --set KEY=VALUE and the YAML
+ * key SECTION.KEY all give the same config, which differs from the defaults; unknown options,
+ * missing and bad values are one error line naming the option. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "run_config.h"
+
+typedef struct {
+  const char *option; /* as --help documents it, without "--" */
+  const char *value;  /* NULL: a flag, given bare on the command line */
+} Opt;
+
+typedef struct {
+  const char *section;
+  Opt opts[16];
+} Command;
+
+/* The options each command's --help lists (launch/<command>.c). */
+static const Command commands[] = {
+    {"demo", {{"steps", "7"}, {"seed", "9"}, {"threads", "2"}, {"log", "x.jsonl"}}},
+    {"synth",
+     {{"out", "w"}, {"seed", "5"}, {"layers", "2"}, {"width", "16"}, {"heads", "2"},
+      {"kv-heads", "1"}, {"ffn", "32"}, {"epochs", "2"}, {"batch", "3"}, {"lr", "0.01"},
+      {"steps", "0"}, {"threads", "1"}}},
+    {"bench",
+     {{"config", "S"}, {"steps", "2"}, {"warmup", "0"}, {"threads", "1"},
+      {"reference", "echo"}, {"methods", NULL}, {"tvaccine-layers", "3"}}},
+    {"export",
+     {{"model", "m"}, {"adapter", "a"}, {"out", "o"}, {"merge", NULL}, {"dtype", "f16"},
+      {"shard-size", "1GB"}, {"threads", "2"}}},
+};
+
+static int failures;
+
+/* The config of `section argv...` as YAML (malloc'd), or NULL with err set. */
+static char *parse(const char *section, int argc, char **argv, char *err, size_t n) {
+  RunConfig c;
+  run_config_defaults(&c);
+  int help;
+  char *yaml = NULL;
+  if (!run_config_parse_command(&c, section, argc, argv, &help, err, n)) yaml = run_config_to_yaml(&c);
+  run_config_free(&c);
+  return yaml;
+}
+
+static void expect_same(const char *what, const char *want, const char *got) {
+  if (got && !strcmp(want, got)) return;
+  fprintf(stderr, "FAIL: %s gives a different config\n", what);
+  failures++;
+}
+
+static void check_option(const char *section, const Opt *o, const char *defaults) {
+  char key[64], err[RUN_CONFIG_ERR_MAX], a1[96], a2[160], a3[160];
+  snprintf(key, sizeof key, "%s", o->option);
+  for (char *p = key; *p; p++)
+    if (*p == '-') *p = '_';
+  const char *value = o->value ? o->value : "true";
+  snprintf(a1, sizeof a1, "--%s", o->option);
+  char *argv1[] = {(char *)section, a1, (char *)value};
+  char *ref = parse(section, o->value ? 3 : 2, argv1, err, sizeof err);
+  if (!ref) {
+    fprintf(stderr, "FAIL: %s --%s: %s\n", section, o->option, err);
+    failures++;
+    return;
+  }
+  if (!strcmp(ref, defaults)) {
+    fprintf(stderr, "FAIL: %s --%s %s leaves the defaults unchanged\n", section, o->option, value);
+    failures++;
+  }
+  snprintf(a1, sizeof a1, "--%s=%s", o->option, value);
+  char *argv2[] = {(char *)section, a1};
+  char *got = parse(section, 2, argv2, err, sizeof err);
+  expect_same(a1, ref, got);
+  free(got);
+  snprintf(a2, sizeof a2, "%s.%s=%s", section, key, value);
+  char *argv3[] = {(char *)section, "--set", a2};
+  got = parse(section, 3, argv3, err, sizeof err);
+  expect_same(a2, ref, got);
+  free(got);
+  snprintf(a3, sizeof a3, "%s=%s", key, value);
+  char *argv4[] = {(char *)section, "--set", a3};
+  got = parse(section, 3, argv4, err, sizeof err);
+  expect_same(a3, ref, got);
+  free(got);
+  /* The same key in a YAML file. */
+  char yaml[256];
+  snprintf(yaml, sizeof yaml, "%s:\n  %s: %s\n", section, key, value);
+  RunConfig c;
+  run_config_defaults(&c);
+  if (run_config_load_text(&c, yaml, strlen(yaml), "test.yaml", err, sizeof err)) {
+    fprintf(stderr, "FAIL: YAML %s.%s: %s\n", section, key, err);
+    failures++;
+  } else {
+    got = run_config_to_yaml(&c);
+    expect_same(yaml, ref, got);
+    free(got);
+  }
+  run_config_free(&c);
+  free(ref);
+  if (!o->value) { /* a flag set and then cleared is back at its default */
+    snprintf(a1, sizeof a1, "--%s", o->option);
+    snprintf(a2, sizeof a2, "--%s=false", o->option);
+    char *argv5[] = {(char *)section, a1, a2};
+    got = parse(section, 3, argv5, err, sizeof err);
+    expect_same(a2, defaults, got);
+    free(got);
+  }
+}
+
+/* One line, naming `needle`. */
+static void expect_error(const char *section, int argc, char **argv, const char *needle) {
+  char err[RUN_CONFIG_ERR_MAX];
+  char *yaml = parse(section, argc, argv, err, sizeof err);
+  if (yaml || !strstr(err, needle) || strchr(err, '\n')) {
+    fprintf(stderr, "FAIL: %s %s: expected one error line naming '%s', got '%s'\n", section,
+            argv[1], needle, yaml ? "(accepted)" : err);
+    failures++;
+  }
+  free(yaml);
+}
+
+int main(void) {
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    const Command *cmd = &commands[i];
+    RunConfig c;
+    run_config_defaults(&c);
+    char *defaults = run_config_to_yaml(&c);
+    run_config_free(&c);
+    for (const Opt *o = cmd->opts; o->option; o++) check_option(cmd->section, o, defaults);
+    free(defaults);
+    char *unknown[] = {(char *)cmd->section, "--no-such-option", "1"};
+    expect_error(cmd->section, 3, unknown, "unknown option --no-such-option");
+    char *unknown_set[] = {(char *)cmd->section, "--set", "no_such_key=1"};
+    expect_error(cmd->section, 3, unknown_set, "unknown option --set no_such_key");
+    char *align_key[] = {(char *)cmd->section, "--set", "lora.r=4"}; /* align's, not theirs */
+    expect_error(cmd->section, 3, align_key, "unknown option --set lora.r");
+    char *stray[] = {(char *)cmd->section, "stray"};
+    expect_error(cmd->section, 2, stray, "unexpected argument 'stray'");
+    char *no_value[] = {(char *)cmd->section, "--threads"};
+    expect_error(cmd->section, 2, no_value, "--threads");
+    char *bad_value[] = {(char *)cmd->section, "--threads", "many"};
+    char named[64];
+    snprintf(named, sizeof named, "--threads (%s.threads): expected an integer", cmd->section);
+    expect_error(cmd->section, 3, bad_value, named);
+  }
+  char *bad_flag[] = {"export", "--merge=maybe"};
+  expect_error("export", 2, bad_flag, "--merge (export.merge): expected true or false");
+  char *bad_enum[] = {"bench", "--config", "L"};
+  expect_error("bench", 3, bad_enum, "--config (bench.config): 'L' is not one of M, S");
+  if (failures) return fprintf(stderr, "%d failure(s)\n", failures), 1;
+  printf("ok: every documented option of demo, synth, bench and export resolves through the "
+         "key table\n");
+  return 0;
+}
