@@ -1,5 +1,5 @@
-/* Every documented option of demo, synth, bench and export resolves through the run-config
- * key table: --OPT VALUE, --OPT=VALUE, --set SECTION.KEY=VALUE, --set KEY=VALUE and the YAML
+/* Every documented option of demo, synth, bench, export, generate and eval resolves through
+ * the run-config key table: --OPT VALUE, --OPT=VALUE, --set SECTION.KEY=VALUE, --set KEY=VALUE and the YAML
  * key SECTION.KEY all give the same config, which differs from the defaults; unknown options,
  * missing and bad values are one error line naming the option. */
 #include <stdio.h>
@@ -15,7 +15,7 @@ typedef struct {
 
 typedef struct {
   const char *section;
-  Opt opts[16];
+  Opt opts[16]; /* up to the first with option NULL */
 } Command;
 
 /* The options each command's --help lists (launch/<command>.c). */
@@ -31,6 +31,14 @@ static const Command commands[] = {
     {"export",
      {{"model", "m"}, {"adapter", "a"}, {"out", "o"}, {"merge", NULL}, {"dtype", "f16"},
       {"shard-size", "1GB"}, {"threads", "2"}}},
+    {"generate",
+     {{"model", "m"}, {"adapter", "a"}, {"tokenizer", "t"}, {"prompts", "p.json"},
+      {"format", "plain"}, {"max-prompts", "4"}, {"out", "o.jsonl"}, {"max-new-tokens", "8"},
+      {"batch", "2"}, {"threads", "1"}, {"no-cache", NULL}}},
+    {"eval",
+     {{"answers", "a.jsonl"}, {"judge", "synth"}, {"task", "sst2"}, {"world", "w"},
+      {"out", "v.jsonl"}, {"summary", "s.json"}, {"judge-tokenizer", "t"},
+      {"judge-batch", "2"}, {"threads", "1"}}},
 };
 
 static int failures;
@@ -151,7 +159,7 @@ int main(void) {
   char *bad_enum[] = {"bench", "--config", "L"};
   expect_error("bench", 3, bad_enum, "--config (bench.config): 'L' is not one of M, S");
   if (failures) return fprintf(stderr, "%d failure(s)\n", failures), 1;
-  printf("ok: every documented option of demo, synth, bench and export resolves through the "
-         "key table\n");
+  printf("ok: every documented option of demo, synth, bench, export, generate and eval "
+         "resolves through the key table\n");
   return 0;
 }

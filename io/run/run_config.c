@@ -17,7 +17,8 @@
 /* ---- the keys ------------------------------------------------------------------------ */
 
 const char *const rc_sections[RC_N_SECTIONS] = {"lora",  "optim",  "tvaccine", "demo",
-                                                 "synth", "bench", "export"};
+                                                 "synth", "bench", "export",   "generate",
+                                                 "eval"};
 
 static const char *const bench_config_names[] = {"M", "S"}; /* launch/bench_config.c order */
 
@@ -115,6 +116,26 @@ const RcKey rc_keys[] = {
     STR("export.dtype", export.dtype),
     STR("export.shard_size", export.shard_size),
     INT("export.threads", export.threads, 0, 1024),
+    STR("generate.model", generate.model),
+    STR("generate.adapter", generate.adapter),
+    STR("generate.tokenizer", generate.tokenizer),
+    STR("generate.prompts", generate.prompts),
+    STR("generate.format", generate.format),
+    I64("generate.max_prompts", generate.max_prompts, 0, INT64_C(1) << 40),
+    STR("generate.out", generate.out),
+    INT("generate.max_new_tokens", generate.max_new_tokens, 1, 1 << 20),
+    INT("generate.batch", generate.batch, 1, 1 << 16),
+    INT("generate.threads", generate.threads, 0, 1024),
+    BOOL("generate.no_cache", generate.no_cache),
+    STR("eval.answers", eval.answers),
+    STR("eval.judge", eval.judge),
+    STR("eval.task", eval.task),
+    STR("eval.world", eval.world),
+    STR("eval.out", eval.out),
+    STR("eval.summary", eval.summary),
+    STR("eval.judge_tokenizer", eval.judge_tokenizer),
+    INT("eval.judge_batch", eval.judge_batch, 1, 4096),
+    INT("eval.threads", eval.threads, 0, 1024),
 };
 /* clang-format on */
 _Static_assert(sizeof rc_keys / sizeof rc_keys[0] == RC_N_KEYS, "RC_N_KEYS must count rc_keys");
@@ -171,10 +192,14 @@ void run_config_defaults(RunConfig *c) {
   c->synth = (RunSynth){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
                         .ffn = 172, .epochs = 6, .batch = 16, .steps = -1, .lr = 3e-3};
   c->bench = (RunBench){.config = 0, .steps = 5, .warmup = 1, .tvaccine_layers = 2};
+  c->generate = (RunGenerate){.max_new_tokens = 128, .batch = 16};
+  c->eval = (RunEval){.judge_batch = 8};
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
   free(c->export.shard_size);
   c->export.shard_size = dup_str("5GB");
+  free(c->generate.format);
+  c->generate.format = dup_str("auto");
 }
 
 void run_config_free(RunConfig *c) {

@@ -31,7 +31,7 @@ typedef struct {
 
 /* The options of the subcommands besides align, one section each: every option --KEY of
  * `tvaccine CMD` is the key CMD.KEY ('-' read as '_'), settable in YAML and with --set
- * (run_config_parse_command). Defaults are each command's own. */
+ * (run_config_parse_command). Defaults are each command's own; "" = not given. */
 typedef struct {
   int steps;
   uint64_t seed;
@@ -64,6 +64,21 @@ typedef struct {
 } RunExport;
 
 typedef struct {
+  char *model, *prompts, *out; /* required */
+  char *adapter, *tokenizer;   /* "" = none / the model folder */
+  char *format;                /* auto, alpaca, beavertails, refusal or plain */
+  int64_t max_prompts;         /* 0 = all */
+  int max_new_tokens, batch, threads;
+  int no_cache; /* boolean */
+} RunGenerate;
+
+typedef struct {
+  char *answers; /* required */
+  char *judge, *task, *world, *out, *summary, *judge_tokenizer; /* "" = not given */
+  int judge_batch, threads;
+} RunEval;
+
+typedef struct {
   Method method;
   char *model;     /* Hugging Face model folder (required) */
   char *tokenizer; /* "" = the model folder; see run_config_tokenizer */
@@ -93,6 +108,8 @@ typedef struct {
   RunSynth synth;
   RunBench bench;
   RunExport export;
+  RunGenerate generate;
+  RunEval eval;
 } RunConfig;
 
 /* Every key at its default (the key table in run_config.c). Owns its strings. */
@@ -114,7 +131,7 @@ const char *run_config_load_text(RunConfig *c, const char *text, size_t len, con
  * one scalar. Same type rules and messages as a file; *c unchanged on error. */
 const char *run_config_set(RunConfig *c, const char *assignment, char *err, size_t errlen);
 
-/* The options of subcommand `section` (demo, synth, bench, export) over *c, through the key
+/* The options of subcommand `section` (demo, synth, bench, export, generate, eval) over *c, through the key
  * table: --KEY VALUE and --KEY=VALUE set section.KEY ('-' read as '_'); a boolean key may be
  * given bare (--merge); --set KEY=VALUE sets a key of that section, dotted or not
  * (--set synth.layers=2, --set layers=2). argv[0] is the command. *help is set to 1 by
