@@ -118,7 +118,8 @@ int cmd_export(int argc, char **argv) {
     return 0;
   }
   const RunExport *o = &rc.export;
-  const char *model_dir = o->model[0] ? o->model : NULL, *adapter = o->adapter[0] ? o->adapter : NULL;
+  const char *model_dir = o->model[0] ? o->model : NULL;
+  const char *adapter = o->adapter[0] ? o->adapter : NULL;
   const char *out = o->out[0] ? o->out : NULL;
   int merge = o->merge, threads = o->threads, have_dtype = o->dtype[0] != 0;
   StDtype dtype = have_dtype ? parse_dtype_option(o->dtype) : ST_F32;

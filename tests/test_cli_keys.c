@@ -1,6 +1,6 @@
 /* Every documented option of demo, synth, bench, export, generate and eval resolves through
- * the run-config key table: --OPT VALUE, --OPT=VALUE, --set SECTION.KEY=VALUE, --set KEY=VALUE and the YAML
- * key SECTION.KEY all give the same config, which differs from the defaults; unknown options,
+ * the run-config key table: --OPT VALUE, --OPT=VALUE, --set SECTION.KEY=VALUE, --set KEY=VALUE
+ * and the YAML key SECTION.KEY all give the same config, which differs from the defaults; unknown options,
  * missing and bad values are one error line naming the option. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +49,8 @@ static char *parse(const char *section, int argc, char **argv, char *err, size_t
   run_config_defaults(&c);
   int help;
   char *yaml = NULL;
-  if (!run_config_parse_command(&c, section, argc, argv, &help, err, n)) yaml = run_config_to_yaml(&c);
+  if (!run_config_parse_command(&c, section, argc, argv, &help, err, n))
+    yaml = run_config_to_yaml(&c);
   run_config_free(&c);
   return yaml;
 }
@@ -137,8 +138,20 @@ int main(void) {
     run_config_defaults(&c);
     char *defaults = run_config_to_yaml(&c);
     run_config_free(&c);
-    for (const Opt *o = cmd->opts; o->option; o++) check_option(cmd->section, o, defaults);
+    int documented = 0;
+    for (const Opt *o = cmd->opts; o->option; o++, documented++)
+      check_option(cmd->section, o, defaults);
     free(defaults);
+    /* Every key of the section is an option listed here (and so in --help). */
+    char keys[RUN_CONFIG_ERR_MAX];
+    run_config_section_keys(cmd->section, keys, sizeof keys);
+    int n_keys = 1;
+    for (const char *p = keys; *p; p++) n_keys += *p == ',';
+    if (n_keys != documented) {
+      fprintf(stderr, "FAIL: %s has %d keys (%s), %d documented options\n", cmd->section,
+              n_keys, keys, documented);
+      failures++;
+    }
     char *unknown[] = {(char *)cmd->section, "--no-such-option", "1"};
     expect_error(cmd->section, 3, unknown, "unknown option --no-such-option");
     char *unknown_set[] = {(char *)cmd->section, "--set", "no_such_key=1"};

@@ -131,8 +131,8 @@ const char *run_config_load_text(RunConfig *c, const char *text, size_t len, con
  * one scalar. Same type rules and messages as a file; *c unchanged on error. */
 const char *run_config_set(RunConfig *c, const char *assignment, char *err, size_t errlen);
 
-/* The options of subcommand `section` (demo, synth, bench, export, generate, eval) over *c, through the key
- * table: --KEY VALUE and --KEY=VALUE set section.KEY ('-' read as '_'); a boolean key may be
+/* The options of subcommand `section` (demo, synth, bench, export, generate, eval) over *c,
+ * through the key table: --KEY VALUE and --KEY=VALUE set section.KEY ('-' read as '_'); a boolean key may be
  * given bare (--merge); --set KEY=VALUE sets a key of that section, dotted or not
  * (--set synth.layers=2, --set layers=2). argv[0] is the command. *help is set to 1 by
  * --help or -h. An unknown option, a missing value, a stray argument or a bad value: err holds

@@ -28,7 +28,8 @@ typedef struct {
 #define RC_N_KEYS 90
 #define RC_N_SECTIONS 9
 extern const RcKey rc_keys[RC_N_KEYS];
-extern const char *const rc_sections[RC_N_SECTIONS]; /* lora, optim, tvaccine, then the subcommands */
+/* lora, optim, tvaccine, then the subcommands' sections */
+extern const char *const rc_sections[RC_N_SECTIONS];
 
 int rc_key_section(const RcKey *k); /* index into rc_sections, -1 = top level */
 const char *rc_key_leaf(const RcKey *k);
