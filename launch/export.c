@@ -93,8 +93,7 @@ static void export_merged(HfModel *model, const char *adapter, const char *out, 
   PeftConfig pc = peft_read_config(adapter, hc->cfg.num_layers);
   Backend *be = run_setup_backend(threads);
   /* One token of activation room: the stage is only a holder of weights here. */
-  Stage *s = stage_create(be, &hc->cfg, &pc.lora, 0, hc->cfg.num_layers, 1, 1);
-  hf_model_load_stage(model, s);
+  Stage *s = run_setup_hf_stage(be, model, &pc.lora, 0, hc->cfg.num_layers, 1, 1);
   peft_load(adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
   hf_model_write(out, hc, s, dtype, shard);

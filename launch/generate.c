@@ -189,10 +189,9 @@ int cmd_generate(int argc, char **argv) {
   lc.dropout = 0.0f; /* inference */
   Backend *be = run_setup_backend(a.threads);
   /* The KV-cache decoder keeps its own state: the stage needs no activation room then. */
-  Stage *s = a.no_cache ? stage_create(be, &hc->cfg, &lc, l0, l1, a.batch,
-                                       generate_context_length(&ps, &o))
-                        : stage_create(be, &hc->cfg, &lc, l0, l1, 1, 1);
-  hf_model_load_stage(model, s);
+  Stage *s = a.no_cache ? run_setup_hf_stage(be, model, &lc, l0, l1, a.batch,
+                                             generate_context_length(&ps, &o))
+                        : run_setup_hf_stage(be, model, &lc, l0, l1, 1, 1);
   if (a.adapter) peft_load(a.adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
 

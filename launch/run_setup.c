@@ -11,6 +11,13 @@ void run_setup_comm(RunSetup *s, int *argc, char ***argv) {
   s->size = comm_size(s->comm);
 }
 
+Stage *run_setup_hf_stage(Backend *be, HfModel *hf, const LoraConfig *lora, int l0, int l1,
+                          int micro, int T) {
+  Stage *s = stage_create(be, &hf_model_config(hf)->cfg, lora, l0, l1, micro, T);
+  hf_model_load_stage(hf, s);
+  return s;
+}
+
 TrainerConfig run_setup_trainer_config(const RunConfig *c, int64_t total_steps) {
   TrainerConfig tc = {
       .method = c->method,

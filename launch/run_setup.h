@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "comm.h"
+#include "hf_model.h"
 #include "model.h"
 #include "run_config.h"
 #include "trainer.h"
@@ -29,6 +30,11 @@ Backend *run_setup_backend(int threads);
 /* MPI (or the single-process stand-in): comm, rank and size. The layer split of a model
  * over the ranks stays comm_split_layers (align, generate), defined once in dist/. */
 void run_setup_comm(RunSetup *s, int *argc, char ***argv);
+
+/* A stage of decoder layers [l0, l1) of an open Hugging Face model folder (align, export,
+ * generate), with room for micro-batches of `micro` rows of T tokens, its weights loaded. */
+Stage *run_setup_hf_stage(Backend *be, HfModel *hf, const LoraConfig *lora, int l0, int l1,
+                          int micro, int T);
 
 /* The trainer settings of a resolved run config: method, rho, the T-Vaccine keys, the
  * optimizer (with the run's total_steps), seed and activation policy. */
