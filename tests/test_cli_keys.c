@@ -1,4 +1,4 @@
-/* Every documented option of demo, synth, bench, export, generate and eval resolves through
+/* Every documented option of demo, synth, bench, export, generate, eval and attack resolves through
  * the run-config key table: --OPT VALUE, --OPT=VALUE, --set SECTION.KEY=VALUE, --set KEY=VALUE
  * and the YAML key SECTION.KEY all give the same config, which differs from the defaults; unknown options,
  * missing and bad values are one error line naming the option. */
@@ -15,33 +15,59 @@ typedef struct {
 
 typedef struct {
   const char *section;
-  Opt opts[16]; /* up to the first with option NULL */
+  const char *int_option; /* an integer option, for the bad-value checks */
+  Opt opts[16];           /* up to the first with option NULL */
 } Command;
 
 /* The options each command's --help lists (launch/<command>.c). */
 static const Command commands[] = {
-    {"demo", {{"steps", "7"}, {"seed", "9"}, {"threads", "2"}, {"log", "x.jsonl"}}},
-    {"synth",
+    {"demo", "threads", {{"steps", "7"}, {"seed", "9"}, {"threads", "2"}, {"log", "x.jsonl"}}},
+    {"synth", "threads",
      {{"out", "w"}, {"seed", "5"}, {"layers", "2"}, {"width", "16"}, {"heads", "2"},
       {"kv-heads", "1"}, {"ffn", "32"}, {"epochs", "2"}, {"batch", "3"}, {"lr", "0.01"},
       {"steps", "0"}, {"threads", "1"}}},
-    {"bench",
+    {"bench", "threads",
      {{"config", "S"}, {"steps", "2"}, {"warmup", "0"}, {"threads", "1"},
       {"reference", "echo"}, {"methods", NULL}, {"tvaccine-layers", "3"}}},
-    {"export",
+    {"export", "threads",
      {{"model", "m"}, {"adapter", "a"}, {"out", "o"}, {"merge", NULL}, {"dtype", "f16"},
       {"shard-size", "1GB"}, {"threads", "2"}}},
-    {"generate",
+    {"generate", "threads",
      {{"model", "m"}, {"adapter", "a"}, {"tokenizer", "t"}, {"prompts", "p.json"},
       {"format", "plain"}, {"max-prompts", "4"}, {"out", "o.jsonl"}, {"max-new-tokens", "8"},
       {"batch", "2"}, {"threads", "1"}, {"no-cache", NULL}}},
-    {"eval",
+    {"eval", "threads",
      {{"answers", "a.jsonl"}, {"judge", "synth"}, {"task", "sst2"}, {"world", "w"},
       {"out", "v.jsonl"}, {"summary", "s.json"}, {"judge-tokenizer", "t"},
       {"judge-batch", "2"}, {"threads", "1"}}},
+    {"attack", "n",
+     {{"model", "m"}, {"adapter", "a"}, {"harmful", "h.json"}, {"benign", "b.json"},
+      {"out", "o"}, {"p", "0.2"}, {"n", "50"}, {"seed", "3"}, {"tokenizer", "t"},
+      {"resume", "r"}, {"harmful-format", "beavertails"}, {"benign-format", "alpaca"}}},
 };
 
 static int failures;
+
+/* attack: --set attack.KEY sets its own key, any other --set is kept for its align run. */
+static void check_attack_passthrough(void) {
+  char *argv[] = {"attack", "--set", "optim.lr=3e-4", "--set", "attack.p=0.25", "--p", "0.3",
+                  "--set=seed=3"};
+  const char *others[9];
+  int n_others = 0, help;
+  char err[RUN_CONFIG_ERR_MAX];
+  RunConfig c;
+  run_config_defaults(&c);
+  const char *e = run_config_parse_command_others(&c, "attack", 8, argv, &help, others,
+                                                  &n_others, err, sizeof err);
+  if (e || n_others != 2 || strcmp(others[0], "optim.lr=3e-4") || strcmp(others[1], "seed=3") ||
+      c.attack.p != 0.3 || c.attack.seed != 1) {
+    fprintf(stderr, "FAIL: attack's --set pass-through (%s, %d kept)\n", e ? e : "no error",
+            n_others);
+    failures++;
+  }
+  run_config_free(&c);
+}
+
 
 /* The config of `section argv...` as YAML (malloc'd), or NULL with err set. */
 static char *parse(const char *section, int argc, char **argv, char *err, size_t n) {
@@ -160,19 +186,22 @@ int main(void) {
     expect_error(cmd->section, 3, align_key, "unknown option --set lora.r");
     char *stray[] = {(char *)cmd->section, "stray"};
     expect_error(cmd->section, 2, stray, "unexpected argument 'stray'");
-    char *no_value[] = {(char *)cmd->section, "--threads"};
-    expect_error(cmd->section, 2, no_value, "--threads");
-    char *bad_value[] = {(char *)cmd->section, "--threads", "many"};
-    char named[64];
-    snprintf(named, sizeof named, "--threads (%s.threads): expected an integer", cmd->section);
+    char opt[64], named[128];
+    snprintf(opt, sizeof opt, "--%s", cmd->int_option);
+    char *no_value[] = {(char *)cmd->section, opt};
+    expect_error(cmd->section, 2, no_value, opt);
+    char *bad_value[] = {(char *)cmd->section, opt, "many"};
+    snprintf(named, sizeof named, "%s (%s.%s): expected an integer", opt, cmd->section,
+             cmd->int_option);
     expect_error(cmd->section, 3, bad_value, named);
   }
+  check_attack_passthrough();
   char *bad_flag[] = {"export", "--merge=maybe"};
   expect_error("export", 2, bad_flag, "--merge (export.merge): expected true or false");
   char *bad_enum[] = {"bench", "--config", "L"};
   expect_error("bench", 3, bad_enum, "--config (bench.config): 'L' is not one of M, S");
   if (failures) return fprintf(stderr, "%d failure(s)\n", failures), 1;
-  printf("ok: every documented option of demo, synth, bench, export, generate and eval "
+  printf("ok: every documented option of demo, synth, bench, export, generate, eval and attack "
          "resolves through the key table\n");
   return 0;
 }

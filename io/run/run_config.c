@@ -18,7 +18,7 @@
 
 const char *const rc_sections[RC_N_SECTIONS] = {"lora",  "optim",  "tvaccine", "demo",
                                                  "synth", "bench", "export",   "generate",
-                                                 "eval"};
+                                                 "eval",  "attack"};
 
 static const char *const bench_config_names[] = {"M", "S"}; /* launch/bench_config.c order */
 
@@ -136,6 +136,18 @@ const RcKey rc_keys[] = {
     STR("eval.judge_tokenizer", eval.judge_tokenizer),
     INT("eval.judge_batch", eval.judge_batch, 1, 4096),
     INT("eval.threads", eval.threads, 0, 1024),
+    STR("attack.model", attack.model),
+    STR("attack.adapter", attack.adapter),
+    STR("attack.harmful", attack.harmful),
+    STR("attack.benign", attack.benign),
+    STR("attack.out", attack.out),
+    DBL("attack.p", attack.p, REAL_BOUNDS(0, 0, 1, 0)),
+    I64("attack.n", attack.n, 1, INT64_C(1) << 40),
+    U64("attack.seed", attack.seed),
+    STR("attack.tokenizer", attack.tokenizer),
+    STR("attack.resume", attack.resume),
+    STR("attack.harmful_format", attack.harmful_format),
+    STR("attack.benign_format", attack.benign_format),
 };
 /* clang-format on */
 _Static_assert(sizeof rc_keys / sizeof rc_keys[0] == RC_N_KEYS, "RC_N_KEYS must count rc_keys");
@@ -194,12 +206,16 @@ void run_config_defaults(RunConfig *c) {
   c->bench = (RunBench){.config = 0, .steps = 5, .warmup = 1, .tvaccine_layers = 2};
   c->generate = (RunGenerate){.max_new_tokens = 128, .batch = 16};
   c->eval = (RunEval){.judge_batch = 8};
+  c->attack = (RunAttack){.p = 0.1, .n = 1000, .seed = 1};
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
   free(c->export.shard_size);
   c->export.shard_size = dup_str("5GB");
   free(c->generate.format);
   c->generate.format = dup_str("auto");
+  free(c->attack.harmful_format), free(c->attack.benign_format);
+  c->attack.harmful_format = dup_str("auto");
+  c->attack.benign_format = dup_str("auto");
 }
 
 void run_config_free(RunConfig *c) {

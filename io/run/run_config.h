@@ -79,6 +79,15 @@ typedef struct {
 } RunEval;
 
 typedef struct {
+  char *model, *harmful, *benign, *out; /* required for a new attack */
+  char *adapter, *tokenizer, *resume;   /* "" = none / the model folder / a new attack */
+  char *harmful_format, *benign_format; /* auto, alpaca, beavertails or refusal */
+  double p;                             /* harmful fraction of the mix */
+  int64_t n;                            /* samples in the mix */
+  uint64_t seed;
+} RunAttack;
+
+typedef struct {
   Method method;
   char *model;     /* Hugging Face model folder (required) */
   char *tokenizer; /* "" = the model folder; see run_config_tokenizer */
@@ -110,6 +119,7 @@ typedef struct {
   RunExport export;
   RunGenerate generate;
   RunEval eval;
+  RunAttack attack;
 } RunConfig;
 
 /* Every key at its default (the key table in run_config.c). Owns its strings. */
@@ -139,6 +149,12 @@ const char *run_config_set(RunConfig *c, const char *assignment, char *err, size
  * one line naming it. */
 const char *run_config_parse_command(RunConfig *c, const char *section, int argc, char **argv,
                                      int *help, char *err, size_t errlen);
+/* The same, but --set KEY=VALUE sets the section's key only when dotted (attack.p=0.2);
+ * any other is kept, in order, in others[*n_others] (room for argc entries; pointers into
+ * argv) instead of refused: attack passes those to the align run it starts. */
+const char *run_config_parse_command_others(RunConfig *c, const char *section, int argc,
+                                            char **argv, int *help, const char **others,
+                                            int *n_others, char *err, size_t errlen);
 /* The keys of a section, "section.a, section.b, ..." (for --help and errors). */
 void run_config_section_keys(const char *section, char *buf, size_t n);
 

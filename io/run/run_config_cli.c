@@ -54,7 +54,14 @@ static const char *unknown(const char *section, const char *option, char *err, s
 
 const char *run_config_parse_command(RunConfig *c, const char *section, int argc, char **argv,
                                      int *help, char *err, size_t errlen) {
+  return run_config_parse_command_others(c, section, argc, argv, help, NULL, NULL, err, errlen);
+}
+
+const char *run_config_parse_command_others(RunConfig *c, const char *section, int argc,
+                                            char **argv, int *help, const char **others,
+                                            int *n_others, char *err, size_t errlen) {
   char shown[80];
+  if (n_others) *n_others = 0;
   *help = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -75,13 +82,19 @@ const char *run_config_parse_command(RunConfig *c, const char *section, int argc
         return snprintf(err, errlen, "%s: --set expects KEY=VALUE, got '%s'", section,
                         assignment ? rc_shown(assignment, shown, sizeof shown) : ""),
                err;
-      /* "synth.layers" or "layers": a key of this section either way. */
+      /* "synth.layers" or "layers": a key of this section either way -- except where other
+       * keys pass through (attack), whose own keys are then always dotted. */
       const char *key = assignment;
       size_t slen = strlen(section);
-      if (!strncmp(key, section, slen) && key[slen] == '.') key += slen + 1;
-      const RcKey *k = section_key(section, key, (size_t)(value - key));
+      int dotted = !strncmp(key, section, slen) && key[slen] == '.';
+      if (dotted) key += slen + 1;
+      const RcKey *k = dotted || !others ? section_key(section, key, (size_t)(value - key)) : NULL;
       char opt[160];
       snprintf(opt, sizeof opt, "--set %.*s", (int)(value - assignment), assignment);
+      if (!k && others) {
+        others[(*n_others)++] = assignment;
+        continue;
+      }
       if (!k) return unknown(section, opt, err, errlen);
       if (set_from(c, k, opt, value + 1, err, errlen)) return err;
       continue;

@@ -25,8 +25,8 @@ typedef struct {
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 90
-#define RC_N_SECTIONS 9
+#define RC_N_KEYS 102
+#define RC_N_SECTIONS 10
 extern const RcKey rc_keys[RC_N_KEYS];
 /* lora, optim, tvaccine, then the subcommands' sections */
 extern const char *const rc_sections[RC_N_SECTIONS];

@@ -5,7 +5,7 @@
 set -euo pipefail
 TV=$1
 fail() { echo "FAILED: $*"; exit 1; }
-for cmd in demo synth bench export generate eval; do
+for cmd in demo synth bench export generate eval attack; do
   documented=$("$TV" "$cmd" --help | grep -o -- '--[a-z][a-z-]*' | sort -u | grep -vx -- '--help\|--set' \
     | tr '\n' ' ')
   if "$TV" "$cmd" --no-such-option > /dev/null 2> "${TMPDIR:-/tmp}/tv_help_keys.$$"; then
