@@ -1,6 +1,5 @@
 /* `tvaccine align`: safety alignment with sft, vaccine or tvaccine (SPEC sections 4-7) on
  * one or many MPI ranks: config and overrides, model, data, the step loop, outputs. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

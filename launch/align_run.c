@@ -14,6 +14,7 @@
 
 #include "check.h"
 #include "peft.h"
+#include "run_setup.h"
 #include "subcommands.h"
 
 static double peak_rss_mib(void) {
@@ -316,8 +317,7 @@ static void setup(AlignRun *r) {
   }
 
   int micro = run_config_micro_batch(c);
-  r->stage = stage_create(r->be, mc, &c->lora, r->l0, r->l1, micro, c->max_len);
-  hf_model_load_stage(r->hf, r->stage);
+  r->stage = run_setup_hf_stage(r->be, r->hf, &c->lora, r->l0, r->l1, micro, c->max_len);
   r->model_digest = sum_over_ranks(r, hf_model_digest(r->hf));
   /* The weights now live in the stage: drop the mapping so its pages leave this process. */
   int files = hf_model_files_opened(r->hf);
@@ -329,18 +329,7 @@ static void setup(AlignRun *r) {
   if (c->init_adapter[0] && !r->resume_state) peft_load(c->init_adapter, mc, r->be, stage_lora(r->stage));
 
   r->total_steps = run_config_total_steps(c, (int64_t)r->data.n);
-  TrainerConfig tc = {0};
-  tc.method = method;
-  tc.freeze_scope = c->tvaccine.freeze_scope;
-  tc.rho = c->rho;
-  tc.S = c->tvaccine.S, tc.J = c->tvaccine.J, tc.K = c->tvaccine.K;
-  tc.fixed_layers = c->tvaccine.layers, tc.num_fixed = c->tvaccine.n_layers;
-  tc.optim = c->optim;
-  tc.optim.total_steps = r->total_steps;
-  tc.seed = c->seed;
-  tc.activations = c->activations;
-  tc.schedule = c->dist.schedule;
-  tc.activation_budget = (size_t)c->activation_budget_mib << 20;
+  TrainerConfig tc = run_setup_trainer_config(c, r->total_steps);
   r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
   /* The paper activates a quarter of the layers or fewer (8 of 32 for Llama-2-7B, 5 of 28 for
    * Qwen2-7B); more defeats the memory saving and the targeting, e.g. the default 8 on a

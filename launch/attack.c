@@ -3,7 +3,6 @@
  * rest benign rows) is written as a data file, and a fresh LoRA is fine-tuned on it with
  * plain sft and the attack defaults of SPEC section 4 by `align`'s run machinery (ranks,
  * checkpoints, resume, run log), which this file only drives through its command line. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "dataset.h"
 #include "example_write.h"
 #include "hf_model.h"
+#include "run_config.h"
 #include "subcommands.h"
 
 static void attack_usage(FILE *out) {
@@ -43,7 +43,10 @@ static void attack_usage(FILE *out) {
           "                        attack_data.jsonl (the mix), attack.yaml (the run config) and\n"
           "                        run/ (align's run folder: log.jsonl, checkpoints/, adapter/)\n"
           "  --resume DIR          continue an attack from its latest checkpoint\n"
-          "Evaluate with: tvaccine generate --model DIR/merged --adapter DIR/run/adapter ...\n");
+          "Evaluate with: tvaccine generate --model DIR/merged --adapter DIR/run/adapter ...\n"
+          "Each option --KEY is the run-config key attack.KEY, '-' read as '_'\n"
+          "(attack.harmful_format): --set attack.p=0.2 and --p=0.2 are --p 0.2; a --set of any\n"
+          "other key (optim.lr=3e-4, seed=2) goes to the align run.\n");
 }
 
 typedef struct {
@@ -51,7 +54,7 @@ typedef struct {
   const char *harmful_format, *benign_format;
   double p;
   long long n, seed;
-  char **sets;
+  const char **sets; /* --set KEY=VALUE of the align run, in order */
   int n_sets;
 } AttackArgs;
 
@@ -124,45 +127,31 @@ static void prepare(const AttackArgs *a, const char *model_dir, const char *data
   if (fclose(f) != 0) tv_die("cannot write %s", config_path);
 }
 
+static const char *given(const char *s) { return s[0] ? s : NULL; }
+
 int cmd_attack(int argc, char **argv) {
-  AttackArgs a = {.p = 0.1, .n = 1000, .seed = 1, .harmful_format = "auto",
-                  .benign_format = "auto"};
-  a.sets = tv_calloc((size_t)argc + 1, sizeof(char *));
-  static const struct option opts[] = {
-      {"model", required_argument, 0, 'm'},   {"adapter", required_argument, 0, 'a'},
-      {"harmful", required_argument, 0, 'H'}, {"benign", required_argument, 0, 'B'},
-      {"out", required_argument, 0, 'o'},     {"p", required_argument, 0, 'p'},
-      {"n", required_argument, 0, 'n'},       {"seed", required_argument, 0, 's'},
-      {"tokenizer", required_argument, 0, 'k'}, {"resume", required_argument, 0, 'r'},
-      {"harmful-format", required_argument, 0, 'F'},
-      {"benign-format", required_argument, 0, 'G'},
-      {"set", required_argument, 0, 'S'},     {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'm': a.model = optarg; break;
-      case 'a': a.adapter = optarg; break;
-      case 'H': a.harmful = optarg; break;
-      case 'B': a.benign = optarg; break;
-      case 'o': a.out = optarg; break;
-      case 'p': a.p = parse_num_option("p", optarg, 0.0, 1.0); break;
-      case 'n': a.n = parse_int_option("n", optarg, 1, 1LL << 40); break;
-      case 's': a.seed = parse_int_option("seed", optarg, 0, 1LL << 62); break;
-      case 'k': a.tokenizer = optarg; break;
-      case 'r': a.resume = optarg; break;
-      case 'F': a.harmful_format = optarg; break;
-      case 'G': a.benign_format = optarg; break;
-      case 'S':
-        if (!strchr(optarg, '=')) tv_die("attack: --set expects KEY=VALUE, got '%s'", optarg);
-        a.sets[a.n_sets++] = optarg;
-        break;
-      case 'h': attack_usage(stdout); free(a.sets); return 0;
-      default: attack_usage(stderr); free(a.sets); return 2;
-    }
+  RunConfig rc;
+  run_config_defaults(&rc);
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  const char **sets = tv_calloc((size_t)argc + 1, sizeof(char *));
+  AttackArgs a = {0};
+  if (run_config_parse_command_others(&rc, "attack", argc, argv, &help, sets, &a.n_sets, err,
+                                      sizeof err))
+    tv_die("%s", err);
+  if (help) {
+    attack_usage(stdout);
+    free(sets);
+    run_config_free(&rc);
+    return 0;
   }
-  if (optind < argc) tv_die("attack: unexpected argument '%s'", argv[optind]);
+  const RunAttack *o = &rc.attack;
+  a = (AttackArgs){.model = given(o->model), .adapter = given(o->adapter),
+                   .harmful = given(o->harmful), .benign = given(o->benign),
+                   .out = given(o->out), .tokenizer = given(o->tokenizer),
+                   .resume = given(o->resume), .harmful_format = o->harmful_format,
+                   .benign_format = o->benign_format, .p = o->p, .n = (long long)o->n,
+                   .seed = (long long)o->seed, .sets = sets, .n_sets = a.n_sets};
   /* align's own options after the attack's: --config FILE or --resume, then the --sets. */
   char **align_argv = tv_calloc(2 * (size_t)a.n_sets + 4, sizeof(char *));
   int align_argc = 0;
@@ -191,12 +180,13 @@ int cmd_attack(int argc, char **argv) {
   }
   for (int i = 0; i < a.n_sets; i++) {
     align_argv[align_argc++] = "--set";
-    align_argv[align_argc++] = a.sets[i];
+    align_argv[align_argc++] = (char *)a.sets[i];
   }
-  int rc = cmd_align(align_argc, align_argv);
+  int code = cmd_align(align_argc, align_argv);
   free(align_argv);
   free(run_dir), free(model_dir), free(data_path), free(config_path);
-  free(a.sets);
+  free(sets);
   comm_finalize(comm);
-  return rc;
+  run_config_free(&rc);
+  return code;
 }

@@ -2,7 +2,6 @@
  * model config, next to the machine's sgemm rate measured in the same run, and optionally
  * next to a reference program (the PyTorch step in bench/ref_step.py) run by this command.
  * It reports; it never fails on a timing. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +11,7 @@
 #include "check.h"
 #include "model.h"
 #include "optim.h"
-#include "trainer.h"
+#include "run_setup.h"
 #include "bench.h"
 #include "subcommands.h"
 
@@ -21,6 +20,7 @@ static void bench_usage(FILE *out) {
           "usage: tvaccine bench [--config M|S] [--steps N] [--warmup N] [--threads N]\n"
           "                      [--reference CMD] [--methods [--tvaccine-layers S]]\n"
           "                      [--ranks [--micro-batches M] [--schedule 1f1b|gpipe]]\n"
+          "                      [--set KEY=VALUE ...]\n"
           "\n"
           "Times one LoRA training step (forward + backward + AdamW, dropout 0) and prints step\n"
           "time, tokens/s, achieved GFLOP/s, the OpenBLAS sgemm rate measured in the same run and\n"
@@ -49,7 +49,12 @@ static void bench_usage(FILE *out) {
           "  --micro-batches M micro-batches in --ranks (default 8)\n"
           "  --schedule S      pipeline schedule in --ranks: 1f1b (default) or gpipe\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
-          "                    must print one JSON line with \"step_s\", and report the ratio\n");
+          "                    must print one JSON line with \"step_s\", and report the ratio\n"
+          "\n"
+          "Each option --KEY is the run-config key bench.KEY, '-' read as '_'\n"
+          "(bench.tvaccine_layers; bench.methods and bench.ranks are true or false): --set\n"
+          "bench.config=S and "
+          "--config=S are --config S.\n");
 }
 
 /* Useful floating-point work of one step: base GEMMs forward and input-gradient backward
@@ -123,77 +128,49 @@ static double run_reference(const char *cmd) {
 }
 
 int cmd_bench(int argc, char **argv) {
-  const BenchConfig *bc = &bench_configs[0];
-  int steps = 5, warmup = 1, threads = 0;
-  const char *reference = NULL;
-  int methods = 0, tv_layers = 2, ranks = 0, micro_batches = 8;
-  PipelineSchedule schedule = SCHEDULE_1F1B;
-  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                       {"steps", required_argument, 0, 's'},
-                                       {"warmup", required_argument, 0, 'w'},
-                                       {"threads", required_argument, 0, 't'},
-                                       {"reference", required_argument, 0, 'r'},
-                                       {"methods", no_argument, 0, 'm'},
-                                       {"tvaccine-layers", required_argument, 0, 'S'},
-                                       {"ranks", no_argument, 0, 'R'},
-                                       {"micro-batches", required_argument, 0, 'M'},
-                                       {"schedule", required_argument, 0, 'P'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'c':
-        bc = NULL;
-        for (int i = 0; i < bench_config_count; i++)
-          if (!strcmp(optarg, bench_configs[i].name)) bc = &bench_configs[i];
-        if (!bc) tv_die("--config must be M or S, got '%s'", optarg);
-        break;
-      case 's': steps = (int)parse_int_option("steps", optarg, 1, 10000); break;
-      case 'w': warmup = (int)parse_int_option("warmup", optarg, 0, 10000); break;
-      case 't': threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
-      case 'r': reference = optarg; break;
-      case 'm': methods = 1; break;
-      case 'S': tv_layers = (int)parse_int_option("tvaccine-layers", optarg, 1, 1024); break;
-      case 'R': ranks = 1; break;
-      case 'M': micro_batches = (int)parse_int_option("micro-batches", optarg, 1, 1024); break;
-      case 'P':
-        if (!strcmp(optarg, schedule_names[SCHEDULE_1F1B])) schedule = SCHEDULE_1F1B;
-        else if (!strcmp(optarg, schedule_names[SCHEDULE_GPIPE])) schedule = SCHEDULE_GPIPE;
-        else tv_die("--schedule must be 1f1b or gpipe, got '%s'", optarg);
-        break;
-      case 'h': bench_usage(stdout); return 0;
-      default: bench_usage(stderr); return 2;
-    }
+  RunConfig rc;
+  run_config_defaults(&rc);
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  if (run_config_parse_command(&rc, "bench", argc, argv, &help, err, sizeof err))
+    tv_die("%s", err);
+  if (help) {
+    bench_usage(stdout);
+    run_config_free(&rc);
+    return 0;
   }
-  if (optind < argc) tv_die("bench: unexpected argument '%s'", argv[optind]);
-  if (ranks) return bench_ranks(bc, steps, micro_batches, tv_layers, schedule, &argc, &argv);
-  if (methods) return bench_methods(bc, steps, threads, tv_layers, &argc, &argv);
+  const BenchConfig *bc = &bench_configs[rc.bench.config];
+  const int steps = rc.bench.steps, warmup = rc.bench.warmup, threads = rc.bench.threads;
+  const char *reference = rc.bench.reference[0] ? rc.bench.reference : NULL;
+  if (rc.bench.ranks || rc.bench.methods) {
+    int code = rc.bench.ranks ? bench_ranks(bc, steps, rc.bench.micro_batches,
+                                            rc.bench.tvaccine_layers, rc.bench.schedule, &argc,
+                                            &argv)
+                              : bench_methods(bc, steps, threads, rc.bench.tvaccine_layers,
+                                              &argc, &argv);
+    run_config_free(&rc);
+    return code;
+  }
 
-  Backend *be = backend_create(BACKEND_CPU, 0, threads);
   LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
-  LoraConfig lc = lora_config_default();
-  lc.r = bc->r;
-  lc.dropout = 0.0f;
-  OptimConfig oc = optim_config_default(warmup + steps);
+  rc.method = METHOD_SFT;
+  rc.seed = 7;
+  rc.threads = threads;
+  rc.lora.r = bc->r;
+  rc.lora.dropout = 0.0f;
   printf("bench: config %s: V %d, D %d, L %d, H %d, Hkv %d, F %d, batch %d x %d tokens, LoRA r %d\n",
          bc->name, bc->V, bc->D, bc->L, bc->H, bc->Hkv, bc->F, bc->B, bc->T, bc->r);
+  RunSetup run;
+  run_setup_random(&run, &rc, &cfg, bc->B, bc->T, 7, 0.02f, warmup + steps, &argc, &argv);
+  Backend *be = run.be;
+  Stage *stage = run.stage;
+  Trainer *tr = run.trainer;
   double peak_model = sgemm_rate(be, bc->B * bc->T, bc->F, bc->D);
   double peak_square = sgemm_rate(be, 2048, 2048, 2048);
   double peak = peak_model > peak_square ? peak_model : peak_square;
   printf("sgemm: %.1f GFLOP/s at %dx%dx%d (model shape), %.1f GFLOP/s at 2048^3\n", peak_model,
          bc->B * bc->T, bc->F, bc->D, peak_square);
 
-  Stage *stage = stage_create(be, &cfg, &lc, 0, bc->L, bc->B, bc->T);
-  stage_init_random_weights(stage, 7, 0.02f);
-  lora_set_init(be, stage_lora(stage), 7);
-  Comm *comm = comm_init(&argc, &argv);
-  TrainerConfig tc = {0};
-  tc.method = METHOD_SFT;
-  tc.optim = oc;
-  tc.seed = 7;
-  Trainer *tr = trainer_create(comm, stage, &tc, bc->B);
   size_t n = (size_t)bc->B * bc->T;
   int32_t *tokens = tv_malloc(n * sizeof(int32_t)), *targets = tv_malloc(n * sizeof(int32_t));
   int64_t counted = bench_random_batch(bc, tokens, targets);
@@ -227,9 +204,7 @@ int cmd_bench(int argc, char **argv) {
   free(times);
   free(tokens);
   free(targets);
-  trainer_destroy(tr);
-  stage_destroy(stage);
-  backend_destroy(be);
-  comm_finalize(comm);
+  run_setup_free(&run);
+  run_config_free(&rc);
   return 0;
 }

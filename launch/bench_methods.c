@@ -7,7 +7,7 @@
 
 #include "bench.h"
 #include "check.h"
-#include "comm.h"
+#include "run_setup.h"
 #include "subcommands.h"
 #include "trainer.h"
 
@@ -127,8 +127,9 @@ static double mib(size_t bytes) { return bytes / 1048576.0; }
 int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, int *argc,
                   char ***argv) {
   if (tv_layers > bc->L) tv_die("--tvaccine-layers %d exceeds the %d layers", tv_layers, bc->L);
-  Comm *comm = comm_init(argc, argv);
-  Backend *be = backend_create(BACKEND_CPU, 0, threads);
+  RunSetup run = {0};
+  run_setup_comm(&run, argc, argv);
+  run.be = run_setup_backend(BACKEND_CPU, 0, threads);
   printf("bench --methods: config %s (%d layers, batch %d x %d), LoRA r %d dropout 0.1, rho 3, "
          "tvaccine S %d, fastest of %d steps\n",
          bc->name, bc->L, bc->B, bc->T, bc->r, tv_layers, steps);
@@ -170,7 +171,7 @@ int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, 
   static const char *const policy_names[] = {"recompute", "keep", "auto"};
   MethodResult vaccine = {0};
   for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-    MethodResult r = run_method(comm, be, bc, &runs[i], steps, S);
+    MethodResult r = run_method(run.comm, run.be, bc, &runs[i], steps, S);
     if (runs[i].method == METHOD_VACCINE) vaccine = r;
     size_t step_bytes = trainer_memory_step_bytes(&r.mem);
     printf("  %-16s %-9s layers %-7s step %.3f s  step memory %6.1f MiB (activations %.1f, "
@@ -190,7 +191,6 @@ int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, 
   free(top);
   free(low_mid);
   free(low_top);
-  backend_destroy(be);
-  comm_finalize(comm);
+  run_setup_free(&run);
   return 0;
 }

@@ -1,22 +1,20 @@
 /* `tvaccine demo`: the built-in default job until alignment lands. Trains LoRA adapters on
  * a tiny random Llama to continue arithmetic sequences (a, a+k, a+2k, ... mod V), printing
  * the loss as it falls, and logs every step as JSON Lines. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "backend.h"
 #include "check.h"
 #include "model.h"
-#include "optim.h"
 #include "rng.h"
 #include "runlog.h"
-#include "trainer.h"
+#include "run_setup.h"
 #include "subcommands.h"
 
 static void demo_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine demo [--steps N] [--seed S] [--threads N] [--log FILE]\n"
+          "                     [--set KEY=VALUE ...]\n"
           "\n"
           "Trains rank-8 LoRA adapters on a tiny random Llama (vocab 64, width 64, 2 layers,\n"
           "4 heads, 2 kv heads) to continue arithmetic sequences, and prints the loss per step.\n"
@@ -24,7 +22,10 @@ static void demo_usage(FILE *out) {
           "  --steps N     optimizer steps (default 150)\n"
           "  --seed S      seed of weights, LoRA init and data (default 1)\n"
           "  --threads N   CPU threads (default: all cores)\n"
-          "  --log FILE    also write one JSON line per step to FILE\n");
+          "  --log FILE    also write one JSON line per step to FILE\n"
+          "\n"
+          "Each option --KEY is the run-config key demo.KEY (demo.steps, demo.seed,\n"
+          "demo.threads, demo.log): --set demo.steps=60 and --steps=60 are --steps 60.\n");
 }
 
 /* One batch: each row an arithmetic progression mod V with its own start and step. */
@@ -39,47 +40,32 @@ static void make_batch(int32_t *tokens, int32_t *targets, int B, int T, int V, u
 }
 
 int cmd_demo(int argc, char **argv) {
-  int steps = 150, threads = 0;
-  uint64_t seed = 1;
-  const char *log_path = NULL;
-  static const struct option opts[] = {{"steps", required_argument, 0, 's'},
-                                       {"seed", required_argument, 0, 'e'},
-                                       {"threads", required_argument, 0, 't'},
-                                       {"log", required_argument, 0, 'l'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 's': steps = (int)parse_int_option("steps", optarg, 1, 1000000); break;
-      case 'e': seed = (uint64_t)parse_int_option("seed", optarg, 0, (1LL << 62)); break;
-      case 't': threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
-      case 'l': log_path = optarg; break;
-      case 'h': demo_usage(stdout); return 0;
-      default: demo_usage(stderr); return 2;
-    }
+  RunConfig rc;
+  run_config_defaults(&rc);
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  if (run_config_parse_command(&rc, "demo", argc, argv, &help, err, sizeof err)) tv_die("%s", err);
+  if (help) {
+    demo_usage(stdout);
+    run_config_free(&rc);
+    return 0;
   }
-  if (optind < argc) tv_die("demo: unexpected argument '%s'", argv[optind]);
+  const int steps = rc.demo.steps;
+  const uint64_t seed = rc.demo.seed;
+  const char *log_path = rc.demo.log[0] ? rc.demo.log : NULL;
 
   const int V = 64, B = 16, T = 24;
   LlamaConfig cfg = llama_config_default(V, 64, 128, 2, 4, 2);
-  LoraConfig lc = lora_config_default();
-  lc.alpha = 16; /* a random base needs the adapters to move it quickly */
-  OptimConfig oc = optim_config_default(steps);
-  oc.lr = 1e-2f;
-  oc.weight_decay = 0.0f;
-
-  Backend *be = backend_create(BACKEND_CPU, 0, threads);
-  Stage *stage = stage_create(be, &cfg, &lc, 0, cfg.num_layers, B, T);
-  stage_init_random_weights(stage, seed, 0.3f);
-  lora_set_init(be, stage_lora(stage), seed);
-  Comm *comm = comm_init(&argc, &argv);
-  TrainerConfig tc = {0};
-  tc.method = METHOD_SFT;
-  tc.optim = oc;
-  tc.seed = seed;
-  Trainer *tr = trainer_create(comm, stage, &tc, B);
+  rc.method = METHOD_SFT;
+  rc.seed = seed;
+  rc.threads = rc.demo.threads;
+  rc.lora.alpha = 16; /* a random base needs the adapters to move it quickly */
+  rc.optim.lr = 1e-2f;
+  rc.optim.weight_decay = 0.0f;
+  RunSetup run;
+  run_setup_random(&run, &rc, &cfg, B, T, seed, 0.3f, steps, &argc, &argv);
+  Trainer *tr = run.trainer;
+  const LoraConfig lc = rc.lora;
   RunLog *log = runlog_open(log_path, 0);
 
   int32_t *tokens = tv_malloc(sizeof(int32_t) * B * T), *targets = tv_malloc(sizeof(int32_t) * B * T);
@@ -108,9 +94,7 @@ int cmd_demo(int argc, char **argv) {
   runlog_close(log);
   free(tokens);
   free(targets);
-  trainer_destroy(tr);
-  stage_destroy(stage);
-  backend_destroy(be);
-  comm_finalize(comm);
+  run_setup_free(&run);
+  run_config_free(&rc);
   return 0;
 }

@@ -2,7 +2,6 @@
  * each (prompt, answer): the QA-moderation classifier of a Hugging Face folder, or the
  * synthetic world's rule judge), or fine-tune accuracy on a benign task; the refusal rate
  * beside either. Per-sample verdicts as JSON Lines, a summary on stdout and as JSON. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "check.h"
 #include "evaluation.h"
 #include "judge_model.h"
+#include "run_config.h"
 #include "runlog.h"
 #include "subcommands.h"
 #include "synth.h"
@@ -20,7 +20,7 @@ static void eval_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine eval --answers FILE (--judge synth|DIR | --task NAME) [--world PATH]\n"
           "                     [--out FILE] [--summary FILE] [--judge-tokenizer PATH]\n"
-          "                     [--judge-batch N] [--threads N]\n"
+          "                     [--judge-batch N] [--threads N] [--set KEY=VALUE ...]\n"
           "\n"
           "Scores the JSON Lines answers of `tvaccine generate` (SPEC section 8):\n"
           "  harmful score (HS) = 100 * flagged / answers, with --judge:\n"
@@ -44,7 +44,10 @@ static void eval_usage(FILE *out) {
           "  --summary FILE        the summary as one JSON object\n"
           "  --judge-tokenizer P   the classifier's tokenizer (default: the --judge folder)\n"
           "  --judge-batch N       sequences per classifier call (default 8)\n"
-          "  --threads N           CPU threads (default: all cores)\n");
+          "  --threads N           CPU threads (default: all cores)\n"
+          "\n"
+          "Each option --KEY is the run-config key eval.KEY, '-' read as '_'\n"
+          "(eval.judge_batch): --set eval.task=sst2 and --task=sst2 are --task sst2.\n");
 }
 
 typedef struct {
@@ -52,33 +55,20 @@ typedef struct {
   int judge_batch, threads;
 } EvalArgs;
 
-static int parse_args(int argc, char **argv, EvalArgs *a) {
-  *a = (EvalArgs){.judge_batch = 8};
-  static const struct option opts[] = {
-      {"answers", required_argument, 0, 'a'},  {"judge", required_argument, 0, 'j'},
-      {"task", required_argument, 0, 'k'},     {"world", required_argument, 0, 'w'},
-      {"out", required_argument, 0, 'o'},      {"summary", required_argument, 0, 's'},
-      {"judge-tokenizer", required_argument, 0, 'z'},
-      {"judge-batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
-      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'a': a->answers = optarg; break;
-      case 'j': a->judge = optarg; break;
-      case 'k': a->task = optarg; break;
-      case 'w': a->world = optarg; break;
-      case 'o': a->out = optarg; break;
-      case 's': a->summary = optarg; break;
-      case 'z': a->judge_tokenizer = optarg; break;
-      case 'b': a->judge_batch = (int)parse_int_option("judge-batch", optarg, 1, 4096); break;
-      case 't': a->threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
-      case 'h': eval_usage(stdout); return 0;
-      default: eval_usage(stderr); return 2;
-    }
-  }
-  if (optind < argc) tv_die("eval: unexpected argument '%s'", argv[optind]);
+static const char *given(const char *s) { return s[0] ? s : NULL; }
+
+/* The options through the key table (eval.*); rc owns the strings a points to. Returns an
+ * exit code when done (--help), else -1. */
+static int parse_args(RunConfig *rc, int argc, char **argv, EvalArgs *a) {
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  if (run_config_parse_command(rc, "eval", argc, argv, &help, err, sizeof err)) tv_die("%s", err);
+  if (help) return eval_usage(stdout), 0;
+  const RunEval *e = &rc->eval;
+  *a = (EvalArgs){.answers = given(e->answers), .judge = given(e->judge), .task = given(e->task),
+                  .world = given(e->world), .out = given(e->out), .summary = given(e->summary),
+                  .judge_tokenizer = given(e->judge_tokenizer), .judge_batch = e->judge_batch,
+                  .threads = e->threads};
   if (!a->answers) tv_die("eval: --answers FILE is required");
   if (!a->judge == !a->task)
     tv_die("eval: give either --judge (harmful score) or --task (fine-tune accuracy)");
@@ -125,8 +115,10 @@ static void judge_with_model(const EvalArgs *a, const AnswerSet *set, int *flagg
 
 int cmd_eval(int argc, char **argv) {
   EvalArgs a;
-  int code = parse_args(argc, argv, &a);
-  if (code >= 0) return code;
+  RunConfig rc;
+  run_config_defaults(&rc);
+  int code = parse_args(&rc, argc, argv, &a);
+  if (code >= 0) return run_config_free(&rc), code;
   SynthWorld *world = a.world ? synth_load_world(a.world) : NULL;
   TaskKind task = TASK_SST2;
   if (a.task && eval_resolve_task(world, a.task, &task))
@@ -210,5 +202,6 @@ int cmd_eval(int argc, char **argv) {
   free(flagged);
   answers_free(&set);
   if (world) synth_world_free(world);
+  run_config_free(&rc);
   return 0;
 }

@@ -1,6 +1,5 @@
 /* `tvaccine export`: writes a trained LoRA adapter back out as a normalised PEFT folder, or
  * merges it into its base model and writes a Hugging Face model folder. */
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +11,15 @@
 #include "hf_model.h"
 #include "model.h"
 #include "peft.h"
+#include "run_config.h"
+#include "run_setup.h"
 #include "subcommands.h"
 
 static void export_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine export --model DIR --adapter DIR --out DIR [--merge]\n"
           "                       [--dtype f32|f16|bf16] [--shard-size SIZE] [--threads N]\n"
+          "                       [--set KEY=VALUE ...]\n"
           "\n"
           "Without --merge: checks the PEFT LoRA adapter in --adapter against the model in\n"
           "--model and writes it again as a PEFT folder at --out (standard adapter_config.json,\n"
@@ -37,7 +39,11 @@ static void export_usage(FILE *out) {
           "                     torch_dtype for a merged model, f32 when it names none)\n"
           "  --shard-size SIZE  with --merge: largest weights file, e.g. 5GB, 500MB, 2GiB or a\n"
           "                     byte count (default 5GB, 1GB = 10^9 bytes as in transformers)\n"
-          "  --threads N        CPU threads for the merge (default: all cores)\n");
+          "  --threads N        CPU threads for the merge (default: all cores)\n"
+          "\n"
+          "Each option --KEY is the run-config key export.KEY, '-' read as '_'\n"
+          "(export.shard_size; export.merge is true or false): --set export.dtype=f16 and\n"
+          "--dtype=f16 are --dtype f16.\n");
 }
 
 static StDtype parse_dtype_option(const char *text) {
@@ -85,10 +91,9 @@ static void export_merged(HfModel *model, const char *adapter, const char *out, 
                           uint64_t shard, int threads) {
   const HfConfig *hc = hf_model_config(model);
   PeftConfig pc = peft_read_config(adapter, hc->cfg.num_layers);
-  Backend *be = backend_create(BACKEND_CPU, 0, threads);
+  Backend *be = run_setup_backend(BACKEND_CPU, 0, threads);
   /* One token of activation room: the stage is only a holder of weights here. */
-  Stage *s = stage_create(be, &hc->cfg, &pc.lora, 0, hc->cfg.num_layers, 1, 1);
-  hf_model_load_stage(model, s);
+  Stage *s = run_setup_hf_stage(be, model, &pc.lora, 0, hc->cfg.num_layers, 1, 1);
   peft_load(adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
   hf_model_write(out, hc, s, dtype, shard);
@@ -100,38 +105,26 @@ static void export_merged(HfModel *model, const char *adapter, const char *out, 
 }
 
 int cmd_export(int argc, char **argv) {
-  const char *model_dir = NULL, *adapter = NULL, *out = NULL;
-  int merge = 0, threads = 0, have_dtype = 0;
-  StDtype dtype = ST_F32;
-  uint64_t shard = 5000000000ull;
-  static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                       {"adapter", required_argument, 0, 'a'},
-                                       {"out", required_argument, 0, 'o'},
-                                       {"merge", no_argument, 0, 'g'},
-                                       {"dtype", required_argument, 0, 'd'},
-                                       {"shard-size", required_argument, 0, 's'},
-                                       {"threads", required_argument, 0, 't'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'm': model_dir = optarg; break;
-      case 'a': adapter = optarg; break;
-      case 'o': out = optarg; break;
-      case 'g': merge = 1; break;
-      case 'd': dtype = parse_dtype_option(optarg), have_dtype = 1; break;
-      case 's':
-        if (!hf_parse_size(optarg, &shard))
-          tv_die("--shard-size expects a size such as 5GB, 500MB or 2GiB, got '%s'", optarg);
-        break;
-      case 't': threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
-      case 'h': export_usage(stdout); return 0;
-      default: export_usage(stderr); return 2;
-    }
+  RunConfig rc;
+  run_config_defaults(&rc);
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  if (run_config_parse_command(&rc, "export", argc, argv, &help, err, sizeof err))
+    tv_die("%s", err);
+  if (help) {
+    export_usage(stdout);
+    run_config_free(&rc);
+    return 0;
   }
-  if (optind < argc) tv_die("export: unexpected argument '%s'", argv[optind]);
+  const RunExport *o = &rc.export;
+  const char *model_dir = o->model[0] ? o->model : NULL;
+  const char *adapter = o->adapter[0] ? o->adapter : NULL;
+  const char *out = o->out[0] ? o->out : NULL;
+  int merge = o->merge, threads = o->threads, have_dtype = o->dtype[0] != 0;
+  StDtype dtype = have_dtype ? parse_dtype_option(o->dtype) : ST_F32;
+  uint64_t shard = 0;
+  if (!hf_parse_size(o->shard_size, &shard))
+    tv_die("--shard-size expects a size such as 5GB, 500MB or 2GiB, got '%s'", o->shard_size);
   if (!model_dir) tv_die("export: --model DIR is required (the adapter's base model)");
   if (!adapter) tv_die("export: --adapter DIR is required");
   if (!out) tv_die("export: --out DIR is required");
@@ -146,5 +139,6 @@ int cmd_export(int argc, char **argv) {
     export_adapter(model, adapter, out, dtype);
   }
   hf_model_close(model);
+  run_config_free(&rc);
   return 0;
 }

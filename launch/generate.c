@@ -1,7 +1,6 @@
 /* `tvaccine generate`: greedy answers of a Hugging Face model (optionally with a PEFT
  * adapter merged in) to the prompts of a file, formatted with the training Alpaca template,
  * written as JSON Lines. Runs on one process or as a pipeline over MPI ranks. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +14,9 @@
 #include "model.h"
 #include "peft.h"
 #include "prompts.h"
+#include "run_config.h"
 #include "runlog.h"
+#include "run_setup.h"
 #include "subcommands.h"
 #include "tokenizer.h"
 
@@ -24,6 +25,7 @@ static void generate_usage(FILE *out) {
           "usage: tvaccine generate --model DIR --prompts FILE --out FILE [--adapter DIR]\n"
           "                         [--tokenizer PATH] [--format F] [--max-prompts N]\n"
           "                         [--max-new-tokens N] [--batch N] [--threads N] [--no-cache]\n"
+          "                         [--set KEY=VALUE ...]\n"
           "\n"
           "Greedy decoding (argmax at every step) of each prompt until an EOS token or the token\n"
           "limit. Prompts are formatted with the Alpaca template exactly as training formats\n"
@@ -46,7 +48,10 @@ static void generate_usage(FILE *out) {
           "  --threads N          CPU threads per rank (default: all cores)\n"
           "  --no-cache           recompute the whole sequence for every token instead of using\n"
           "                       the KV cache (a slow reference; same tokens)\n"
-          "EOS: the ids of config.json's eos_token_id and the tokenizer's EOS.\n");
+          "EOS: the ids of config.json's eos_token_id and the tokenizer's EOS.\n"
+          "Each option --KEY is the run-config key generate.KEY, '-' read as '_'\n"
+          "(generate.max_new_tokens; generate.no_cache is true or false): --set\n"
+          "generate.batch=4 and --batch=4 are --batch 4.\n");
 }
 
 typedef struct {
@@ -55,37 +60,26 @@ typedef struct {
   int max_new, batch, threads, no_cache;
 } GenerateArgs;
 
-static GenerateArgs parse_args(int argc, char **argv, int *exit_code) {
-  GenerateArgs a = {.format = "auto", .max_new = 128, .batch = 16};
-  static const struct option opts[] = {
-      {"model", required_argument, 0, 'm'},      {"adapter", required_argument, 0, 'a'},
-      {"tokenizer", required_argument, 0, 'k'},  {"prompts", required_argument, 0, 'p'},
-      {"format", required_argument, 0, 'f'},     {"max-prompts", required_argument, 0, 'n'},
-      {"out", required_argument, 0, 'o'},        {"max-new-tokens", required_argument, 0, 'x'},
-      {"batch", required_argument, 0, 'b'},      {"threads", required_argument, 0, 't'},
-      {"no-cache", no_argument, 0, 'c'},         {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
-  int c;
-  optind = 1;
+static const char *given(const char *s) { return s[0] ? s : NULL; }
+
+/* The options through the key table (generate.*); rc owns the strings a points to. */
+static GenerateArgs parse_args(RunConfig *rc, int argc, char **argv, int *exit_code) {
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
   *exit_code = -1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'm': a.model = optarg; break;
-      case 'a': a.adapter = optarg; break;
-      case 'k': a.tokenizer = optarg; break;
-      case 'p': a.prompts = optarg; break;
-      case 'f': a.format = optarg; break;
-      case 'n': a.max_prompts = parse_int_option("max-prompts", optarg, 1, 1LL << 40); break;
-      case 'o': a.out = optarg; break;
-      case 'x': a.max_new = (int)parse_int_option("max-new-tokens", optarg, 1, 1 << 20); break;
-      case 'b': a.batch = (int)parse_int_option("batch", optarg, 1, 1 << 16); break;
-      case 't': a.threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
-      case 'c': a.no_cache = 1; break;
-      case 'h': generate_usage(stdout); *exit_code = 0; return a;
-      default: generate_usage(stderr); *exit_code = 2; return a;
-    }
+  if (run_config_parse_command(rc, "generate", argc, argv, &help, err, sizeof err))
+    tv_die("%s", err);
+  const RunGenerate *g = &rc->generate;
+  GenerateArgs a = {.model = given(g->model), .adapter = given(g->adapter),
+                    .tokenizer = given(g->tokenizer), .prompts = given(g->prompts),
+                    .format = g->format, .out = given(g->out), .max_prompts = g->max_prompts,
+                    .max_new = g->max_new_tokens, .batch = g->batch, .threads = g->threads,
+                    .no_cache = g->no_cache};
+  if (help) {
+    generate_usage(stdout);
+    *exit_code = 0;
+    return a;
   }
-  if (optind < argc) tv_die("generate: unexpected argument '%s'", argv[optind]);
   if (!a.model) tv_die("generate: --model DIR is required");
   if (!a.prompts) tv_die("generate: --prompts FILE is required");
   if (!a.out) tv_die("generate: --out FILE is required");
@@ -163,8 +157,10 @@ static void write_answers(RunLog *log, const ExampleSet *set, const Tokenizer *t
 
 int cmd_generate(int argc, char **argv) {
   int code;
-  GenerateArgs a = parse_args(argc, argv, &code);
-  if (code >= 0) return code;
+  RunConfig rc;
+  run_config_defaults(&rc);
+  GenerateArgs a = parse_args(&rc, argc, argv, &code);
+  if (code >= 0) return run_config_free(&rc), code;
   Comm *comm = comm_init(&argc, &argv);
   int rank = comm_rank(comm), size = comm_size(comm);
   HfModel *model = hf_model_open(a.model);
@@ -191,12 +187,11 @@ int cmd_generate(int argc, char **argv) {
   LoraConfig lc = lora_config_default();
   if (a.adapter) lc = peft_read_config(a.adapter, hc->cfg.num_layers).lora;
   lc.dropout = 0.0f; /* inference */
-  Backend *be = backend_create(BACKEND_CPU, 0, a.threads);
+  Backend *be = run_setup_backend(BACKEND_CPU, 0, a.threads);
   /* The KV-cache decoder keeps its own state: the stage needs no activation room then. */
-  Stage *s = a.no_cache ? stage_create(be, &hc->cfg, &lc, l0, l1, a.batch,
-                                       generate_context_length(&ps, &o))
-                        : stage_create(be, &hc->cfg, &lc, l0, l1, 1, 1);
-  hf_model_load_stage(model, s);
+  Stage *s = a.no_cache ? run_setup_hf_stage(be, model, &lc, l0, l1, a.batch,
+                                             generate_context_length(&ps, &o))
+                        : run_setup_hf_stage(be, model, &lc, l0, l1, 1, 1);
   if (a.adapter) peft_load(a.adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
 
@@ -231,5 +226,6 @@ int cmd_generate(int argc, char **argv) {
   tokenizer_free(tok);
   hf_model_close(model);
   comm_finalize(comm);
+  run_config_free(&rc);
   return 0;
 }

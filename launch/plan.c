@@ -1,7 +1,6 @@
 /* tvaccine plan: per-rank device memory of a run from the model's config.json alone (no
  * weights needed) and whether it fits a given GPU memory, plus the largest batch that does.
  * The arithmetic is core/memory_plan.c; this file reads the inputs and prints the table. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +23,11 @@ static void plan_usage(FILE *out) {
           "  method, lora, max_len, batch_size, micro_batch, tvaccine.S and activations from a\n"
           "  run config (defaults otherwise: tvaccine, S 8, batch 10 x 200, r 8 on 7 targets).\n"
           "  SIZE: a number with MB/MiB or GB/GiB (both 2^20 / 2^30 bytes: a '24 GB' card has\n"
-          "  24 GiB). Sampled layers are placed worst case (all on one rank).\n");
+          "  24 GiB). Sampled layers are placed worst case (all on one rank), and layers are\n"
+          "  split evenly over the ranks.\n"
+          "\n"
+          "Each option --KEY is the run-config key plan.KEY, '-' read as '_' (plan.gpu_mem,\n"
+          "plan.weight_dtype, plan.reserve_mib): --set plan.ranks=8 and --ranks=8 are --ranks 8.\n");
 }
 
 /* "24GB", "24GiB", "24576MB", "24g": bytes (binary units), or 0 when malformed. */
@@ -80,50 +83,32 @@ static size_t worst_rank(const MemoryPlanInput *in, int *rank_out, StageMemoryPl
 }
 
 int cmd_plan(int argc, char **argv) {
-  const char *model_dir = NULL, *config_path = NULL;
-  int ranks = 0, batch_override = 0;
-  size_t gpu_mem = 0, reserve = (size_t)1 << 30;
-  TvDtype dtype = TV_BF16;
-  static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                       {"ranks", required_argument, 0, 'n'},
-                                       {"gpu-mem", required_argument, 0, 'g'},
-                                       {"config", required_argument, 0, 'c'},
-                                       {"batch", required_argument, 0, 'b'},
-                                       {"weight-dtype", required_argument, 0, 'd'},
-                                       {"reserve-mib", required_argument, 0, 'r'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'm': model_dir = optarg; break;
-      case 'n': ranks = (int)parse_int_option("ranks", optarg, 1, 4096); break;
-      case 'g':
-        if (!(gpu_mem = parse_size(optarg)))
-          tv_die("--gpu-mem expects a size such as 24GB or 81920MiB, got '%s'", optarg);
-        break;
-      case 'c': config_path = optarg; break;
-      case 'b': batch_override = (int)parse_int_option("batch", optarg, 1, 1000000); break;
-      case 'd':
-        if (!strcmp(optarg, "bf16")) dtype = TV_BF16;
-        else if (!strcmp(optarg, "f32")) dtype = TV_F32;
-        else tv_die("--weight-dtype must be bf16 or f32, got '%s'", optarg);
-        break;
-      case 'r': reserve = (size_t)parse_int_option("reserve-mib", optarg, 0, 1 << 20) << 20; break;
-      case 'h': plan_usage(stdout); return 0;
-      default: plan_usage(stderr); return 2;
-    }
+  RunConfig opt;
+  run_config_defaults(&opt);
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  if (run_config_parse_command(&opt, "plan", argc, argv, &help, err, sizeof err)) tv_die("%s", err);
+  if (help) {
+    plan_usage(stdout);
+    run_config_free(&opt);
+    return 0;
   }
-  if (optind < argc) tv_die("plan: unexpected argument '%s'", argv[optind]);
-  if (!model_dir || !ranks || !gpu_mem) {
+  const char *model_dir = opt.plan.model;
+  int ranks = opt.plan.ranks, batch_override = opt.plan.batch;
+  TvDtype dtype = opt.plan.weight_dtype;
+  size_t reserve = (size_t)opt.plan.reserve_mib << 20;
+  if (!model_dir[0] || !ranks || !opt.plan.gpu_mem[0]) {
     plan_usage(stderr);
     tv_die("plan needs --model, --ranks and --gpu-mem");
   }
+  size_t gpu_mem = parse_size(opt.plan.gpu_mem);
+  if (!gpu_mem)
+    tv_die("--gpu-mem (plan.gpu_mem) expects a size such as 24GB or 81920MiB, got '%s'",
+           opt.plan.gpu_mem);
   RunConfig rc;
   run_config_defaults(&rc);
-  char err[512];
-  if (config_path && run_config_load(&rc, config_path, err, sizeof err)) tv_die("%s", err);
+  if (opt.plan.config[0] && run_config_load(&rc, opt.plan.config, err, sizeof err))
+    tv_die("%s", err);
   LlamaConfig model = read_model_config(model_dir);
   if (ranks > model.num_layers)
     tv_die("--ranks %d is more than the model's %d layers", ranks, model.num_layers);
@@ -167,5 +152,6 @@ int cmd_plan(int argc, char **argv) {
   printf("plan: batch %d x %d %s on %d x %.2f GiB; largest batch that fits: %d x %d\n", in.batch,
          in.seq_len, fits ? "fits" : "does NOT fit", ranks, gib(gpu_mem), best, in.seq_len);
   run_config_free(&rc);
+  run_config_free(&opt);
   return fits ? 0 : 1;
 }

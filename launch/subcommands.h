@@ -14,9 +14,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_attack(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 
-/* Option value parsers shared by the subcommands: one error line naming the option. */
-long long parse_int_option(const char *option, const char *text, long long lo, long long hi);
-double parse_num_option(const char *option, const char *text, double lo, double hi);
+/* Their options are parsed through the run-config key table (run_config_parse_command). */
 
 /* Seconds on the monotonic clock, for the subcommands' timings. */
 static inline double now_s(void) {

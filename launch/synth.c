@@ -1,7 +1,6 @@
 /* `tvaccine synth`: builds the synthetic safety world of SPEC section 10 in a folder and
  * pretrains its tiny, unaligned base model there (full-parameter training on pretrain.jsonl),
  * saved as a Hugging Face model folder, plus a ready T-Vaccine config for `align`. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,8 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "run_config.h"
+#include "run_setup.h"
 #include "subcommands.h"
 #include "synth.h"
 #include "tokenizer.h"
@@ -21,7 +22,7 @@ static void synth_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine synth --out DIR [--seed S] [--layers N] [--width D] [--heads H]\n"
           "                      [--kv-heads K] [--ffn F] [--epochs E] [--batch B] [--lr LR]\n"
-          "                      [--threads N]\n"
+          "                      [--steps N] [--threads N] [--set KEY=VALUE ...]\n"
           "\n"
           "Writes the synthetic safety world (tokenizer.json, data files, world.json) into DIR,\n"
           "pretrains its base model to follow the benign tasks AND comply with the harmful\n"
@@ -36,18 +37,13 @@ static void synth_usage(FILE *out) {
           "  --lr LR       peak learning rate (default 3e-3, warmup 5 %%, cosine decay)\n"
           "  --steps N     pretraining steps instead of epochs (0: save the random base, for\n"
           "                quick tests of the file formats and commands)\n"
-          "  --threads N   CPU threads (default: all cores)\n");
+          "  --threads N   CPU threads (default: all cores)\n"
+          "\n"
+          "Each option --KEY is the run-config key synth.KEY, '-' read as '_' (synth.kv_heads):\n"
+          "--set synth.layers=2, --set layers=2 and --layers=2 are --layers 2.\n");
 }
 
-typedef struct {
-  const char *out;
-  uint64_t seed;
-  int layers, width, heads, kv_heads, ffn, epochs, batch, threads;
-  int64_t steps; /* -1: epochs decide; 0: keep the random initial weights */
-  double lr;
-} SynthArgs;
-
-static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
+static void pretrain(const RunSynth *a, const char *dir, Tokenizer *tok) {
   char path[4096];
   snprintf(path, sizeof path, "%s/pretrain.jsonl", dir);
   ExampleSet rows;
@@ -64,7 +60,7 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
   if (llama_config_validate(&cfg, msg, sizeof msg)) tv_die("synth: %s", msg);
   LoraConfig lc = lora_config_default();
   lc.r = 1, lc.dropout = 0; /* adapters exist but stay zero: only base weights train */
-  Backend *be = backend_create(BACKEND_CPU, 0, a->threads);
+  Backend *be = run_setup_backend(BACKEND_CPU, 0, a->threads);
   Stage *s = stage_create(be, &cfg, &lc, 0, cfg.num_layers, a->batch, max_T);
   stage_init_random_weights(s, a->seed, 0.05f);
   stage_enable_full_training(s);
@@ -133,49 +129,19 @@ static void pretrain(const SynthArgs *a, const char *dir, Tokenizer *tok) {
 }
 
 int cmd_synth(int argc, char **argv) {
-  SynthArgs a = {.out = NULL,
-                 .seed = 1,
-                 .layers = 4,
-                 .width = 64,
-                 .heads = 4,
-                 .kv_heads = 2,
-                 .ffn = 172,
-                 .epochs = 6,
-                 .batch = 16,
-                 .threads = 0,
-                 .steps = -1,
-                 .lr = 3e-3};
-  static const struct option opts[] = {
-      {"out", required_argument, 0, 'o'},     {"seed", required_argument, 0, 's'},
-      {"layers", required_argument, 0, 'L'},  {"width", required_argument, 0, 'D'},
-      {"heads", required_argument, 0, 'H'},   {"kv-heads", required_argument, 0, 'K'},
-      {"ffn", required_argument, 0, 'F'},     {"epochs", required_argument, 0, 'e'},
-      {"batch", required_argument, 0, 'b'},   {"lr", required_argument, 0, 'r'},
-      {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-      {"steps", required_argument, 0, 'n'},
-      {0, 0, 0, 0}};
-  int c;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'o': a.out = optarg; break;
-      case 's': a.seed = (uint64_t)parse_int_option("seed", optarg, 0, 1LL << 62); break;
-      case 'L': a.layers = (int)parse_int_option("layers", optarg, 1, 64); break;
-      case 'D': a.width = (int)parse_int_option("width", optarg, 8, 4096); break;
-      case 'H': a.heads = (int)parse_int_option("heads", optarg, 1, 64); break;
-      case 'K': a.kv_heads = (int)parse_int_option("kv-heads", optarg, 1, 64); break;
-      case 'F': a.ffn = (int)parse_int_option("ffn", optarg, 8, 16384); break;
-      case 'e': a.epochs = (int)parse_int_option("epochs", optarg, 1, 1000); break;
-      case 'b': a.batch = (int)parse_int_option("batch", optarg, 1, 1024); break;
-      case 'r': a.lr = parse_num_option("lr", optarg, 0, 1); break;
-      case 't': a.threads = (int)parse_int_option("threads", optarg, 1, 1024); break;
-      case 'n': a.steps = parse_int_option("steps", optarg, 0, 100000000); break;
-      case 'h': synth_usage(stdout); return 0;
-      default: synth_usage(stderr); return 2;
-    }
+  RunConfig rc;
+  run_config_defaults(&rc);
+  char err[RUN_CONFIG_ERR_MAX];
+  int help;
+  if (run_config_parse_command(&rc, "synth", argc, argv, &help, err, sizeof err))
+    tv_die("%s", err);
+  if (help) {
+    synth_usage(stdout);
+    run_config_free(&rc);
+    return 0;
   }
-  if (optind < argc) tv_die("synth: unexpected argument '%s'", argv[optind]);
-  if (!a.out) tv_die("synth: --out DIR is required (try --help)");
+  const RunSynth a = rc.synth;
+  if (!a.out[0]) tv_die("synth: --out DIR is required (try --help)");
   SynthOptions opt = synth_default_options();
   opt.seed = a.seed;
   SynthStats stats;
@@ -186,5 +152,6 @@ int cmd_synth(int argc, char **argv) {
   pretrain(&a, a.out, tok);
   tokenizer_free(tok);
   synth_world_free(w);
+  run_config_free(&rc);
   return 0;
 }

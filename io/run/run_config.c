@@ -16,13 +16,19 @@
 
 /* ---- the keys ------------------------------------------------------------------------ */
 
-const char *const rc_sections[RC_N_SECTIONS] = {"lora", "optim", "tvaccine", "dist"};
+const char *const rc_sections[RC_N_SECTIONS] = {"lora",  "optim",  "tvaccine", "dist",
+                                                 "demo",  "synth",  "bench",    "export",
+                                                 "generate", "eval", "attack", "plan"};
+
+static const char *const bench_config_names[] = {"M", "S"}; /* launch/bench_config.c order */
+static const char *const plan_dtype_names[] = {"f32", "bf16"}; /* TvDtype order */
+_Static_assert(TV_F32 == 0 && TV_BF16 == 1, "plan.weight_dtype names follow TvDtype");
 
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
                    sizeof(FreezeScope) == sizeof(int) && sizeof(ActivationPolicy) == sizeof(int) &&
                    sizeof(BackendKind) == sizeof(int) && sizeof(PipelineSchedule) == sizeof(int) &&
-                   sizeof(LayerSplit) == sizeof(int),
+                   sizeof(LayerSplit) == sizeof(int) && sizeof(TvDtype) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -36,6 +42,8 @@ _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(
  * the setting has one (optim.h). */
 #define FLT(k, m, b) {.name = k, .kind = K_FLOAT, .off = OFF(m), .bounds = b}
 #define DBL(k, m, b) {.name = k, .kind = K_DOUBLE, .off = OFF(m), .bounds = b}
+#define BOOL(k, m) {.name = k, .kind = K_BOOL, .off = OFF(m)}
+#define U64(k, m) {.name = k, .kind = K_U64, .off = OFF(m)}
 #define BIG INT64_C(1000000000000) /* step counts: far beyond any run, far below overflow */
 
 /* Order: top-level keys, then each section's keys together (the writer relies on it). */
@@ -85,6 +93,79 @@ const RcKey rc_keys[] = {
     INT("dist.micro_batches", dist.micro_batches, 0, 1000000),
     ENUM("dist.schedule", dist.schedule, schedule_names),
     ENUM("dist.split", dist.split, layer_split_names),
+    /* The other subcommands' options (run_config_parse_command), one section each. */
+    INT("demo.steps", demo.steps, 1, 1000000),
+    U64("demo.seed", demo.seed),
+    INT("demo.threads", demo.threads, 0, 1024),
+    STR("demo.log", demo.log),
+    STR("synth.out", synth.out),
+    U64("synth.seed", synth.seed),
+    INT("synth.layers", synth.layers, 1, 64),
+    INT("synth.width", synth.width, 8, 4096),
+    INT("synth.heads", synth.heads, 1, 64),
+    INT("synth.kv_heads", synth.kv_heads, 1, 64),
+    INT("synth.ffn", synth.ffn, 8, 16384),
+    INT("synth.epochs", synth.epochs, 1, 1000),
+    INT("synth.batch", synth.batch, 1, 1024),
+    INT("synth.threads", synth.threads, 0, 1024),
+    I64("synth.steps", synth.steps, -1, 100000000),
+    DBL("synth.lr", synth.lr, REAL_BOUNDS(0, 0, 1, 0)),
+    ENUM("bench.config", bench.config, bench_config_names),
+    INT("bench.steps", bench.steps, 1, 10000),
+    INT("bench.warmup", bench.warmup, 0, 10000),
+    INT("bench.threads", bench.threads, 0, 1024),
+    STR("bench.reference", bench.reference),
+    BOOL("bench.methods", bench.methods),
+    INT("bench.tvaccine_layers", bench.tvaccine_layers, 1, 1024),
+    BOOL("bench.ranks", bench.ranks),
+    INT("bench.micro_batches", bench.micro_batches, 1, 1024),
+    ENUM("bench.schedule", bench.schedule, schedule_names),
+    STR("export.model", export.model),
+    STR("export.adapter", export.adapter),
+    STR("export.out", export.out),
+    BOOL("export.merge", export.merge),
+    STR("export.dtype", export.dtype),
+    STR("export.shard_size", export.shard_size),
+    INT("export.threads", export.threads, 0, 1024),
+    STR("generate.model", generate.model),
+    STR("generate.adapter", generate.adapter),
+    STR("generate.tokenizer", generate.tokenizer),
+    STR("generate.prompts", generate.prompts),
+    STR("generate.format", generate.format),
+    I64("generate.max_prompts", generate.max_prompts, 0, INT64_C(1) << 40),
+    STR("generate.out", generate.out),
+    INT("generate.max_new_tokens", generate.max_new_tokens, 1, 1 << 20),
+    INT("generate.batch", generate.batch, 1, 1 << 16),
+    INT("generate.threads", generate.threads, 0, 1024),
+    BOOL("generate.no_cache", generate.no_cache),
+    STR("eval.answers", eval.answers),
+    STR("eval.judge", eval.judge),
+    STR("eval.task", eval.task),
+    STR("eval.world", eval.world),
+    STR("eval.out", eval.out),
+    STR("eval.summary", eval.summary),
+    STR("eval.judge_tokenizer", eval.judge_tokenizer),
+    INT("eval.judge_batch", eval.judge_batch, 1, 4096),
+    INT("eval.threads", eval.threads, 0, 1024),
+    STR("attack.model", attack.model),
+    STR("attack.adapter", attack.adapter),
+    STR("attack.harmful", attack.harmful),
+    STR("attack.benign", attack.benign),
+    STR("attack.out", attack.out),
+    DBL("attack.p", attack.p, REAL_BOUNDS(0, 0, 1, 0)),
+    I64("attack.n", attack.n, 1, INT64_C(1) << 40),
+    U64("attack.seed", attack.seed),
+    STR("attack.tokenizer", attack.tokenizer),
+    STR("attack.resume", attack.resume),
+    STR("attack.harmful_format", attack.harmful_format),
+    STR("attack.benign_format", attack.benign_format),
+    STR("plan.model", plan.model),
+    INT("plan.ranks", plan.ranks, 0, 4096),
+    STR("plan.gpu_mem", plan.gpu_mem),
+    STR("plan.config", plan.config),
+    INT("plan.batch", plan.batch, 0, 1000000),
+    ENUM("plan.weight_dtype", plan.weight_dtype, plan_dtype_names),
+    INT("plan.reserve_mib", plan.reserve_mib, 0, 1 << 20),
 };
 /* clang-format on */
 _Static_assert(sizeof rc_keys / sizeof rc_keys[0] == RC_N_KEYS, "RC_N_KEYS must count rc_keys");
@@ -100,6 +181,11 @@ const char *rc_key_leaf(const RcKey *k) {
   const char *dot = strrchr(k->name, '.');
   return dot ? dot + 1 : k->name;
 }
+const RcKey *rc_find_key(const char *name) {
+  for (int i = 0; i < RC_N_KEYS; i++)
+    if (!strcmp(rc_keys[i].name, name)) return &rc_keys[i];
+  return NULL;
+}
 static void *at(RunConfig *c, const RcKey *k) { return (char *)c + k->off; }
 static const void *at_c(const RunConfig *c, const RcKey *k) { return (const char *)c + k->off; }
 
@@ -111,6 +197,9 @@ static char *dup_str(const char *s) {
 /* ---- defaults, copy, free ------------------------------------------------------------ */
 
 void run_config_defaults(RunConfig *c) {
+  /* The header's RC_N_KEYS sizes rc_keys, so a table one entry short still compiles, with a
+   * zeroed last entry: caught here. */
+  TV_CHECK(rc_keys[RC_N_KEYS - 1].name, "RC_N_KEYS is larger than the key table");
   memset(c, 0, sizeof *c);
   c->method = METHOD_TVACCINE;
   c->data_format = DATASET_FORMAT_AUTO;
@@ -129,8 +218,24 @@ void run_config_defaults(RunConfig *c) {
                                .probe_samples = 200,
                                .probe_batch = 1,
                                .freeze_scope = FREEZE_LAYER};
+  c->demo = (RunDemo){.steps = 150, .seed = 1};
+  c->synth = (RunSynth){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
+                        .ffn = 172, .epochs = 6, .batch = 16, .steps = -1, .lr = 3e-3};
+  c->bench = (RunBench){.config = 0, .steps = 5, .warmup = 1, .tvaccine_layers = 2,
+                        .micro_batches = 8, .schedule = SCHEDULE_1F1B};
+  c->generate = (RunGenerate){.max_new_tokens = 128, .batch = 16};
+  c->eval = (RunEval){.judge_batch = 8};
+  c->attack = (RunAttack){.p = 0.1, .n = 1000, .seed = 1};
+  c->plan = (RunPlan){.weight_dtype = TV_BF16, .reserve_mib = 1024};
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
+  free(c->export.shard_size);
+  c->export.shard_size = dup_str("5GB");
+  free(c->generate.format);
+  c->generate.format = dup_str("auto");
+  free(c->attack.harmful_format), free(c->attack.benign_format);
+  c->attack.harmful_format = dup_str("auto");
+  c->attack.benign_format = dup_str("auto");
 }
 
 void run_config_free(RunConfig *c) {
@@ -233,6 +338,9 @@ static int check_key(const RunConfig *c, const RcKey *k, char *msg, size_t n) {
   switch (k->kind) {
     case K_STR: TV_CHECK(*(char *const *)p, "run config key %s has no string", k->name); return 0;
     case K_U64: return 0;
+    case K_BOOL:
+      if (*(const int *)p == 0 || *(const int *)p == 1) return 0;
+      return snprintf(msg, n, "%s: must be true or false", k->name), -1;
     case K_ENUM: {
       int v;
       memcpy(&v, p, sizeof v);
@@ -288,6 +396,13 @@ int rc_set_scalar(RunConfig *c, const RcKey *k, const char *text, char *msg, siz
     case K_STR:
       free(*(char **)p);
       *(char **)p = dup_str(text);
+      return 0;
+    case K_BOOL:
+      if (strcmp(text, "true") && strcmp(text, "false"))
+        return snprintf(msg, n, "%s: expected true or false, got '%s'", k->name,
+                        rc_shown(text, s, sizeof s)),
+               -1;
+      *(int *)p = !strcmp(text, "true");
       return 0;
     case K_ENUM: {
       int v = enum_index(k, text);
@@ -462,6 +577,7 @@ void rc_put_value(FILE *f, const RunConfig *c, const RcKey *k) {
         fprintf(f, "%d", v); /* invalid; reloading reports it */
       break;
     }
+    case K_BOOL: fputs(*(const int *)p ? "true" : "false", f); break;
     case K_INT: fprintf(f, "%d", *(const int *)p); break;
     case K_I64: fprintf(f, "%" PRId64, *(const int64_t *)p); break;
     case K_U64: fprintf(f, "%" PRIu64, *(const uint64_t *)p); break;

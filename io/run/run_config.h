@@ -10,6 +10,7 @@
 #include "lora.h"
 #include "optim.h"
 #include "schedule.h"
+#include "tensor.h"
 #include "vaccine.h"
 
 /* Every function that can fail takes (err, errlen) and returns NULL on success or err holding
@@ -36,6 +37,76 @@ typedef struct {
   PipelineSchedule schedule; /* 1f1b (default) or gpipe */
   LayerSplit split;          /* decoder layers over ranks: cost (default) or even */
 } RunDist;
+/* The options of the subcommands besides align, one section each: every option --KEY of
+ * `tvaccine CMD` is the key CMD.KEY ('-' read as '_'), settable in YAML and with --set
+ * (run_config_parse_command). Defaults are each command's own; "" = not given. */
+typedef struct {
+  int steps;
+  uint64_t seed;
+  int threads; /* 0 = all cores */
+  char *log;   /* JSON Lines log; "" = none */
+} RunDemo;
+
+typedef struct {
+  char *out; /* the world folder (required) */
+  uint64_t seed;
+  int layers, width, heads, kv_heads, ffn, epochs, batch, threads;
+  int64_t steps; /* -1: epochs decide; 0: keep the random initial weights */
+  double lr;
+} RunSynth;
+
+typedef struct {
+  int config; /* index into bench_configs: 0 = M, 1 = S */
+  int steps, warmup, threads;
+  char *reference; /* command of a reference step; "" = none */
+  int methods;     /* boolean */
+  int tvaccine_layers;
+  int ranks;         /* boolean: pipeline steps on the ranks mpirun started */
+  int micro_batches; /* micro-batches of --ranks */
+  PipelineSchedule schedule;
+} RunBench;
+
+typedef struct {
+  char *model, *adapter, *out; /* required */
+  int merge;                   /* boolean */
+  char *dtype;      /* f32, f16, bf16 (or float32, ...); "" = the command's default */
+  char *shard_size; /* e.g. 5GB, 500MB, 2GiB or bytes */
+  int threads;
+} RunExport;
+
+typedef struct {
+  char *model, *prompts, *out; /* required */
+  char *adapter, *tokenizer;   /* "" = none / the model folder */
+  char *format;                /* auto, alpaca, beavertails, refusal or plain */
+  int64_t max_prompts;         /* 0 = all */
+  int max_new_tokens, batch, threads;
+  int no_cache; /* boolean */
+} RunGenerate;
+
+typedef struct {
+  char *answers; /* required */
+  char *judge, *task, *world, *out, *summary, *judge_tokenizer; /* "" = not given */
+  int judge_batch, threads;
+} RunEval;
+
+typedef struct {
+  char *model, *harmful, *benign, *out; /* required for a new attack */
+  char *adapter, *tokenizer, *resume;   /* "" = none / the model folder / a new attack */
+  char *harmful_format, *benign_format; /* auto, alpaca, beavertails or refusal */
+  double p;                             /* harmful fraction of the mix */
+  int64_t n;                            /* samples in the mix */
+  uint64_t seed;
+} RunAttack;
+
+typedef struct {
+  char *model;  /* a folder with config.json (required) */
+  int ranks;    /* pipeline stages (required, >= 1) */
+  char *gpu_mem; /* memory per GPU, e.g. 24GB (required) */
+  char *config; /* run config for method, LoRA, batch, ...; "" = defaults */
+  int batch;    /* rows per batch; 0 = the run config's batch_size */
+  TvDtype weight_dtype; /* base weights: bf16 (the CUDA design) or f32 */
+  int reserve_mib;      /* runtime reserve per GPU */
+} RunPlan;
 
 typedef struct {
   Method method;
@@ -65,6 +136,14 @@ typedef struct {
                         knows the data size (run_config_total_steps) */
   RunTVaccine tvaccine;
   RunDist dist;
+  RunDemo demo;
+  RunSynth synth;
+  RunBench bench;
+  RunExport export;
+  RunGenerate generate;
+  RunEval eval;
+  RunAttack attack;
+  RunPlan plan;
 } RunConfig;
 
 /* Every key at its default (the key table in run_config.c). Owns its strings. */
@@ -85,6 +164,23 @@ const char *run_config_load_text(RunConfig *c, const char *text, size_t len, con
  * A value starting with '[' or '{' is YAML flow syntax; anything else is taken literally as
  * one scalar. Same type rules and messages as a file; *c unchanged on error. */
 const char *run_config_set(RunConfig *c, const char *assignment, char *err, size_t errlen);
+
+/* The options of subcommand `section` (demo, synth, bench, export, generate, eval) over *c,
+ * through the key table: --KEY VALUE and --KEY=VALUE set section.KEY ('-' read as '_'); a boolean key may be
+ * given bare (--merge); --set KEY=VALUE sets a key of that section, dotted or not
+ * (--set synth.layers=2, --set layers=2). argv[0] is the command. *help is set to 1 by
+ * --help or -h. An unknown option, a missing value, a stray argument or a bad value: err holds
+ * one line naming it. */
+const char *run_config_parse_command(RunConfig *c, const char *section, int argc, char **argv,
+                                     int *help, char *err, size_t errlen);
+/* The same, but --set KEY=VALUE sets the section's key only when dotted (attack.p=0.2);
+ * any other is kept, in order, in others[*n_others] (room for argc entries; pointers into
+ * argv) instead of refused: attack passes those to the align run it starts. */
+const char *run_config_parse_command_others(RunConfig *c, const char *section, int argc,
+                                            char **argv, int *help, const char **others,
+                                            int *n_others, char *err, size_t errlen);
+/* The keys of a section, "section.a, section.b, ..." (for --help and errors). */
+void run_config_section_keys(const char *section, char *buf, size_t n);
 
 /* Every range, enum and cross-key rule, and the required keys (model, data, out). Does not
  * look at the file system: whether paths exist is checked by the command that opens them. */

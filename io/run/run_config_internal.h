@@ -10,7 +10,9 @@
 #include "bounds.h"
 #include "run_config.h"
 
-typedef enum { K_STR, K_ENUM, K_INT, K_I64, K_U64, K_FLOAT, K_DOUBLE, K_MODULES, K_LAYERS } RcKind;
+typedef enum {
+  K_STR, K_ENUM, K_INT, K_I64, K_U64, K_FLOAT, K_DOUBLE, K_BOOL, K_MODULES, K_LAYERS
+} RcKind;
 
 typedef struct {
   const char *name; /* dotted path; a section's keys are "section.leaf" */
@@ -23,13 +25,15 @@ typedef struct {
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 44
-#define RC_N_SECTIONS 4
+#define RC_N_KEYS 116
+#define RC_N_SECTIONS 12
 extern const RcKey rc_keys[RC_N_KEYS];
-extern const char *const rc_sections[RC_N_SECTIONS]; /* lora, optim, tvaccine, dist */
+/* lora, optim, tvaccine, dist, then the subcommands' sections */
+extern const char *const rc_sections[RC_N_SECTIONS];
 
 int rc_key_section(const RcKey *k); /* index into rc_sections, -1 = top level */
 const char *rc_key_leaf(const RcKey *k);
+const RcKey *rc_find_key(const char *name); /* NULL when no key has that dotted name */
 
 /* A user's text inside a one-line message: at most 60 bytes, control characters as '?'. */
 const char *rc_shown(const char *s, char *buf, size_t n);

@@ -15,7 +15,7 @@ set_tests_properties(plan_7b_1x24 PROPERTIES PASS_REGULAR_EXPRESSION "rank.*\n0 
 add_test(NAME plan_bad_size COMMAND tvaccine plan --model ${TV_PLAN_DATA}/llama-2-7b --ranks 1
          --gpu-mem 24XB)
 set_tests_properties(plan_bad_size PROPERTIES
-  PASS_REGULAR_EXPRESSION "tvaccine: error: --gpu-mem expects a size such as 24GB")
+  PASS_REGULAR_EXPRESSION "tvaccine: error: --gpu-mem \\(plan.gpu_mem\\) expects a size such as 24GB")
 add_test(NAME plan_missing_model COMMAND tvaccine plan --model /nonexistent --ranks 1
          --gpu-mem 24GB)
 set_tests_properties(plan_missing_model PROPERTIES

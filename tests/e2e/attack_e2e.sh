@@ -63,7 +63,7 @@ expect_error() { # message, then the command
 }
 expect_error "attack: --harmful FILE is required" "$TV" attack --model "$W/world/base" \
   --benign "$W/world/benign_sst_train.json" --out "$W/x"
-expect_error "--p 1.5 is out of range" "$TV" "${atk[@]}" --p 1.5 --out "$W/x"
+expect_error "--p (attack.p): 1.5 is out of range" "$TV" "${atk[@]}" --p 1.5 --out "$W/x"
 expect_error "900 benign examples needed, $W/world/benign_sst_test.json has only 500" "$TV" attack --model "$W/world/base" --harmful "$W/world/attack_harmful.json" \
   --benign "$W/world/benign_sst_test.json" --n 1000 --p 0.1 --out "$W/x"
 [ ! -e "$W/x" ] || fail "a failed attack left its folder behind"

@@ -62,7 +62,7 @@ expect_error "prompt file $W/empty.txt holds no prompt" "$TV" generate --model "
   --prompts "$W/empty.txt" --format plain --out "$W/x"
 expect_error "--format expects auto, alpaca, beavertails, refusal or plain, got 'csv'" \
   "$TV" generate --model "$W/world/base" --prompts "$W/plain.txt" --format csv --out "$W/x"
-expect_error "--max-new-tokens 0 is out of range" "$TV" "${gen[@]}" --max-new-tokens 0 --out "$W/x"
+expect_error "--max-new-tokens (generate.max_new_tokens): 0 is out of range" "$TV" "${gen[@]}" --max-new-tokens 0 --out "$W/x"
 expect_error "$W/nomodel/config.json" "$TV" generate --model "$W/nomodel" --prompts "$W/plain.txt" --out "$W/x"
 expect_error "cannot open run log /nonexistent/a.jsonl" "$TV" "${gen[@]}" --out /nonexistent/a.jsonl
 echo "ok: bad input"

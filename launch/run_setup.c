@@ -1,0 +1,63 @@
+/* The run set-up shared by the subcommands (see run_setup.h). */
+#include "run_setup.h"
+
+#include <string.h>
+
+Backend *run_setup_backend(BackendKind kind, int device, int threads) {
+  return backend_create(kind, device, threads);
+}
+
+void run_setup_comm(RunSetup *s, int *argc, char ***argv) {
+  s->comm = comm_init(argc, argv);
+  s->rank = comm_rank(s->comm);
+  s->size = comm_size(s->comm);
+}
+
+Stage *run_setup_hf_stage(Backend *be, HfModel *hf, const LoraConfig *lora, int l0, int l1,
+                          int micro, int T) {
+  Stage *s = stage_create(be, &hf_model_config(hf)->cfg, lora, l0, l1, micro, T);
+  hf_model_load_stage(hf, s);
+  return s;
+}
+
+TrainerConfig run_setup_trainer_config(const RunConfig *c, int64_t total_steps) {
+  TrainerConfig tc = {
+      .method = c->method,
+      .freeze_scope = c->tvaccine.freeze_scope,
+      .rho = c->rho,
+      .S = c->tvaccine.S,
+      .J = c->tvaccine.J,
+      .K = c->tvaccine.K,
+      .fixed_layers = c->tvaccine.layers,
+      .num_fixed = c->tvaccine.n_layers,
+      .optim = c->optim,
+      .seed = c->seed,
+      .activations = c->activations,
+      .activation_budget = (size_t)c->activation_budget_mib << 20,
+      .schedule = c->dist.schedule,
+  };
+  tc.optim.total_steps = total_steps;
+  return tc;
+}
+
+void run_setup_random(RunSetup *s, const RunConfig *c, const LlamaConfig *model, int micro,
+                      int T, uint64_t weight_seed, float scale, int64_t total_steps, int *argc,
+                      char ***argv) {
+  memset(s, 0, sizeof *s);
+  s->be = run_setup_backend(c->device, 0, c->threads);
+  s->stage = stage_create(s->be, model, &c->lora, 0, model->num_layers, micro, T);
+  stage_init_random_weights(s->stage, weight_seed, scale);
+  lora_set_init(s->be, stage_lora(s->stage), c->seed);
+  run_setup_comm(s, argc, argv);
+  s->l0 = 0, s->l1 = model->num_layers;
+  TrainerConfig tc = run_setup_trainer_config(c, total_steps);
+  s->trainer = trainer_create(s->comm, s->stage, &tc, micro);
+}
+
+void run_setup_free(RunSetup *s) {
+  if (s->trainer) trainer_destroy(s->trainer);
+  if (s->stage) stage_destroy(s->stage);
+  if (s->be) backend_destroy(s->be);
+  if (s->comm) comm_finalize(s->comm);
+  memset(s, 0, sizeof *s);
+}
