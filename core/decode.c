@@ -78,20 +78,7 @@ Decoder *decoder_create(Stage *s, int max_seqs, int max_len, int max_rows) {
   /* Own rotary tables: the stage's cover only its training length (it may be built for one
    * token, so that it keeps no activation arena worth the name). Same formula, same floats. */
   size_t half = (size_t)c->head_dim / 2;
-  float *cs = tv_malloc((size_t)max_len * half * sizeof(float));
-  float *sn = tv_malloc((size_t)max_len * half * sizeof(float));
-  for (size_t t = 0; t < (size_t)max_len; t++)
-    for (size_t i = 0; i < half; i++) {
-      double ang = (double)t * llama_rope_inv_freq(c, (int)i);
-      cs[t * half + i] = (float)cos(ang);
-      sn[t * half + i] = (float)sin(ang);
-    }
-  d->rope_cos = be->alloc(be, (size_t)max_len * half * sizeof(float));
-  d->rope_sin = be->alloc(be, (size_t)max_len * half * sizeof(float));
-  be->from_host(be, d->rope_cos, cs, (size_t)max_len * half * sizeof(float));
-  be->from_host(be, d->rope_sin, sn, (size_t)max_len * half * sizeof(float));
-  free(cs);
-  free(sn);
+  stage_rope_tables(be, c, max_len, &d->rope_cos, &d->rope_sin);
   d->row_cos = be->alloc(be, R * half * sizeof(float));
   d->row_sin = be->alloc(be, R * half * sizeof(float));
   if (stage_is_last(s)) { /* the head reads at most one row per sequence */

@@ -8,6 +8,25 @@
 #include "rng.h"
 #include "stage_internal.h"
 
+void stage_rope_tables(Backend *be, const LlamaConfig *cfg, int T, float **cos_out,
+                       float **sin_out) {
+  size_t half = (size_t)cfg->head_dim / 2, n = (size_t)T * half;
+  float *cs = tv_malloc(n * sizeof(float)), *sn = tv_malloc(n * sizeof(float));
+  /* Angles in double, so every position's table is as exact as float allows. */
+  for (size_t t = 0; t < (size_t)T; t++)
+    for (size_t i = 0; i < half; i++) {
+      double ang = (double)t * llama_rope_inv_freq(cfg, (int)i);
+      cs[t * half + i] = (float)cos(ang);
+      sn[t * half + i] = (float)sin(ang);
+    }
+  *cos_out = be->alloc(be, n * sizeof(float));
+  *sin_out = be->alloc(be, n * sizeof(float));
+  be->from_host(be, *cos_out, cs, n * sizeof(float));
+  be->from_host(be, *sin_out, sn, n * sizeof(float));
+  free(cs);
+  free(sn);
+}
+
 Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0, int l1,
                     int max_B, int max_T) {
   char msg[256];
@@ -71,22 +90,8 @@ Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora,
 
   s->lora = lora_set_create(be, lora, cfg, l0, l1);
 
-  /* Rotary tables for positions 0..max_T-1, computed in double. */
-  int half = cfg->head_dim / 2;
-  float *cs = tv_malloc((size_t)max_T * half * sizeof(float));
-  float *sn = tv_malloc((size_t)max_T * half * sizeof(float));
-  for (int t = 0; t < max_T; t++)
-    for (int i = 0; i < half; i++) {
-      double ang = (double)t * llama_rope_inv_freq(cfg, i);
-      cs[(size_t)t * half + i] = (float)cos(ang);
-      sn[(size_t)t * half + i] = (float)sin(ang);
-    }
-  s->rope_cos = be->alloc(be, (size_t)max_T * half * sizeof(float));
-  s->rope_sin = be->alloc(be, (size_t)max_T * half * sizeof(float));
-  be->from_host(be, s->rope_cos, cs, (size_t)max_T * half * sizeof(float));
-  be->from_host(be, s->rope_sin, sn, (size_t)max_T * half * sizeof(float));
-  free(cs);
-  free(sn);
+  /* Rotary tables for positions 0..max_T-1. */
+  stage_rope_tables(be, cfg, max_T, &s->rope_cos, &s->rope_sin);
 
   /* Workspace: sized once, reused by every layer. */
   size_t N = (size_t)max_B * max_T, r = lora->r;

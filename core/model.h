@@ -102,6 +102,11 @@ void stage_max_shape(const Stage *s, int *max_B, int *max_T);
 StageWeights *stage_weights(Stage *s);
 LoraSet *stage_lora(Stage *s);
 
+/* Rotary cos / sin tables [T, head_dim / 2] in backend memory for positions 0..T-1 (angles in
+ * double): the stage's and the KV-cache decoder's, so both rotate alike. */
+void stage_rope_tables(Backend *be, const LlamaConfig *cfg, int T, float **cos_out,
+                       float **sin_out);
+
 /* Random base weights (normal(0, std), norms = 1) from the counter RNG; for tests, demos
  * and benchmarks. Deterministic per (seed, global layer), independent of the stage split. */
 void stage_init_random_weights(Stage *s, uint64_t seed, float std);
