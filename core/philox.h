@@ -6,10 +6,12 @@
 
 #include <stdint.h>
 
+#ifndef TV_HOST_DEVICE
 #ifdef __CUDACC__
 #define TV_HOST_DEVICE __host__ __device__
 #else
 #define TV_HOST_DEVICE
+#endif
 #endif
 
 #define PHILOX_M0 0xD2511F53u

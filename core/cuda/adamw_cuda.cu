@@ -1,20 +1,14 @@
 /* AdamW update of one parameter block on the GPU (SPEC section 4 arithmetic, the CPU's
  * expression order). Twin of core/cpu/adamw_cpu.c. */
+#include "../adamw_element.h"
 #include "cuda_common.cuh"
 
 __global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n,
                                     AdamwScalars c) {
   float decay = 1.0f - c.lr * c.weight_decay;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    float gi = g[i] * c.grad_scale;
-    float pi = p[i] * decay;
-    float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
-    float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi - c.lr * (mi / c.bias_correction1) / (sqrtf(vi / c.bias_correction2) + c.eps);
-  }
+       i += (size_t)gridDim.x * blockDim.x)
+    adamw_element(&p[i], g[i], &m[i], &v[i], &c, decay);
 }
 
 static void cuda_adamw(Backend *be, const AdamwBlock *block, const AdamwScalars *k) {
