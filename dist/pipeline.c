@@ -76,18 +76,23 @@ Pipeline *pipeline_create(Comm *comm, Stage *stage, int micro_B, PipelineSchedul
   return p;
 }
 
-static void free_slots(Pipeline *p) {
-  Backend *be = stage_backend(p->stage);
-  for (int k = 0; k < p->slots; k++) {
-    if (p->x_in[k]) be->free(be, p->x_in[k]);
-    if (p->dy[k]) be->free(be, p->dy[k]);
-  }
+/* The host tables of the per-slot state (not the buffers they point at). */
+static void free_slot_tables(Pipeline *p) {
   free(p->x_in);
   free(p->dy);
   free(p->recv_x);
   free(p->recv_dy);
   free(p->send_x);
   free(p->send_dx);
+}
+
+static void free_slots(Pipeline *p) {
+  Backend *be = stage_backend(p->stage);
+  for (int k = 0; k < p->slots; k++) {
+    if (p->x_in[k]) be->free(be, p->x_in[k]);
+    if (p->dy[k]) be->free(be, p->dy[k]);
+  }
+  free_slot_tables(p);
 }
 
 void pipeline_destroy(Pipeline *p) {
@@ -114,12 +119,7 @@ static void ensure_slots(Pipeline *p, int slots) {
     if (!stage_is_last(p->stage)) dy[k] = be->alloc(be, n * sizeof(float));
     p->buffer_bytes += ((x_in[k] != NULL) + (dy[k] != NULL)) * n * sizeof(float);
   }
-  free(p->x_in);
-  free(p->dy);
-  free(p->recv_x);
-  free(p->recv_dy);
-  free(p->send_x);
-  free(p->send_dx);
+  free_slot_tables(p);
   p->x_in = x_in;
   p->dy = dy;
   P2pRequest **reqs[] = {&p->recv_x, &p->recv_dy, &p->send_x, &p->send_dx};
