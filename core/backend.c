@@ -32,6 +32,14 @@ int backend_cuda_built(void) {
 
 #ifndef TV_HAVE_CUDA
 int backend_cuda_device_count(void) { return 0; }
+int backend_cuda_device_of(const Backend *be) {
+  (void)be;
+  return -1;
+}
+void *backend_cuda_stream_of(const Backend *be) {
+  (void)be;
+  return NULL;
+}
 #endif
 
 Backend *backend_create(BackendKind kind, int device, int cpu_threads) {

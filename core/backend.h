@@ -182,6 +182,11 @@ int backend_cuda_built(void);
 /* CUDA GPUs this process can use: 0 when the build has no CUDA backend, no driver is
  * loaded or no GPU is visible (the GPU tests then exit with ctest's skip code). */
 int backend_cuda_device_count(void);
+/* For transports that queue their own work beside a CUDA backend's (NCCL between pipeline
+ * stages): the GPU it runs on and its stream (a cudaStream_t). -1 and NULL for any backend
+ * that is not the CUDA one. */
+int backend_cuda_device_of(const Backend *be);
+void *backend_cuda_stream_of(const Backend *be);
 
 /* A backend of `kind`: for BACKEND_CPU `cpu_threads` OpenMP threads (<= 0: OpenMP's
  * default), for BACKEND_CUDA GPU number `device`. Asking for CUDA from a build without it,

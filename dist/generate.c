@@ -223,7 +223,7 @@ void generate_greedy(Comm *comm, Stage *s, const GenerateOptions *o, const Promp
   g.active = tv_malloc((size_t)nb_max * sizeof(int));
   g.layer_plans = tv_calloc((size_t)(stage_end_layer(s) - stage_first_layer(s)), sizeof(LayerPlan));
   g.d = o->use_cache ? decoder_create(s, nb_max, ctx, (int)rows_max) : NULL;
-  g.p2p = g.size > 1 ? p2p_create(comm, 1) : NULL;
+  g.p2p = g.size > 1 ? p2p_create(comm, g.be, 1) : NULL;
 
   for (size_t b0 = 0; b0 < p->n; b0 += (size_t)nb_max) {
     int nb = p->n - b0 < (size_t)nb_max ? (int)(p->n - b0) : nb_max;

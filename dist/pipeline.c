@@ -70,7 +70,7 @@ Pipeline *pipeline_create(Comm *comm, Stage *stage, int micro_B, PipelineSchedul
   p->rank = comm ? comm_rank(comm) : 0;
   p->size = comm ? comm_size(comm) : 1;
   /* Collective (it duplicates the communicator): every rank creates its pipeline together. */
-  if (p->size > 1) p->p2p = p2p_create(comm, 4);
+  if (p->size > 1) p->p2p = p2p_create(comm, stage_backend(stage), 4);
   TV_CHECK(stage_is_first(stage) == (p->rank == 0) && stage_is_last(stage) == (p->rank == p->size - 1),
            "rank %d of %d does not hold pipeline stage %d", p->rank, p->size, p->rank);
   return p;

@@ -79,6 +79,15 @@ extern "C" int backend_cuda_device_count(void) {
   return n;
 }
 
+/* The CUDA backend is the one whose destroy is ours: names can be copied, functions not. */
+extern "C" int backend_cuda_device_of(const Backend *be) {
+  return be && be->destroy == cuda_destroy ? cuda_ctx((Backend *)be)->device : -1;
+}
+
+extern "C" void *backend_cuda_stream_of(const Backend *be) {
+  return be && be->destroy == cuda_destroy ? (void *)cuda_ctx((Backend *)be)->stream : NULL;
+}
+
 extern "C" Backend *backend_cuda_create(int device) {
   int count = backend_cuda_device_count();
   if (count == 0) tv_die("device: cuda asked for, but no CUDA GPU is visible to this process");

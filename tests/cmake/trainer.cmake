@@ -59,3 +59,17 @@ set_tests_properties(run_safety_e2e PROPERTIES TIMEOUT 600)
 add_test(NAME ranks_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/ranks_e2e.sh
          $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
 set_tests_properties(ranks_e2e PROPERTIES TIMEOUT 300)
+
+# The p2p dispatch without a GPU: the staged path (host copies over MPI, a CUDA build's path
+# without NCCL) through a fake device backend, against the host path and the CPU pipeline.
+tv_test(test_p2p_paths test_p2p_paths.c)
+target_link_libraries(test_p2p_paths PRIVATE tv_dist)
+target_include_directories(test_p2p_paths PRIVATE ${PROJECT_SOURCE_DIR}/dist)
+add_test(NAME p2p_paths_np3 COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 3
+         --oversubscribe --allow-run-as-root $<TARGET_FILE:test_p2p_paths>)
+add_test(NAME p2p_staged_size_mismatch COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2
+         --oversubscribe --allow-run-as-root $<TARGET_FILE:test_p2p_paths> mismatch)
+set_tests_properties(p2p_paths_np3 p2p_staged_size_mismatch PROPERTIES
+  ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
+set_tests_properties(p2p_staged_size_mismatch PROPERTIES PASS_REGULAR_EXPRESSION
+  "rank 1: received 3 floats from rank 0 \\(tag 7\\), expected 4")
