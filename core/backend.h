@@ -160,7 +160,7 @@ struct Backend {
   double (*cross_entropy)(Backend *be, const float *logits, float *dlogits,
                           const int32_t *targets, int N, int V, float scale);
   /* The same, with the unscaled sum added (+=) to *loss_sum (one double, backend memory)
-   * instead of returned, so no sync is needed. */
+   * instead of returned, so no sync is needed; loss_sum NULL: only dlogits is wanted. */
   void (*cross_entropy_acc)(Backend *be, const float *logits, float *dlogits,
                             const int32_t *targets, int N, int V, float scale, double *loss_sum);
 

@@ -150,6 +150,14 @@ double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigne
   return total;
 }
 
+void lora_layer_grad_sum_squares_acc(Backend *be, const LoraSet *s, int i, unsigned targets,
+                                     double *dst) {
+  for (int t = 0; t < LORA_NUM_TARGETS; t++) {
+    const LoraAdapter *a = &s->layers[i][t];
+    if (a->in && ((targets >> t) & 1u)) be->sum_squares_acc(be, lora_adapter_numel(s, a), a->dA, dst);
+  }
+}
+
 double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train) {
   double total = 0;
   for (int i = 0; i < s->l1 - s->l0; i++)

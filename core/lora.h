@@ -84,6 +84,9 @@ static inline int lora_is_trained(const unsigned *train, int i, int t) {
 double lora_grad_sum_squares(Backend *be, const LoraSet *s, const unsigned *train);
 /* The same for local layer i (0-based within the set) and the given targets. */
 double lora_layer_grad_sum_squares(Backend *be, const LoraSet *s, int i, unsigned targets);
+/* The same sum added (+=) to *dst, one double in backend memory, without a host sync. */
+void lora_layer_grad_sum_squares_acc(Backend *be, const LoraSet *s, int i, unsigned targets,
+                                     double *dst);
 /* Zero the gradients of the trainable set. */
 void lora_zero_grads(Backend *be, LoraSet *s, const unsigned *train);
 

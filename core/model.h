@@ -52,7 +52,8 @@ typedef struct {
    * the whole batch; a micro-batch writes its rows, from its row_offset on. */
   float *record_grad_a;
   /* ||dLoss/da_l||^2 of each micro-batch is added here (+=) during backward when not NULL:
-   * the T-Vaccine probe's norms without a [N, D] buffer. */
+   * the T-Vaccine probe's norms without a [N, D] buffer. One double in backend memory, so
+   * the sum stays on the device until the caller reads all layers' back at once. */
   double *grad_a_sum_squares;
   /* Added to a_l in forward when not NULL: constant caller memory [rows, D] for the whole
    * batch, read from the micro-batch's row_offset on. */
@@ -125,6 +126,9 @@ typedef struct {
   int row_offset;
   int slot; /* the stage slot that holds this micro-batch until its backward, < num_slots */
   float loss_scale; /* the last stage returns loss_scale * sum CE (1 / targets of the batch) */
+  /* When not NULL (one double, backend memory), the last stage adds the unscaled sum CE here
+   * instead of returning it (stage_forward returns 0): no host sync per micro-batch. */
+  double *loss_sum;
 } MicroBatch;
 
 /* One micro-batch forward into slot mb->slot (whose previous micro-batch is dropped). The

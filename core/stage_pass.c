@@ -121,7 +121,7 @@ static void layer_backward(Stage *s, const PassPlan *plan, int l, const LayerAct
   if (lp->record_grad_a) /* the batch's buffer, at this micro-batch's rows */
     be->copy(be, lp->record_grad_a + (size_t)s->run->row_offset * D, s->dh,
              (size_t)N * D * sizeof(float));
-  if (lp->grad_a_sum_squares) *lp->grad_a_sum_squares += be->sum_squares(be, (size_t)N * D, s->dh);
+  if (lp->grad_a_sum_squares) be->sum_squares_acc(be, (size_t)N * D, s->dh, lp->grad_a_sum_squares);
   /* Nothing below a_l is wanted from this layer: no attention LoRA to train, no dx. */
   if (!(train & LORA_ATTENTION_TARGETS) && !dx && !plan->train_base) return;
 
@@ -307,6 +307,10 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   if (!targets) return 0.0;
   check_ids(targets, N, c->vocab_size, 1, "target token");
   be->from_host(be, sl->targets, targets, (size_t)N * sizeof(int32_t));
+  if (mb->loss_sum) {
+    be->cross_entropy_acc(be, sl->logits, NULL, sl->targets, N, c->vocab_size, 1.0f, mb->loss_sum);
+    return 0.0;
+  }
   double sum = be->cross_entropy(be, sl->logits, NULL, sl->targets, N, c->vocab_size, 1.0f);
   return sum * mb->loss_scale;
 }
@@ -332,7 +336,7 @@ void stage_backward(Stage *s, const PassPlan *plan, int slot, const float *dy_in
   const float *dy = dy_in;
   if (stage_is_last(s)) {
     /* dlogits in place over the logits, then through the frozen head and the final norm. */
-    be->cross_entropy(be, sl->logits, sl->logits, sl->targets, N, V, sl->loss_scale);
+    be->cross_entropy_acc(be, sl->logits, sl->logits, sl->targets, N, V, sl->loss_scale, NULL);
     be->gemm_weight(be, 0, 0, N, D, V, 1.0f, sl->logits, V, weight_f32(s->w.lm_head), D, 0.0f,
                     s->dh, D);
     if (plan->train_base) /* dHead[V,D] += dlogits^T xnf (the embedding's when tied) */

@@ -50,6 +50,8 @@ struct Pipeline {
   int micro_B, rank, size;
   PipelineSchedule schedule;
   PipeOp *ops;  /* [2 * max_micro] */
+  double *loss_sums; /* [max_micro] backend memory, last stage: each micro-batch's sum CE */
+  double *host_loss_sums; /* [max_micro] their host copy */
   int max_micro;
   /* Per slot: receive buffers [micro_B * T_max, D] and the transfers in flight. */
   float **x_in, **dy;
@@ -100,6 +102,8 @@ void pipeline_destroy(Pipeline *p) {
   free_slots(p);
   p2p_destroy(p->p2p);
   free(p->ops);
+  free(p->host_loss_sums);
+  if (p->loss_sums) stage_backend(p->stage)->free(stage_backend(p->stage), p->loss_sums);
   free(p);
 }
 
@@ -209,14 +213,20 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
   ps.sends_dx = ps.runs_backward && !first && local.backward_stop < stage_first_layer(s);
   ps.slots = pipeline_schedule_slots(p->schedule, p->size, p->rank, ps.m, ps.runs_backward);
   ensure_slots(p, ps.slots);
+  Backend *be = stage_backend(s);
   if (ps.m > p->max_micro) {
     free(p->ops);
     p->ops = tv_malloc((size_t)2 * ps.m * sizeof(PipeOp));
+    if (p->loss_sums) be->free(be, p->loss_sums);
+    p->loss_sums = last ? be->alloc(be, (size_t)ps.m * sizeof(double)) : NULL;
+    free(p->host_loss_sums);
+    p->host_loss_sums = tv_malloc((size_t)ps.m * sizeof(double));
     p->max_micro = ps.m;
   }
+  /* The losses stay on the device until the pass ends: one host sync, not one per micro. */
+  if (last) be->zero(be, p->loss_sums, (size_t)ps.m * sizeof(double));
   int n_ops = pipeline_schedule_ops(p->schedule, p->size, p->rank, ps.m, ps.runs_backward, p->ops);
   float scale = batch->n_targets > 0 ? 1.0f / (float)batch->n_targets : 0.0f;
-  double loss = 0;
   int fwd_done = 0, bwd_done = 0;
   if (p->p2p) post_receives(p, &ps, 0, 0);
   for (int o = 0; o < n_ops; o++) {
@@ -233,10 +243,11 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
                           .T = ps.T,
                           .row_offset = (int)row0,
                           .slot = k,
-                          .loss_scale = scale};
+                          .loss_scale = scale,
+                          .loss_sum = last ? p->loss_sums + op->micro : NULL};
       float *x_out = NULL;
       double t0 = now_s();
-      loss += stage_forward(s, &local, &micro, &x_out);
+      stage_forward(s, &local, &micro, &x_out);
       p->stats.compute_s += now_s() - t0;
       fwd_done++;
       if (!last) p->send_x[k] = p2p_post_send(p->p2p, x_out, rows * ps.D, p->rank + 1,
@@ -265,8 +276,15 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
              "rank %d: a receive of slot %d was never consumed", p->rank, k);
   }
   p->stats.passes++;
-  /* The loss lives on the last stage; every rank reports it. */
-  double total = last ? loss : 0.0;
+  /* The loss lives on the last stage, added in micro-batch order as each forward returned it
+   * before; every rank reports it. */
+  double loss = 0;
+  if (last) {
+    double *sums = p->host_loss_sums;
+    be->to_host(be, sums, p->loss_sums, (size_t)ps.m * sizeof(double));
+    for (int i = 0; i < ps.m; i++) loss += sums[i] * scale;
+  }
+  double total = loss;
   if (p->comm) comm_allreduce_sum(p->comm, &total, 1);
   return total;
 }

@@ -22,6 +22,7 @@ struct Trainer {
   size_t g_bytes, g_bytes_peak; /* bytes of g buffers held now, and the peak */
   double *probs;      /* [L] */
   double *norms;      /* [L] scratch */
+  double *device_norms; /* [L] backend memory: per-layer sums reduced there, read back once */
   double *probe_norms; /* [L] n_l of the last probe */
   uint8_t *active;    /* [L] membership of A */
   int *active_list;   /* [S] */
@@ -46,6 +47,8 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->g = tv_calloc((size_t)t->nl, sizeof(float *));
   t->probs = tv_calloc((size_t)t->L, sizeof(double));
   t->norms = tv_calloc((size_t)t->L, sizeof(double));
+  Backend *be = stage_backend(stage);
+  t->device_norms = be->alloc(be, (size_t)t->L * sizeof(double));
   t->probe_norms = tv_calloc((size_t)t->L, sizeof(double));
   t->active = tv_calloc((size_t)t->L, 1);
   t->active_list = tv_calloc((size_t)t->L, sizeof(int));
@@ -78,6 +81,7 @@ void trainer_destroy(Trainer *t) {
   free(t->g);
   free(t->probs);
   free(t->norms);
+  stage_backend(t->stage)->free(stage_backend(t->stage), t->device_norms);
   free(t->probe_norms);
   free(t->active);
   free(t->active_list);
@@ -152,12 +156,24 @@ static uint64_t pass_seed(const Trainer *t, int64_t step, int pass) {
   return rng_mix(rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)pass, 0, 0), t->cfg.seed ^ ((uint64_t)step << 8));
 }
 
+/* Per-layer sums are added up in device_norms (zeroed here) and read into norms once. */
+static void device_norms_zero(Trainer *t) {
+  Backend *be = stage_backend(t->stage);
+  be->zero(be, t->device_norms, (size_t)t->L * sizeof(double));
+}
+
+static void device_norms_read(Trainer *t) {
+  Backend *be = stage_backend(t->stage);
+  be->to_host(be, t->norms, t->device_norms, (size_t)t->L * sizeof(double));
+}
+
 /* Sum over the recorded local layers of ||g_l||^2 into norms[l] (others 0), then allreduce. */
 static void recorded_norms_sq(Trainer *t, size_t n) {
   Backend *be = stage_backend(t->stage);
-  memset(t->norms, 0, (size_t)t->L * sizeof(double));
+  device_norms_zero(t);
   for (int i = 0; i < t->nl; i++)
-    if (t->layers[i].record_grad_a) t->norms[t->l0 + i] = be->sum_squares(be, n, t->g[i]);
+    if (t->layers[i].record_grad_a) be->sum_squares_acc(be, n, t->g[i], &t->device_norms[t->l0 + i]);
+  device_norms_read(t);
   comm_allreduce_sum(t->comm, t->norms, t->L);
 }
 
@@ -168,15 +184,16 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
              (long long)step);
     /* Probe: ||dLoss/da_l||^2 of every layer summed micro-batch by micro-batch; nothing is
      * trained and no [rows, D] gradient is kept. */
-    memset(t->norms, 0, (size_t)t->L * sizeof(double));
+    device_norms_zero(t);
     for (int i = 0; i < t->nl; i++)
       t->layers[i] = (LayerPlan){
-          .grad_a_sum_squares = &t->norms[t->l0 + i],
+          .grad_a_sum_squares = &t->device_norms[t->l0 + i],
           .keep_activations = method_layer_keep(t->cfg.activations, 0, 0),
       };
     PassPlan plan = {.layers = t->layers, .backward_stop = 0, .pass_seed = pass_seed(t, step, 0)};
     fit_activation_budget(t, &plan, probe);
     pipeline_pass(t->pipe, &plan, probe, 1);
+    device_norms_read(t);
     comm_allreduce_sum(t->comm, t->norms, t->L);
     for (int l = 0; l < t->L; l++) t->probe_norms[l] = sqrt(t->norms[l]);
     tvaccine_probabilities(t->probe_norms, t->L, t->probs);
@@ -198,9 +215,11 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
  * order, so the clipping factor is bit-identical for any number of ranks. */
 static double trainable_grad_sum_squares(Trainer *t) {
   Backend *be = stage_backend(t->stage);
-  memset(t->norms, 0, (size_t)t->L * sizeof(double));
+  device_norms_zero(t);
   for (int i = 0; i < t->nl; i++)
-    t->norms[t->l0 + i] = lora_layer_grad_sum_squares(be, stage_lora(t->stage), i, t->train[i]);
+    lora_layer_grad_sum_squares_acc(be, stage_lora(t->stage), i, t->train[i],
+                                    &t->device_norms[t->l0 + i]);
+  device_norms_read(t);
   comm_allreduce_sum(t->comm, t->norms, t->L);
   double sq = 0;
   for (int l = 0; l < t->L; l++) sq += t->norms[l];

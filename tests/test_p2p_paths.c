@@ -1,5 +1,5 @@
 /* The p2p dispatch on CPU-only machines. A "fake device" backend (the CPU backend under another
- * name, its host copies counted) takes the staged path (host copies over MPI), the one a CUDA
+ * name, its host copies counted: tests/counted_backend.c) takes the staged path (host copies over MPI), the one a CUDA
  * build without NCCL runs: messages of several sizes posted early both ways along a chain of
  * ranks arrive intact, every byte crosses to_host / from_host exactly once, the host path
  * copies nothing, and T-Vaccine steps through the pipeline on the fake device give the
@@ -11,47 +11,12 @@
 
 #include "check.h"
 #include "comm.h"
+#include "counted_backend.h"
 #include "lora.h"
 #include "model.h"
 #include "p2p.h"
 #include "test_util.h"
 #include "trainer.h"
-
-/* ---- the fake device: CPU kernels, counted host copies ---- */
-typedef struct {
-  Backend be; /* first: the wrapper is a Backend */
-  Backend *cpu;
-  size_t to_host_bytes, from_host_bytes;
-} FakeDevice;
-
-static void fake_to_host(Backend *be, void *dst, const void *src, size_t bytes) {
-  FakeDevice *f = (FakeDevice *)be;
-  f->to_host_bytes += bytes;
-  f->cpu->to_host(f->cpu, dst, src, bytes);
-}
-
-static void fake_from_host(Backend *be, void *dst, const void *src, size_t bytes) {
-  FakeDevice *f = (FakeDevice *)be;
-  f->from_host_bytes += bytes;
-  f->cpu->from_host(f->cpu, dst, src, bytes);
-}
-
-static void fake_destroy(Backend *be) {
-  FakeDevice *f = (FakeDevice *)be;
-  backend_destroy(f->cpu);
-  free(f);
-}
-
-static FakeDevice *fake_device_create(void) {
-  FakeDevice *f = tv_calloc(1, sizeof(FakeDevice));
-  f->cpu = backend_cpu_create(1);
-  f->be = *f->cpu; /* same kernels and context: they read only be->ctx */
-  f->be.name = "fake-device";
-  f->be.to_host = fake_to_host;
-  f->be.from_host = fake_from_host;
-  f->be.destroy = fake_destroy;
-  return f;
-}
 
 /* ---- transfers ---- */
 enum { MESSAGES = 3 };
@@ -163,7 +128,7 @@ static void train(Comm *comm, Backend *be, double *losses, float *adapter, size_
 }
 
 static int mismatch(Comm *comm) {
-  FakeDevice *f = fake_device_create();
+  CountedBackend *f = counted_backend_create("fake-device");
   P2p *p = p2p_create(comm, &f->be, 1);
   float buf[4] = {1, 2, 3, 4};
   if (comm_rank(comm) == 0) p2p_send(p, buf, 3, 1, 7);
@@ -180,7 +145,7 @@ int main(int argc, char **argv) {
   int rank = comm_rank(comm);
 
   Backend *cpu = backend_cpu_create(1);
-  FakeDevice *f = fake_device_create();
+  CountedBackend *f = counted_backend_create("fake-device");
   EXPECT(p2p_path_for(cpu) == P2P_HOST_MPI, "the CPU backend takes %s",
          p2p_path_name(p2p_path_for(cpu)));
   EXPECT(p2p_path_for(&f->be) == P2P_STAGED_MPI, "a non-CPU backend without NCCL takes %s",

@@ -47,7 +47,8 @@ static double cpu_cross_entropy(Backend *be, const float *logits, float *dlogits
 static void cpu_cross_entropy_acc(Backend *be, const float *logits, float *dlogits,
                                   const int32_t *targets, int N, int V, float scale,
                                   double *loss_sum) {
-  *loss_sum += cpu_cross_entropy(be, logits, dlogits, targets, N, V, scale);
+  double sum = cpu_cross_entropy(be, logits, dlogits, targets, N, V, scale);
+  if (loss_sum) *loss_sum += sum;
 }
 
 void cpu_install_loss(Backend *be) {

@@ -61,7 +61,7 @@ static void cuda_cross_entropy_acc(Backend *be, const float *logits, float *dlog
   cross_entropy_kernel<<<N, 256, 0, c->stream>>>(logits, dlogits, targets, V, scale,
                                                  c->row_losses);
   CUDA_LAUNCH_CHECK();
-  cuda_add_partials(be, c->row_losses, (size_t)N, loss_sum);
+  if (loss_sum) cuda_add_partials(be, c->row_losses, (size_t)N, loss_sum);
 }
 
 static double cuda_cross_entropy(Backend *be, const float *logits, float *dlogits,

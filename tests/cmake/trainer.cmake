@@ -62,7 +62,7 @@ set_tests_properties(ranks_e2e PROPERTIES TIMEOUT 300)
 
 # The p2p dispatch without a GPU: the staged path (host copies over MPI, a CUDA build's path
 # without NCCL) through a fake device backend, against the host path and the CPU pipeline.
-tv_test(test_p2p_paths test_p2p_paths.c)
+tv_test(test_p2p_paths test_p2p_paths.c counted_backend.c)
 target_link_libraries(test_p2p_paths PRIVATE tv_dist)
 target_include_directories(test_p2p_paths PRIVATE ${PROJECT_SOURCE_DIR}/dist)
 add_test(NAME p2p_paths_np3 COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 3
@@ -73,3 +73,10 @@ set_tests_properties(p2p_paths_np3 p2p_staged_size_mismatch PROPERTIES
   ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
 set_tests_properties(p2p_staged_size_mismatch PROPERTIES PASS_REGULAR_EXPRESSION
   "rank 1: received 3 floats from rank 0 \\(tag 7\\), expected 4")
+
+# A step's host syncs do not grow with layers or micro-batches (counted, not timed).
+tv_test(test_host_syncs test_host_syncs.c counted_backend.c)
+target_link_libraries(test_host_syncs PRIVATE tv_dist)
+target_include_directories(test_host_syncs PRIVATE ${PROJECT_SOURCE_DIR}/dist)
+add_test(NAME host_syncs COMMAND test_host_syncs)
+set_tests_properties(host_syncs PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1")

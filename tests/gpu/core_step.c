@@ -17,6 +17,7 @@ struct CoreTrainer {
   uint8_t *active;    /* [L] sampled (T-Vaccine) or every layer (vaccine) */
   int *active_list;   /* [S] */
   double *norms, *probe_norms, *probs; /* [L] */
+  double *device_norms; /* [L] backend memory: per-layer sums, read back once a phase */
   Rng sampling;
 };
 
@@ -41,6 +42,7 @@ CoreTrainer *core_trainer_create(Stage *stage, const CoreStepConfig *cfg) {
   t->active = tv_calloc((size_t)t->L, 1);
   t->active_list = tv_calloc((size_t)t->L, sizeof(int));
   t->norms = tv_calloc((size_t)t->L, sizeof(double));
+  t->device_norms = be->alloc(be, (size_t)t->L * sizeof(double));
   t->probe_norms = tv_calloc((size_t)t->L, sizeof(double));
   t->probs = tv_calloc((size_t)t->L, sizeof(double));
   t->sampling = rng_make(cfg->seed, rng_stream_id(RNG_TAG_SAMPLING, 0, 0, 0));
@@ -55,12 +57,24 @@ void core_trainer_destroy(CoreTrainer *t) {
     if (t->g[l]) be->free(be, t->g[l]);
   free(t->g), free(t->layers), free(t->train), free(t->active), free(t->active_list);
   free(t->norms), free(t->probe_norms), free(t->probs);
+  be->free(be, t->device_norms);
   free(t);
 }
 
 static uint64_t pass_seed(const CoreTrainer *t, int64_t step, int pass) {
   return rng_mix(rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)pass, 0, 0),
                  t->cfg.seed ^ ((uint64_t)step << 8));
+}
+
+/* The layers' sums are added up on the device, then read into norms in one copy. */
+static void norms_zero(CoreTrainer *t) {
+  Backend *be = stage_backend(t->stage);
+  be->zero(be, t->device_norms, (size_t)t->L * sizeof(double));
+}
+
+static void norms_read(CoreTrainer *t) {
+  Backend *be = stage_backend(t->stage);
+  be->to_host(be, t->norms, t->device_norms, (size_t)t->L * sizeof(double));
 }
 
 static double run_pass(CoreTrainer *t, const PassPlan *plan, const MicroBatch *mb) {
@@ -71,14 +85,15 @@ static double run_pass(CoreTrainer *t, const PassPlan *plan, const MicroBatch *m
 
 /* T-Vaccine: ||dLoss/da_l|| of every layer on the probe batch, then S layers by them. */
 static void probe_and_sample(CoreTrainer *t, int64_t step, const MicroBatch *probe) {
-  memset(t->norms, 0, (size_t)t->L * sizeof(double));
+  norms_zero(t);
   for (int l = 0; l < t->L; l++)
     t->layers[l] = (LayerPlan){
-        .grad_a_sum_squares = &t->norms[l],
+        .grad_a_sum_squares = &t->device_norms[l],
         .keep_activations = method_layer_keep(t->cfg.activations, 0, 0),
     };
   PassPlan plan = {.layers = t->layers, .backward_stop = 0, .pass_seed = pass_seed(t, step, 0)};
   run_pass(t, &plan, probe);
+  norms_read(t);
   for (int l = 0; l < t->L; l++) t->probe_norms[l] = sqrt(t->norms[l]);
   tvaccine_probabilities(t->probe_norms, t->L, t->probs);
   tvaccine_sample_layers(t->probs, t->L, t->cfg.S, &t->sampling, t->active_list);
@@ -109,9 +124,13 @@ double core_trainer_step(CoreTrainer *t, int64_t step, const MicroBatch *batch,
     PassPlan plan1 = {.layers = t->layers, .backward_stop = lowest_active,
                       .pass_seed = pass_seed(t, step, 1)};
     run_pass(t, &plan1, batch);
+    norms_zero(t);
+    for (int l = 0; l < t->L; l++)
+      if (t->active[l]) be->sum_squares_acc(be, rows * D, t->g[l], &t->device_norms[l]);
+    norms_read(t);
     double sum_sq = 0;
     for (int l = 0; l < t->L; l++)
-      if (t->active[l]) sum_sq += be->sum_squares(be, rows * D, t->g[l]);
+      if (t->active[l]) sum_sq += t->norms[l];
     float scale = (float)vaccine_perturb_scale(c->rho, sum_sq);
     for (int l = 0; l < t->L; l++)
       if (t->active[l]) be->scale(be, rows * D, scale, t->g[l]);
@@ -128,8 +147,12 @@ double core_trainer_step(CoreTrainer *t, int64_t step, const MicroBatch *batch,
   PassPlan plan2 = {.layers = t->layers, .backward_stop = lowest,
                     .pass_seed = pass_seed(t, step, 2)};
   double loss = run_pass(t, &plan2, batch);
+  norms_zero(t);
+  for (int l = 0; l < t->L; l++)
+    lora_layer_grad_sum_squares_acc(be, lora, l, t->train[l], &t->device_norms[l]);
+  norms_read(t);
   double sq = 0;
-  for (int l = 0; l < t->L; l++) sq += lora_layer_grad_sum_squares(be, lora, l, t->train[l]);
+  for (int l = 0; l < t->L; l++) sq += t->norms[l];
   optim_step(be, &c->optim, lora, t->train, step, optim_clip_scale(&c->optim, sq));
   return loss;
 }
