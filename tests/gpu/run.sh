@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, as one prepared run on a lent GPU machine (it has no MPI or HDF5 of its
 # own): builds core and tests/gpu only (-DTV_GPU_ONLY=ON) for this GPU's architecture, runs
-# the GPU tests (every op CUDA vs CPU; a tiny model's 10 T-Vaccine steps CUDA vs CPU), then
+# the GPU tests (every op CUDA vs CPU; a tiny model's 10 T-Vaccine steps CUDA vs CPU; NCCL
+# send / receive between two forked ranks, which needs two GPUs and skips on one), then
 # the 7B-shaped benchmark on our CUDA backend and the PyTorch + transformers + PEFT reference
 # side by side. Everything goes to $OUT (default /tmp/tv_gpu_out); the last lines of stdout
 # summarise. Each part has its own time limit so one hang cannot eat the device budget.
@@ -38,6 +39,13 @@ echo "run.sh: build took $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
 echo "run.sh: ctest -L gpu exit $?: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log"), $(grep -c '(Skipped)' "$OUT/ctest.log") skipped" | tee -a "$OUT/summary.txt"
 TV_VERBOSE=1 timeout 120 build-gpu/tests/gpu/test_cuda_ops > "$OUT/ops_errors.txt" 2>&1
 timeout 120 build-gpu/tests/gpu/test_cuda_model > "$OUT/model_losses.txt" 2>&1
+# NCCL between pipeline stages: built when the machine's CUDA has nccl.h and libnccl.
+if [ -x build-gpu/tests/gpu/test_nccl_p2p ]; then
+  timeout 180 build-gpu/tests/gpu/test_nccl_p2p > "$OUT/nccl_p2p.txt" 2>&1
+  echo "run.sh: test_nccl_p2p exit $? (77 = skipped: fewer than 2 GPUs): $(tail -1 "$OUT/nccl_p2p.txt")" | tee -a "$OUT/summary.txt"
+else
+  echo "run.sh: test_nccl_p2p not built (no NCCL found: $(grep -m1 -i nccl "$OUT/build.log" || echo 'TV_NCCL off'))" | tee -a "$OUT/summary.txt"
+fi
 
 timeout 600 build-gpu/tests/gpu/bench_gpu --layers "$LAYERS" --S "$S" --steps 3 --warmup 1 \
   > "$OUT/bench_tvaccine.jsonl" 2> "$OUT/bench_tvaccine.err"
