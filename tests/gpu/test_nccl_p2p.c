@@ -151,7 +151,11 @@ int main(void) {
     fflush(stdout);
     kids[r] = fork();
     if (kids[r] < 0) return 1;
-    if (kids[r] == 0) _exit(run_rank(r, fds[0], fds[1]));
+    if (kids[r] == 0) {
+      int code = run_rank(r, fds[0], fds[1]);
+      fflush(stdout); /* _exit does not flush */
+      _exit(code);
+    }
   }
   close(fds[0]);
   close(fds[1]);
