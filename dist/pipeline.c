@@ -276,8 +276,8 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
              "rank %d: a receive of slot %d was never consumed", p->rank, k);
   }
   p->stats.passes++;
-  /* The loss lives on the last stage, added in micro-batch order as each forward returned it
-   * before; every rank reports it. */
+  /* The loss lives on the last stage: its micro-batches' sums, scaled and added in
+   * micro-batch order (the order its forwards run); every rank reports it. */
   double loss = 0;
   if (last) {
     double *sums = p->host_loss_sums;
