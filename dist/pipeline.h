@@ -40,7 +40,8 @@ void pipeline_destroy(Pipeline *p);
 /* Runs the plan over the batch (forward, and backward when `backward`; a rank whose layers
  * all lie below plan->backward_stop only forwards). Layer plans' record_grad_a / perturb
  * point at whole-batch buffers [B*T, D]; the stage uses each micro-batch's rows. Every
- * transfer has completed on return. Returns the batch loss on every rank. */
+ * transfer has completed on return (NCCL: in the backend's stream order, see p2p.h).
+ * Returns the batch loss on every rank. */
 double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward);
 
 /* Micro-batches this rank holds at once when running `plan` over `batch` (its schedule's
@@ -51,7 +52,8 @@ int pipeline_micro_batches_held(const Pipeline *p, const PassPlan *plan, const B
 size_t pipeline_buffer_bytes(const Pipeline *p);
 
 /* What the passes so far cost this rank: seconds inside stage_forward / stage_backward,
- * seconds waiting for a neighbour (receives and send buffers), bytes sent. */
+ * seconds waiting for a neighbour (receives and send buffers), bytes sent. On a GPU these
+ * are host seconds (launching, and on the NCCL path no transfer makes the host wait). */
 typedef struct {
   double compute_s, wait_s;
   size_t bytes_sent;
