@@ -5,7 +5,8 @@
  * copies nothing, and T-Vaccine steps through the pipeline on the fake device give the
  * same losses and adapters bit for bit as on the CPU backend. Run under mpirun (3 ranks: a
  * middle stage has both neighbours). `mismatch`: a staged receive of the wrong size must end
- * in one error naming peer and tag. */
+ * in one error naming peer and tag; `disagree`: ranks whose backends take different paths
+ * must end in one error naming the rank. */
 #include <mpi.h>
 #include <string.h>
 
@@ -139,9 +140,21 @@ static int mismatch(Comm *comm) {
   return 0;
 }
 
+/* Rank 0 on the CPU, the others on the fake device: the paths differ, which must end in one
+ * error naming the first rank that differs, before any transfer. */
+static int disagree(Comm *comm) {
+  CountedBackend *f = counted_backend_create("fake-device");
+  Backend *cpu = backend_cpu_create(1);
+  P2p *p = p2p_create(comm, comm_rank(comm) == 0 ? cpu : &f->be, 1);
+  p2p_destroy(p); /* not reached */
+  comm_finalize(comm);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   Comm *comm = comm_init(&argc, &argv);
   if (argc > 1 && strcmp(argv[1], "mismatch") == 0) return mismatch(comm);
+  if (argc > 1 && strcmp(argv[1], "disagree") == 0) return disagree(comm);
   int rank = comm_rank(comm);
 
   Backend *cpu = backend_cpu_create(1);

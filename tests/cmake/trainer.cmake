@@ -69,7 +69,11 @@ add_test(NAME p2p_paths_np3 COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG
          --oversubscribe --allow-run-as-root $<TARGET_FILE:test_p2p_paths>)
 add_test(NAME p2p_staged_size_mismatch COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2
          --oversubscribe --allow-run-as-root $<TARGET_FILE:test_p2p_paths> mismatch)
-set_tests_properties(p2p_paths_np3 p2p_staged_size_mismatch PROPERTIES
+add_test(NAME p2p_paths_disagree COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2
+         --oversubscribe --allow-run-as-root $<TARGET_FILE:test_p2p_paths> disagree)
+set_tests_properties(p2p_paths_disagree PROPERTIES PASS_REGULAR_EXPRESSION
+  "pipeline ranks disagree on how to move buffers: rank 1 differs from rank 0")
+set_tests_properties(p2p_paths_np3 p2p_staged_size_mismatch p2p_paths_disagree PROPERTIES
   ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
 set_tests_properties(p2p_staged_size_mismatch PROPERTIES PASS_REGULAR_EXPRESSION
   "rank 1: received 3 floats from rank 0 \\(tag 7\\), expected 4")
