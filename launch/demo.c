@@ -52,7 +52,7 @@ static void demo_usage(FILE *out) {
           "  --attack-n N          samples of each poison mix (default 1000)\n"
           "  --p LIST              harmful fractions of the attacks (default 0,0.05,0.1,0.2)\n"
           "  --task T              the attack's benign task, scored as FA (default sst)\n"
-          "  --task2 T             a second benign task, scored beside it (default agnews)\n"
+          "  --second-task T       a second benign task, scored beside it (default agnews)\n"
           "  --eval-prompts N      test prompts per measure (default 200)\n"
           "  --max-new-tokens N    token limit of each answer (default 64)\n"
           "\n"
@@ -211,8 +211,8 @@ static void eval_phase(Study *st, const char *id, const char *label, const char 
   add_measure(&ph, st, model, adapter, "harmful_test.json", "harmful", NULL);
   snprintf(prompts, sizeof prompts, "benign_%s_test.json", d->task);
   add_measure(&ph, st, model, adapter, prompts, "task", d->task);
-  snprintf(prompts, sizeof prompts, "benign_%s_test.json", d->task2);
-  add_measure(&ph, st, model, adapter, prompts, "task2", d->task2);
+  snprintf(prompts, sizeof prompts, "benign_%s_test.json", d->second_task);
+  add_measure(&ph, st, model, adapter, prompts, "task2", d->second_task);
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", ph.dir);
   demo_run_phase(&st->run, &ph);
@@ -227,14 +227,14 @@ static void check_settings(const RunDemo *d) {
   if (d->tvaccine_s > d->layers)
     tv_die("demo.tvaccine_s %d is more than the model's %d layers (demo.layers)", d->tvaccine_s,
            d->layers);
-  if (!strcmp(d->task, d->task2))
-    tv_die("demo.task2 '%s' must differ from demo.task: it is the second benign accuracy", d->task2);
+  if (!strcmp(d->task, d->second_task))
+    tv_die("demo.second_task '%s' must differ from demo.task: it is the second benign accuracy", d->second_task);
 }
 
 /* The world's tasks are known once it exists: the task names are checked right after it. */
 static void check_tasks(const Study *st) {
   SynthWorld *w = synth_load_world(st->world);
-  const char *keys[2] = {"demo.task", "demo.task2"}, *names[2] = {st->d->task, st->d->task2};
+  const char *keys[2] = {"demo.task", "demo.second_task"}, *names[2] = {st->d->task, st->d->second_task};
   for (int k = 0; k < 2; k++)
     if (synth_task_index(w, names[k]) < 0) {
       char list[256] = "";
@@ -271,7 +271,7 @@ int cmd_demo(int argc, char **argv) {
          d.quick ? " (--quick: tiny settings, the numbers mean nothing)" : "", d.out);
   fflush(stdout);
 
-  DemoResults res = {.n_p = st.n_p, .task = d.task, .task2 = d.task2, .align_steps = d.align_steps};
+  DemoResults res = {.n_p = st.n_p, .task = d.task, .task2 = d.second_task, .align_steps = d.align_steps};
   memcpy(res.p, st.p, sizeof st.p);
   world_phase(&st);
   check_tasks(&st);

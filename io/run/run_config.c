@@ -116,7 +116,7 @@ const RcKey rc_keys[] = {
     INT("demo.attack_n", demo.attack_n, 1, 100000000),
     STR("demo.p", demo.p),
     STR("demo.task", demo.task),
-    STR("demo.task2", demo.task2),
+    STR("demo.second_task", demo.second_task),
     INT("demo.eval_prompts", demo.eval_prompts, 1, 1000000),
     INT("demo.max_new_tokens", demo.max_new_tokens, 1, 1 << 20),
     STR("synth.out", synth.out),
@@ -256,11 +256,11 @@ void run_config_defaults(RunConfig *c) {
   c->plan = (RunPlan){.weight_dtype = TV_BF16, .reserve_mib = 1024};
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
-  free(c->demo.out), free(c->demo.p), free(c->demo.task), free(c->demo.task2);
+  free(c->demo.out), free(c->demo.p), free(c->demo.task), free(c->demo.second_task);
   c->demo.out = dup_str("runs/demo");
   c->demo.p = dup_str("0,0.05,0.1,0.2");
   c->demo.task = dup_str("sst");
-  c->demo.task2 = dup_str("agnews");
+  c->demo.second_task = dup_str("agnews");
   free(c->export.shard_size);
   c->export.shard_size = dup_str("5GB");
   free(c->generate.format);

@@ -53,7 +53,7 @@ typedef struct {
   double attack_lr;
   int attack_steps, attack_n;
   char *p;                /* comma-separated harmful fractions of the attacks */
-  char *task, *task2;     /* the attack's benign task (FA) and a second benign task */
+  char *task, *second_task; /* the attack's benign task (FA) and a second benign task */
   int eval_prompts, max_new_tokens;
 } RunDemo;
 
