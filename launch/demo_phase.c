@@ -230,8 +230,13 @@ void demo_run_phase(DemoRunner *r, DemoPhase *ph) {
       int code = run_child(r, ph->cmds[c].v, log_path);
       if (code != 0) {
         printf(" failed\n");
-        fprintf(stderr, "demo: %s: `tvaccine %s` exited with status %d (log: %s)\n", ph->label,
-                ph->cmds[c].v[1], code, log_path);
+        if (code == 127 || code == 126)
+          fprintf(stderr, "demo: %s: `tvaccine %s` could not be started from %s (status %d; "
+                  "was the executable rebuilt or removed while the demo ran?)\n", ph->label,
+                  ph->cmds[c].v[1], r->self, code);
+        else
+          fprintf(stderr, "demo: %s: `tvaccine %s` exited with status %d (log: %s)\n",
+                  ph->label, ph->cmds[c].v[1], code, log_path);
         print_tail(log_path, 15);
         exit(1);
       }
