@@ -271,7 +271,7 @@ int cmd_demo(int argc, char **argv) {
          d.quick ? " (--quick: tiny settings, the numbers mean nothing)" : "", d.out);
   fflush(stdout);
 
-  DemoResults res = {.n_p = st.n_p, .task = d.task, .task2 = d.second_task, .align_steps = d.align_steps};
+  DemoResults res = {.settings = &d, .n_p = st.n_p, .task = d.task, .task2 = d.second_task, .align_steps = d.align_steps};
   memcpy(res.p, st.p, sizeof st.p);
   world_phase(&st);
   check_tasks(&st);

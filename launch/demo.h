@@ -3,6 +3,7 @@
 #ifndef TV_DEMO_H
 #define TV_DEMO_H
 
+#include "run_config.h"
 #include "vaccine.h"
 
 /* ---- phases (demo_phase.c) ----------------------------------------------------------- */
@@ -59,6 +60,7 @@ typedef struct {
 } DemoCell;
 
 typedef struct {
+  const RunDemo *settings; /* what the study ran with (after --quick) */
   int n_p;
   double p[DEMO_MAX_P];
   const char *task, *task2;

@@ -191,6 +191,20 @@ static cJSON *cell_json(const DemoCell *c) {
 
 static void write_json(const char *path, const DemoResults *r) {
   cJSON *root = cJSON_CreateObject();
+  const RunDemo *d = r->settings;
+  cJSON *set = cJSON_AddObjectToObject(root, "settings"); /* the demo.* keys of the study */
+  cJSON_AddNumberToObject(set, "seed", (double)d->seed);
+  cJSON_AddBoolToObject(set, "quick", d->quick);
+  const struct { const char *key; double value; } keys[] = {
+      {"layers", d->layers}, {"width", d->width}, {"heads", d->heads},
+      {"kv_heads", d->kv_heads}, {"ffn", d->ffn}, {"pretrain_epochs", d->pretrain_epochs},
+      {"align_steps", d->align_steps}, {"align_lr", d->align_lr}, {"rho", d->rho},
+      {"tvaccine_s", d->tvaccine_s}, {"tvaccine_j", d->tvaccine_j},
+      {"tvaccine_k", d->tvaccine_k}, {"attack_lr", d->attack_lr},
+      {"attack_steps", d->attack_steps}, {"attack_n", d->attack_n},
+      {"eval_prompts", d->eval_prompts}, {"max_new_tokens", d->max_new_tokens}};
+  for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+    cJSON_AddNumberToObject(set, keys[k].key, keys[k].value);
   cJSON_AddStringToObject(root, "task", r->task);
   cJSON_AddStringToObject(root, "second_task", r->task2);
   cJSON *ps = cJSON_AddArrayToObject(root, "p");
