@@ -33,8 +33,8 @@ static void demo_usage(FILE *out) {
           "\n"
           "  --out DIR             the demo's folder (default runs/demo)\n"
           "  --seed S              seed of the world, the runs and the poison mixes (default 1)\n"
-          "  --quick               a tiny world and a few steps of everything (a smoke test of the\n"
-          "                        whole pipeline, well under a minute; its numbers mean nothing)\n"
+          "  --quick               a tiny world and a few steps of everything: a smoke test of the\n"
+          "                        whole pipeline (about 12 s of CPU); its numbers mean nothing\n"
           "  --fresh               redo every phase (forget the stamps)\n"
           "  --threads N           CPU threads of each phase (default: all cores)\n"
           "  --layers N            decoder layers of the base model (default 4)\n"
@@ -79,6 +79,8 @@ static int parse_p_list(const char *text, double *p) {
     if (end == s || !(v >= 0 && v <= 1))
       tv_die("demo.p '%s': expected comma-separated fractions in [0, 1]", text);
     if (n == DEMO_MAX_P) tv_die("demo.p '%s': at most %d fractions", text, DEMO_MAX_P);
+    for (int i = 0; i < n; i++)
+      if (p[i] == v) tv_die("demo.p '%s': %g is listed twice", text, v);
     p[n++] = v;
     s = end;
     if (*s == ',') s++;
