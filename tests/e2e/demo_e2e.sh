@@ -2,8 +2,9 @@
 # `tvaccine demo --quick` end to end: 32 phases with progress lines, a table with every cell
 # (Markdown) and results.json with every cell (checked by demo_results_check, not by the
 # demo's own code), the plots as PNG and SVG when gnuplot is installed (their data files
-# always), a second run that reuses every phase and prints the same table, and a folder that
-# is not a demo's refused. No value is asserted: the quick settings' numbers mean nothing.
+# always), a second run that reuses every phase and prints the same table, a third with other
+# attack settings that redoes the attacks and what read them, and a folder that is not a
+# demo's refused. No value is asserted: the quick settings' numbers mean nothing.
 # Usage: demo_e2e.sh TVACCINE_BINARY DEMO_RESULTS_CHECK
 set -euo pipefail
 TV=$1
@@ -49,6 +50,14 @@ fi
 "$TV" demo --quick --out "$D" --threads 1 > "$W/run2.log" 2>&1 || { cat "$W/run2.log"; fail "second run"; }
 [ "$(grep -c '^demo \[[0-9]*/32\] .* reused' "$W/run2.log")" = 32 ] || { cat "$W/run2.log"; fail "the second run did not reuse every phase"; }
 diff <(grep '^|' "$W/run1.log") <(grep '^|' "$W/run2.log") > /dev/null || fail "the reused run's table differs"
+
+# Other attack settings: the 12 attacks run again, and so do their 12 evaluations (their own
+# commands are the same, but the attack they read ran again); the world, the alignments and
+# their evaluations (8 phases) are reused.
+"$TV" demo --quick --out "$D" --threads 1 --attack-lr 1e-3 > "$W/run3.log" 2>&1 || { cat "$W/run3.log"; fail "third run"; }
+[ "$(grep -c '^demo \[[0-9]*/32\] .* reused' "$W/run3.log")" = 8 ] || { cat "$W/run3.log"; fail "not 8 phases reused after the attack changed"; }
+[ "$(grep -c '^demo \[[0-9]*/32\] evaluate .*attacked.* [0-9]* s$' "$W/run3.log")" = 12 ] \
+  || { cat "$W/run3.log"; fail "the evaluations of the attacks that ran again were reused"; }
 
 # A folder that is not a demo's is refused in one line; nothing in it is touched.
 mkdir "$W/other" && echo keep > "$W/other/file"
