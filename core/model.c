@@ -296,9 +296,27 @@ void stage_zero_weight_grads(Stage *s) {
   s->be->zero(s->be, s->weight_grads, s->weight_bytes);
 }
 
-double stage_weight_grad_sum_squares(Stage *s) {
+size_t stage_layer_weight_numel(const Stage *s) {
+  return (size_t)(s->w.layers[0].w_down - s->w.layers[0].attn_norm) +
+         (size_t)s->cfg.intermediate_size * s->cfg.hidden_size;
+}
+
+void stage_weight_grad_part_sums(Stage *s, double *parts) {
   TV_CHECK(s->weight_grads, "full training is not enabled on this stage");
-  return s->be->sum_squares(s->be, s->weight_bytes / sizeof(float), s->weight_grads);
+  int L = s->cfg.num_layers;
+  memset(parts, 0, (size_t)STAGE_WEIGHT_PARTS(L) * sizeof(double));
+  size_t D = s->cfg.hidden_size, VD = (size_t)s->cfg.vocab_size * D;
+  size_t layer_numel = stage_layer_weight_numel(s);
+  for (int l = s->l0; l < s->l1; l++)
+    parts[l] = s->be->sum_squares(s->be, layer_numel,
+                                  s->weight_grads + (s->w.layers[l - s->l0].attn_norm - s->weight_arena));
+  const float *extra[3] = {s->w.embed, s->w.lm_head != s->w.embed ? s->w.lm_head : NULL,
+                           s->w.final_norm};
+  size_t extra_numel[3] = {VD, VD, D};
+  for (int k = 0; k < 3; k++)
+    if (extra[k])
+      parts[L + k] = s->be->sum_squares(s->be, extra_numel[k],
+                                        s->weight_grads + (extra[k] - s->weight_arena));
 }
 
 AdamwBlock stage_weight_block(Stage *s) {

@@ -148,7 +148,15 @@ void stage_backward(Stage *s, const PassPlan *plan, int slot, const float *dy_in
 /* Full-parameter training: allocates gradients and AdamW moments shaped like the weights. */
 void stage_enable_full_training(Stage *s);
 void stage_zero_weight_grads(Stage *s);
-double stage_weight_grad_sum_squares(Stage *s);
+/* Squared L2 norms of this stage's weight gradients by part, so ranks can add them in one
+ * order whatever the split: parts[l] for each local decoder layer l, parts[L] the embedding,
+ * parts[L + 1] the untied LM head, parts[L + 2] the final norm (L = num_layers); parts this
+ * stage does not hold are 0. parts has STAGE_WEIGHT_PARTS(L) entries. */
+#define STAGE_WEIGHT_PARTS(L) ((L) + 3)
+/* Floats of one decoder layer's base weights: a contiguous run of the arena that starts at
+ * its attn_norm (so a rank's layers are one run from stage_weights(s)->layers[0].attn_norm). */
+size_t stage_layer_weight_numel(const Stage *s);
+void stage_weight_grad_part_sums(Stage *s, double *parts);
 /* Every base weight with its gradient and moments, as one AdamW block (optim_adamw_block). */
 AdamwBlock stage_weight_block(Stage *s);
 

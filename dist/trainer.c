@@ -46,7 +46,7 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));
   t->g = tv_calloc((size_t)t->nl, sizeof(float *));
   t->probs = tv_calloc((size_t)t->L, sizeof(double));
-  t->norms = tv_calloc((size_t)t->L, sizeof(double));
+  t->norms = tv_calloc((size_t)STAGE_WEIGHT_PARTS(t->L), sizeof(double)); /* layers + base parts */
   Backend *be = stage_backend(stage);
   t->device_norms = be->alloc(be, (size_t)t->L * sizeof(double));
   t->probe_norms = tv_calloc((size_t)t->L, sizeof(double));
@@ -69,6 +69,13 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
     if (t->active[l]) t->active_list[t->num_active++] = l;
   }
   for (int l = 0; l < t->L; l++) t->probs[l] = 1.0 / t->L;
+  if (cfg->train_base) {
+    if (cfg->method != METHOD_SFT)
+      tv_die("full-parameter training runs method sft, not %s", method_names[cfg->method]);
+    if (stage_config(stage)->tie_word_embeddings && !(stage_is_first(stage) && stage_is_last(stage)))
+      tv_die("full-parameter training of a model with tied embeddings needs one rank");
+    stage_enable_full_training(stage);
+  }
   return t;
 }
 
@@ -226,6 +233,17 @@ static double trainable_grad_sum_squares(Trainer *t) {
   return sq;
 }
 
+/* Full training: the global sum of squared base-weight gradients, reduced per part (each
+ * decoder layer, embedding, head, final norm) and added in one order, as above. */
+static double base_grad_sum_squares(Trainer *t) {
+  int n = STAGE_WEIGHT_PARTS(t->L);
+  stage_weight_grad_part_sums(t->stage, t->norms);
+  comm_allreduce_sum(t->comm, t->norms, n);
+  double sq = 0;
+  for (int k = 0; k < n; k++) sq += t->norms[k];
+  return sq;
+}
+
 void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *probe,
                   StepReport *r) {
   memset(r, 0, sizeof *r);
@@ -243,7 +261,8 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
     if (t->active[l] || method_train_targets(c->method, c->freeze_scope, t->active, l)) lowest = l;
   }
   for (int i = 0; i < t->nl; i++)
-    t->train[i] = method_train_targets(c->method, c->freeze_scope, t->active, t->l0 + i);
+    t->train[i] = c->train_base ? 0 : method_train_targets(c->method, c->freeze_scope, t->active, t->l0 + i);
+  if (c->train_base) lowest = 0; /* every weight down to the embedding trains */
 
   if (c->method != METHOD_SFT) {
     /* Pass 1: record g_l on the active layers; nothing trains, so no layer needs the inputs
@@ -277,23 +296,33 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
     const float *perturb = c->method != METHOD_SFT ? t->layers[i].perturb : NULL;
     t->layers[i] = (LayerPlan){
         .perturb = perturb,
-        .keep_activations = method_layer_keep(c->activations, t->train[i],
-                                              t->active[t->l0 + i] && c->method != METHOD_SFT),
+        .keep_activations = c->train_base ? LAYER_KEEP_ALL
+                                          : method_layer_keep(c->activations, t->train[i],
+                                                              t->active[t->l0 + i] && c->method != METHOD_SFT),
         .train_targets = t->train[i],
     };
   }
-  lora_zero_grads(be, lora, t->train);
+  if (c->train_base)
+    stage_zero_weight_grads(t->stage);
+  else
+    lora_zero_grads(be, lora, t->train);
   PassPlan plan2 = {.layers = t->layers, .backward_stop = lowest,
-                    .pass_seed = pass_seed(t, step, 2)};
+                    .pass_seed = pass_seed(t, step, 2), .train_base = c->train_base};
   fit_activation_budget(t, &plan2, batch);
   r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
-  double sq = trainable_grad_sum_squares(t);
+  double sq = c->train_base ? base_grad_sum_squares(t) : trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
   r->lr = lr_at_step(&c->optim, step);
   /* A non-finite loss or norm would poison the adapters and AdamW moments for good; both are
    * global values, so every rank skips the update alike and the caller stops the run. */
   r->nonfinite = !isfinite(r->loss) || !isfinite(r->grad_norm);
-  if (!r->nonfinite) optim_step(be, &c->optim, lora, t->train, step, optim_clip_scale(&c->optim, sq));
+  float clip = optim_clip_scale(&c->optim, sq);
+  if (!r->nonfinite && c->train_base) {
+    AdamwBlock weights = stage_weight_block(t->stage); /* every weight updates every step */
+    optim_adamw_block(be, &c->optim, &weights, step, step + 1, clip);
+  } else if (!r->nonfinite) {
+    optim_step(be, &c->optim, lora, t->train, step, clip);
+  }
   for (int i = 0; i < t->nl; i++) t->layers[i].perturb = NULL;
 }
 

@@ -27,6 +27,10 @@ typedef struct {
   ActivationPolicy activations;
   size_t activation_budget;
   PipelineSchedule schedule; /* across ranks; 0 = 1F1B */
+  /* Full-parameter training (pretraining a base model): every base weight trains with the
+   * same schedule, clipping and AdamW, LoRA stays frozen. Needs method sft; a model with
+   * tied embeddings must then sit on one rank (its embedding would live on two stages). */
+  int train_base;
 } TrainerConfig;
 
 typedef struct {

@@ -1,7 +1,7 @@
 /* One run set-up for every subcommand that builds a model run: the backend, the comm, this
  * rank's share of the decoder layers, the stage and the trainer, each from a resolved config.
- * align calls the pieces between its early checks (its order stays its own); demo and bench
- * call run_setup_random for a whole random model. */
+ * align calls the pieces between its early checks (its order stays its own); bench calls
+ * run_setup_random for a whole random model. */
 #ifndef TV_RUN_SETUP_H
 #define TV_RUN_SETUP_H
 
@@ -41,7 +41,7 @@ Stage *run_setup_hf_stage(Backend *be, HfModel *hf, const LoraConfig *lora, int 
  * optimizer (with the run's total_steps), seed, activation policy and pipeline schedule. */
 TrainerConfig run_setup_trainer_config(const RunConfig *c, int64_t total_steps);
 
-/* demo and bench: comm, backend, a stage of the whole model (one rank) with random weights
+/* bench: comm, backend, a stage of the whole model (one rank) with random weights
  * (weight_seed, scale) and LoRA initialised from c->seed, and the trainer of c, for
  * micro-batches of `micro` rows of T tokens. */
 void run_setup_random(RunSetup *s, const RunConfig *c, const LlamaConfig *model, int micro,

@@ -3,7 +3,8 @@
 # Run as root (or with sudo available). Safe to run again: it does nothing when all are present.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenmpi-dev openmpi-bin
-          libcjson-dev libpcre2-dev libhdf5-dev libcyaml-dev libyaml-dev)
+          libcjson-dev libpcre2-dev libhdf5-dev libcyaml-dev libyaml-dev
+          gnuplot-nox) # gnuplot: the demo's plots (pngcairo and svg terminals, no X)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,12 +16,18 @@ typedef struct {
 typedef struct {
   const char *section;
   const char *int_option; /* an integer option, for the bad-value checks */
-  Opt opts[16];           /* up to the first with option NULL */
+  Opt opts[32];           /* up to the first with option NULL */
 } Command;
 
 /* The options each command's --help lists (launch/<command>.c). */
 static const Command commands[] = {
-    {"demo", "threads", {{"steps", "7"}, {"seed", "9"}, {"threads", "2"}, {"log", "x.jsonl"}}},
+    {"demo", "threads",
+     {{"out", "d"}, {"seed", "9"}, {"quick", NULL}, {"fresh", NULL}, {"threads", "2"},
+      {"layers", "3"}, {"width", "48"}, {"heads", "2"}, {"kv-heads", "1"}, {"ffn", "96"},
+      {"pretrain-epochs", "2"}, {"align-steps", "7"}, {"align-lr", "0.01"}, {"rho", "0.5"},
+      {"tvaccine-s", "2"}, {"tvaccine-j", "5"}, {"tvaccine-k", "9"}, {"attack-lr", "0.001"},
+      {"attack-steps", "9"}, {"attack-n", "50"}, {"p", "0,0.5"}, {"task", "gsm"},
+      {"second-task", "sst"}, {"eval-prompts", "9"}, {"max-new-tokens", "9"}}},
     {"synth", "threads",
      {{"out", "w"}, {"seed", "5"}, {"layers", "2"}, {"width", "16"}, {"heads", "2"},
       {"kv-heads", "1"}, {"ffn", "32"}, {"epochs", "2"}, {"batch", "3"}, {"lr", "0.01"},

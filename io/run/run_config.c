@@ -94,10 +94,31 @@ const RcKey rc_keys[] = {
     ENUM("dist.schedule", dist.schedule, schedule_names),
     ENUM("dist.split", dist.split, layer_split_names),
     /* The other subcommands' options (run_config_parse_command), one section each. */
-    INT("demo.steps", demo.steps, 1, 1000000),
+    STR("demo.out", demo.out),
     U64("demo.seed", demo.seed),
+    BOOL("demo.quick", demo.quick),
+    BOOL("demo.fresh", demo.fresh),
     INT("demo.threads", demo.threads, 0, 1024),
-    STR("demo.log", demo.log),
+    INT("demo.layers", demo.layers, 1, 64),
+    INT("demo.width", demo.width, 8, 4096),
+    INT("demo.heads", demo.heads, 1, 64),
+    INT("demo.kv_heads", demo.kv_heads, 1, 64),
+    INT("demo.ffn", demo.ffn, 8, 16384),
+    INT("demo.pretrain_epochs", demo.pretrain_epochs, 1, 1000),
+    INT("demo.align_steps", demo.align_steps, 1, 10000000),
+    DBL("demo.align_lr", demo.align_lr, OPTIM_LR_BOUNDS),
+    DBL("demo.rho", demo.rho, REAL_BOUNDS(0, 0, -1, 0)),
+    INT("demo.tvaccine_s", demo.tvaccine_s, 1, 65536),
+    INT("demo.tvaccine_j", demo.tvaccine_j, 1, INT_MAX),
+    INT("demo.tvaccine_k", demo.tvaccine_k, 1, INT_MAX),
+    DBL("demo.attack_lr", demo.attack_lr, OPTIM_LR_BOUNDS),
+    INT("demo.attack_steps", demo.attack_steps, 1, 10000000),
+    INT("demo.attack_n", demo.attack_n, 1, 100000000),
+    STR("demo.p", demo.p),
+    STR("demo.task", demo.task),
+    STR("demo.second_task", demo.second_task),
+    INT("demo.eval_prompts", demo.eval_prompts, 1, 1000000),
+    INT("demo.max_new_tokens", demo.max_new_tokens, 1, 1 << 20),
     STR("synth.out", synth.out),
     U64("synth.seed", synth.seed),
     INT("synth.layers", synth.layers, 1, 64),
@@ -218,7 +239,13 @@ void run_config_defaults(RunConfig *c) {
                                .probe_samples = 200,
                                .probe_batch = 1,
                                .freeze_scope = FREEZE_LAYER};
-  c->demo = (RunDemo){.steps = 150, .seed = 1};
+  /* The demo's study. World and alignment: synth's base model and align.yaml; attack: the
+   * SPEC section 10 prototype's lr 3e-4 for 200 steps, p in {0, 0.05, 0.1, 0.2}. */
+  c->demo = (RunDemo){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
+                      .ffn = 172, .pretrain_epochs = 6, .align_steps = 200, .align_lr = 2e-3,
+                      .rho = 1.0, .tvaccine_s = 1, .tvaccine_j = 20, .tvaccine_k = 50,
+                      .attack_lr = 3e-4, .attack_steps = 200, .attack_n = 1000,
+                      .eval_prompts = 200, .max_new_tokens = 64};
   c->synth = (RunSynth){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
                         .ffn = 172, .epochs = 6, .batch = 16, .steps = -1, .lr = 3e-3};
   c->bench = (RunBench){.config = 0, .steps = 5, .warmup = 1, .tvaccine_layers = 2,
@@ -229,6 +256,11 @@ void run_config_defaults(RunConfig *c) {
   c->plan = (RunPlan){.weight_dtype = TV_BF16, .reserve_mib = 1024};
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR) *(char **)at(c, &rc_keys[i]) = dup_str("");
+  free(c->demo.out), free(c->demo.p), free(c->demo.task), free(c->demo.second_task);
+  c->demo.out = dup_str("runs/demo");
+  c->demo.p = dup_str("0,0.05,0.1,0.2");
+  c->demo.task = dup_str("sst");
+  c->demo.second_task = dup_str("agnews");
   free(c->export.shard_size);
   c->export.shard_size = dup_str("5GB");
   free(c->generate.format);

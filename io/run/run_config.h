@@ -40,11 +40,21 @@ typedef struct {
 /* The options of the subcommands besides align, one section each: every option --KEY of
  * `tvaccine CMD` is the key CMD.KEY ('-' read as '_'), settable in YAML and with --set
  * (run_config_parse_command). Defaults are each command's own; "" = not given. */
+/* The whole study of `tvaccine demo` (launch/demo.c): world, alignment, attack, evaluation. */
 typedef struct {
-  int steps;
+  char *out;  /* the demo's folder */
   uint64_t seed;
-  int threads; /* 0 = all cores */
-  char *log;   /* JSON Lines log; "" = none */
+  int quick, fresh; /* booleans: tiny smoke-test settings; redo every phase */
+  int threads;      /* per phase; 0 = all cores */
+  int layers, width, heads, kv_heads, ffn, pretrain_epochs; /* the world's base model */
+  int align_steps;
+  double align_lr, rho;
+  int tvaccine_s, tvaccine_j, tvaccine_k;
+  double attack_lr;
+  int attack_steps, attack_n;
+  char *p;                /* comma-separated harmful fractions of the attacks */
+  char *task, *second_task; /* the attack's benign task (FA) and a second benign task */
+  int eval_prompts, max_new_tokens;
 } RunDemo;
 
 typedef struct {
