@@ -317,7 +317,8 @@ static void setup(AlignRun *r) {
   }
 
   int micro = run_config_micro_batch(c);
-  r->stage = run_setup_hf_stage(r->be, r->hf, &c->lora, r->l0, r->l1, micro, c->max_len);
+  r->stage = run_setup_hf_stage(r->be, r->hf, &c->lora, r->l0, r->l1, micro, c->max_len,
+                                run_config_weight_dtype(c));
   r->model_digest = sum_over_ranks(r, hf_model_digest(r->hf));
   /* The weights now live in the stage: drop the mapping so its pages leave this process. */
   int files = hf_model_files_opened(r->hf);

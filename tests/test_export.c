@@ -58,6 +58,7 @@ static float *model_logits(const char *dir, const char *adapter) {
   HfModel *m = hf_model_open(dir);
   LoraConfig l = lc;
   Stage *s = stage_create(be, &hf_model_config(m)->cfg, &l, 0, cfg.num_layers, B, T);
+  stage_keep_logits(s, 1);
   hf_model_load_stage(m, s);
   if (adapter) peft_load(adapter, &cfg, be, stage_lora(s));
   float *out = logits_of(s);
