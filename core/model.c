@@ -43,6 +43,8 @@ Stage *stage_create_typed(Backend *be, const LlamaConfig *cfg, const LoraConfig 
            cfg->num_layers);
   if (max_B < 1 || max_T < 1 || (long long)max_B * max_T > (1LL << 26))
     tv_die("micro-batch of %d x %d tokens is out of range", max_B, max_T);
+  if (weight_dtype != TV_F32 && weight_dtype != TV_BF16)
+    tv_die("base weight dtype %d is neither f32 nor bf16", (int)weight_dtype);
 
   Stage *s = tv_calloc(1, sizeof(Stage));
   s->be = be;
