@@ -3,8 +3,8 @@
  *
  * Conventions for every kernel below:
  *   - all pointers are backend memory, float32, row-major, contiguous unless a
- *     leading dimension is given; the one exception is the frozen base weight of
- *     gemm_weight, a typed view (f32 or bf16, tensor.h);
+ *     leading dimension is given; the exceptions are the frozen base weights of
+ *     gemm_weight and embedding_forward, typed views (f32 or bf16, tensor.h);
  *   - activation gradients are WRITTEN (=), parameter gradients ACCUMULATE (+=);
  *   - N = number of token rows (B * T), D = width, H / Hkv = query / key-value heads,
  *     Dh = head dim, F = MLP width, V = vocab, R = LoRA rank.
@@ -93,9 +93,10 @@ struct Backend {
   void (*sum_squares_acc)(Backend *be, size_t n, const float *x, double *dst);
 
   /* ---- embedding ---- */
-  /* out[N,D] = table[tokens[n], :]. Tokens are validated by the caller. */
-  void (*embedding_forward)(Backend *be, float *out, const float *table,
-                            const int32_t *tokens, int N, int D);
+  /* out[N,D] = table[tokens[n], :], widened to f32 when the (frozen) table is bf16. Tokens
+   * are validated by the caller. */
+  void (*embedding_forward)(Backend *be, float *out, WeightRef table, const int32_t *tokens,
+                            int N, int D);
 
   /* dtable[tokens[n], :] += dout[n, :] (full-parameter training of the embedding). */
   void (*embedding_backward)(Backend *be, float *dtable, const float *dout,

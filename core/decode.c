@@ -135,13 +135,14 @@ static void layer_decode(Decoder *d, int l, int n, const int32_t *seq) {
   Backend *be = d->be;
   const LlamaConfig *c = stage_config(d->s);
   int l0 = stage_first_layer(d->s);
-  const LayerWeights *w = &stage_weights(d->s)->layers[l - l0];
+  const StageWeights *sw = stage_weights(d->s);
+  const LayerWeights *w = &sw->layers[l - l0];
   int D = c->hidden_size, F = c->intermediate_size;
   int HD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
   be->rmsnorm_forward(be, d->xn, d->inv, d->x, w->attn_norm, n, D, c->rms_norm_eps);
-  be->gemm_weight(be, 0, 1, n, HD, D, 1.0f, d->xn, D, weight_f32(w->wq), D, 0.0f, d->q, HD);
-  be->gemm_weight(be, 0, 1, n, KD, D, 1.0f, d->xn, D, weight_f32(w->wk), D, 0.0f, d->k, KD);
-  be->gemm_weight(be, 0, 1, n, KD, D, 1.0f, d->xn, D, weight_f32(w->wv), D, 0.0f, d->v, KD);
+  be->gemm_weight(be, 0, 1, n, HD, D, 1.0f, d->xn, D, stage_weight_ref(sw, w->wq), D, 0.0f, d->q, HD);
+  be->gemm_weight(be, 0, 1, n, KD, D, 1.0f, d->xn, D, stage_weight_ref(sw, w->wk), D, 0.0f, d->k, KD);
+  be->gemm_weight(be, 0, 1, n, KD, D, 1.0f, d->xn, D, stage_weight_ref(sw, w->wv), D, 0.0f, d->v, KD);
   if (w->bq) {
     be->add_bias(be, d->q, w->bq, n, HD);
     be->add_bias(be, d->k, w->bk, n, KD);
@@ -159,13 +160,13 @@ static void layer_decode(Decoder *d, int l, int n, const int32_t *seq) {
                       .Dh = c->head_dim};
   be->attention_cached(be, &cached, d->q, d->kcache + layer_off, d->vcache + layer_off,
                        d->seq_dev, d->pos_dev, d->att);
-  be->gemm_weight(be, 0, 1, n, D, HD, 1.0f, d->att, HD, weight_f32(w->wo), HD, 0.0f, d->h, D);
+  be->gemm_weight(be, 0, 1, n, D, HD, 1.0f, d->att, HD, stage_weight_ref(sw, w->wo), HD, 0.0f, d->h, D);
   be->axpy(be, (size_t)n * D, 1.0f, d->x, d->h);
   be->rmsnorm_forward(be, d->xn, d->inv, d->h, w->mlp_norm, n, D, c->rms_norm_eps);
-  be->gemm_weight(be, 0, 1, n, F, D, 1.0f, d->xn, D, weight_f32(w->w_gate), D, 0.0f, d->gate, F);
-  be->gemm_weight(be, 0, 1, n, F, D, 1.0f, d->xn, D, weight_f32(w->w_up), D, 0.0f, d->up, F);
+  be->gemm_weight(be, 0, 1, n, F, D, 1.0f, d->xn, D, stage_weight_ref(sw, w->w_gate), D, 0.0f, d->gate, F);
+  be->gemm_weight(be, 0, 1, n, F, D, 1.0f, d->xn, D, stage_weight_ref(sw, w->w_up), D, 0.0f, d->up, F);
   be->swiglu_forward(be, d->gate, d->gate, d->up, (size_t)n * F);
-  be->gemm_weight(be, 0, 1, n, D, F, 1.0f, d->gate, F, weight_f32(w->w_down), F, 0.0f, d->y, D);
+  be->gemm_weight(be, 0, 1, n, D, F, 1.0f, d->gate, F, stage_weight_ref(sw, w->w_down), F, 0.0f, d->y, D);
   be->axpy(be, (size_t)n * D, 1.0f, d->h, d->y);
 }
 
@@ -191,7 +192,8 @@ const float *decoder_forward(Decoder *d, int n, const int32_t *seq, const int32_
       if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
         tv_die("token id %d is outside the vocabulary [0, %d)", tokens[i], c->vocab_size);
     be->from_host(be, d->tok_dev, tokens, (size_t)n * sizeof(int32_t));
-    be->embedding_forward(be, d->x, stage_weights(d->s)->embed, d->tok_dev, n, D);
+    const StageWeights *sw = stage_weights(d->s);
+    be->embedding_forward(be, d->x, stage_weight_ref(sw, sw->embed), d->tok_dev, n, D);
   } else {
     TV_CHECK(x_in, "a decoder after the first stage needs its input hidden states");
     be->copy(be, d->x, x_in, (size_t)n * D * sizeof(float));
@@ -228,10 +230,11 @@ const float *decoder_logits(Decoder *d, const int *rows, int count) {
   Backend *be = d->be;
   const LlamaConfig *c = stage_config(d->s);
   const float *normed = decoder_final_hidden(d, rows, count);
+  const StageWeights *sw = stage_weights(d->s);
   if (count)
     be->gemm_weight(be, 0, 1, count, c->vocab_size, c->hidden_size, 1.0f, normed,
-                    c->hidden_size, weight_f32(stage_weights(d->s)->lm_head), c->hidden_size,
-                    0.0f, d->logits, c->vocab_size);
+                    c->hidden_size, stage_weight_ref(sw, sw->lm_head), c->hidden_size, 0.0f,
+                    d->logits, c->vocab_size);
   return d->logits;
 }
 

@@ -224,11 +224,29 @@ void lora_backward(const LoraPass *p, int l, LoraTarget t, const float *dy, cons
 
 /* ---- merge ------------------------------------------------------------------------------ */
 
-void lora_merge(Backend *be, LoraSet *s, int l, LoraTarget t, float *W) {
+void lora_merge(Backend *be, LoraSet *s, int l, LoraTarget t, TvDtype dtype, void *W) {
   LoraAdapter *a = lora_adapter(s, l, t);
   if (!a) return;
   int r = s->cfg.r;
-  /* W[out, in] += scaling * B[out, r] A[r, in] */
-  be->gemm(be, 0, 0, a->out, a->in, r, scaling_of(s), a->B, r, a->A, a->in, 1.0f, W, a->in);
+  if (dtype == TV_F32) { /* W[out, in] += scaling * B[out, r] A[r, in] */
+    be->gemm(be, 0, 0, a->out, a->in, r, scaling_of(s), a->B, r, a->A, a->in, 1.0f, W, a->in);
+  } else {
+    /* The f32 product on the device, the sum and its one rounding on the host: a merge runs
+     * once per export or generation, so a round trip costs nothing that matters. */
+    size_t n = (size_t)a->out * a->in;
+    float *delta = be->alloc(be, n * sizeof(float));
+    be->gemm(be, 0, 0, a->out, a->in, r, scaling_of(s), a->B, r, a->A, a->in, 0.0f, delta,
+             a->in);
+    float *host_delta = tv_malloc(n * sizeof(float));
+    uint16_t *host_w = tv_malloc(n * sizeof(uint16_t));
+    be->to_host(be, host_delta, delta, n * sizeof(float));
+    be->to_host(be, host_w, W, n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++)
+      host_w[i] = tv_bf16_from_f32(tv_f32_from_bf16(host_w[i]) + host_delta[i]);
+    be->from_host(be, W, host_w, n * sizeof(uint16_t));
+    be->free(be, delta);
+    free(host_delta);
+    free(host_w);
+  }
   be->zero(be, a->B, (size_t)a->out * r * sizeof(float));
 }

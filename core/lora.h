@@ -115,7 +115,8 @@ void lora_backward(const LoraPass *p, int l, LoraTarget t, const float *dy, cons
                    const float *u, float *dx, int train);
 
 /* W[out,in] += (alpha/r) B A for target t of layer l, then B = 0: the model computes the same
- * function and the adapter contributes nothing (A kept, as PEFT's fresh LoRA). */
-void lora_merge(Backend *be, LoraSet *s, int l, LoraTarget t, float *W);
+ * function and the adapter contributes nothing (A kept, as PEFT's fresh LoRA). W holds
+ * `dtype` elements; a bf16 W gets bf16(W + (alpha/r) B A), the sum formed in f32. */
+void lora_merge(Backend *be, LoraSet *s, int l, LoraTarget t, TvDtype dtype, void *W);
 
 #endif

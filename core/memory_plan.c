@@ -16,6 +16,15 @@ size_t memory_plan_weight_elems(const LlamaConfig *c, int l0, int l1) {
          (last ? D : 0);
 }
 
+size_t memory_plan_weight_bytes(const LlamaConfig *c, int l0, int l1, TvDtype dtype) {
+  size_t D = c->hidden_size, HD = (size_t)c->num_heads * c->head_dim;
+  size_t KD = (size_t)c->num_kv_heads * c->head_dim;
+  size_t f32s = (2 * D + (c->attention_bias ? HD + 2 * KD : 0)) * (size_t)(l1 - l0) +
+                (l1 == c->num_layers ? D : 0); /* norms and biases stay f32 (model.h) */
+  size_t all = memory_plan_weight_elems(c, l0, l1);
+  return (all - f32s) * tv_dtype_size(dtype) + f32s * sizeof(float);
+}
+
 size_t memory_plan_lora_layer_elems(const LlamaConfig *c, const LoraConfig *lora) {
   size_t n = 0;
   for (int t = 0; t < LORA_NUM_TARGETS; t++) {
@@ -44,9 +53,10 @@ size_t memory_plan_layer_record_bytes(const LlamaConfig *c, int r, size_t N, Lay
 
 size_t memory_plan_slot_bytes(const LlamaConfig *c, size_t N, int first, int last) {
   size_t D = c->hidden_size, V = c->vocab_size;
+  (void)V;
   size_t bytes = 2 * N * D * sizeof(float); /* x_out, dx_out */
-  if (last) bytes += N * V * sizeof(float) + N * sizeof(int32_t); /* logits, targets */
-  if (first) bytes += N * sizeof(int32_t);                         /* tokens */
+  if (last) bytes += N * sizeof(int32_t);   /* targets (logits are chunked, workspace) */
+  if (first) bytes += N * sizeof(int32_t);  /* tokens */
   return bytes;
 }
 
@@ -58,7 +68,10 @@ size_t memory_plan_workspace_bytes(const LlamaConfig *c, int r, size_t N, int fi
   /* ping, pong, dh, dxn; dbig1/2; dq; dk, dv; du; lora_tmp */
   floats += 2 * N + 2 * N * D + 2 * N * HD + 2 * N * KD + N * H + N * D + 2 * N * F +
             LORA_NUM_TARGETS * N * (size_t)r; /* the scratch record */
-  return floats * sizeof(float) + memory_plan_slot_bytes(c, N, first, last);
+  if (last) /* one chunk of logits (model.h) and the device loss sum */
+    floats += (size_t)stage_logit_chunk_rows(N, c->vocab_size) * c->vocab_size;
+  return floats * sizeof(float) + (last ? sizeof(double) : 0) +
+         memory_plan_slot_bytes(c, N, first, last);
 }
 
 /* Micro-batches a stage holds at once under 1F1B: stage k of P keeps min(m, P - k). */
@@ -76,7 +89,7 @@ void memory_plan_stage(const MemoryPlanInput *in, int stage, int l0, int l1,
   size_t N = (size_t)mb * in->seq_len, D = c->hidden_size;
   size_t F = c->intermediate_size, HD = (size_t)c->num_heads * c->head_dim;
   *out = (StageMemoryPlan){0};
-  out->weights = memory_plan_weight_elems(c, l0, l1) * tv_dtype_size(in->weight_dtype);
+  out->weights = memory_plan_weight_bytes(c, l0, l1, in->weight_dtype);
   out->lora = 4 * memory_plan_lora_layer_elems(c, &in->lora) * (size_t)nl * sizeof(float);
 
   /* Layers that train keep everything; T-Vaccine's frozen layers keep what the policy says.
@@ -96,11 +109,18 @@ void memory_plan_stage(const MemoryPlanInput *in, int stage, int l0, int l1,
                    2 * (size_t)in->seq_len * (c->head_dim / 2) * sizeof(float); /* rotary */
   size_t widest = F > HD ? F : HD;
   widest = widest > D ? widest : D;
-  /* x_in and dy received from the neighbours, per micro-batch in flight; the bf16 copy of
-   * the largest GEMM input; per-row losses on the last stage. */
+  /* The largest f32 input of a bf16 weight GEMM, narrowed for the tensor cores: a layer's
+   * [N, widest] or, on the last stage, a chunk of dlogits. */
+  size_t narrowed = N * widest;
+  if (last) {
+    size_t chunk = (size_t)stage_logit_chunk_rows(N, c->vocab_size) * c->vocab_size;
+    narrowed = chunk > narrowed ? chunk : narrowed;
+  }
+  /* x_in and dy received from the neighbours, per micro-batch in flight; the narrowed GEMM
+   * input; per-row losses on the last stage. */
   out->transfer = (size_t)((first ? 0 : 1) + (last ? 0 : 1)) * N * D * sizeof(float) *
                       (size_t)in_flight(in, stage) +
-                  (in->weight_dtype == TV_BF16 ? N * widest * 2 : 0) +
+                  (in->weight_dtype == TV_BF16 ? narrowed * 2 : 0) +
                   (last ? N * sizeof(double) : 0);
   out->reserve = in->reserve_bytes;
   out->total = out->weights + out->lora + out->activations + out->perturbation +

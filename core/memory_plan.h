@@ -40,13 +40,16 @@ typedef struct {
 /* Base weight elements of layers [l0, l1) of a model with L layers (embedding on the first
  * stage, final norm and head on the last; a tied head is the embedding). */
 size_t memory_plan_weight_elems(const LlamaConfig *c, int l0, int l1);
+/* Bytes of those weights as the Stage stores them: the matrices (projections, embedding,
+ * head) in `dtype`, norms and biases in f32. */
+size_t memory_plan_weight_bytes(const LlamaConfig *c, int l0, int l1, TvDtype dtype);
 /* LoRA parameters of one layer: r (in + out) per adapted target. */
 size_t memory_plan_lora_layer_elems(const LlamaConfig *c, const LoraConfig *lora);
 /* Bytes one layer's activation record takes for N rows under `keep`, its kept input
  * included: equals stage_layer_record_bytes of a Stage of this shape. */
 size_t memory_plan_layer_record_bytes(const LlamaConfig *c, int r, size_t N, LayerKeep keep);
-/* Bytes of one micro-batch slot's own buffers for N rows (output and input gradient; logits
- * and targets on the last stage, tokens on the first): a stage holds one per micro-batch in
+/* Bytes of one micro-batch slot's own buffers for N rows (output and input gradient; targets
+ * on the last stage, tokens on the first): a stage holds one per micro-batch in
  * flight. */
 size_t memory_plan_slot_bytes(const LlamaConfig *c, size_t N, int first, int last);
 /* Bytes of the Stage's workspace for micro-batches of N rows with one slot: equals

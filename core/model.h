@@ -15,26 +15,37 @@
 /* Letters: B batch rows of the micro-batch, T time, N = B*T, D width, H heads,
  * Hkv kv heads, Dh head dim, F MLP width, V vocab, L layers. */
 
-/* Frozen base weights of one decoder layer, HF layout [out, in]. */
+/* Frozen base weights of one decoder layer, HF layout [out, in]. The seven projection
+ * matrices are stored in the stage's weight dtype (StageWeights.dtype: f32 or bf16); norms and
+ * biases are always f32 (they are tiny and the norm kernels read f32). */
 typedef struct {
   float *attn_norm; /* [D] input_layernorm */
-  float *wq;        /* [H*Dh, D] */
-  float *wk;        /* [Hkv*Dh, D] */
-  float *wv;        /* [Hkv*Dh, D] */
-  float *wo;        /* [D, H*Dh] */
+  void *wq;         /* [H*Dh, D] */
+  void *wk;         /* [Hkv*Dh, D] */
+  void *wv;         /* [Hkv*Dh, D] */
+  void *wo;         /* [D, H*Dh] */
   float *bq, *bk, *bv; /* [H*Dh], [Hkv*Dh], [Hkv*Dh] when attention_bias, else NULL */
   float *mlp_norm;  /* [D] post_attention_layernorm */
-  float *w_gate;    /* [F, D] */
-  float *w_up;      /* [F, D] */
-  float *w_down;    /* [D, F] */
+  void *w_gate;     /* [F, D] */
+  void *w_up;       /* [F, D] */
+  void *w_down;     /* [D, F] */
 } LayerWeights;
 
 typedef struct {
-  float *embed;      /* [V, D] first stage, or last stage when tied */
+  TvDtype dtype;     /* of every matrix: projections, embedding, LM head */
+  void *embed;       /* [V, D] first stage, or last stage when tied */
   float *final_norm; /* [D] last stage */
-  float *lm_head;    /* [V, D] last stage; == embed when tied */
+  void *lm_head;     /* [V, D] last stage; == embed when tied */
   LayerWeights *layers; /* [l1 - l0] */
 } StageWeights;
+
+/* A matrix of the stage as a GEMM / embedding operand. */
+static inline WeightRef stage_weight_ref(const StageWeights *w, const void *matrix) {
+  WeightRef r;
+  r.dtype = w->dtype;
+  r.data = matrix;
+  return r;
+}
 
 /* What a layer in the backward range keeps from forward for its backward. Every choice
  * gives identical numbers; they trade memory against a second forward of the layer. */
@@ -86,6 +97,10 @@ typedef struct Stage Stage;
  * backend; each slot's activation arena grows with the plans it runs. */
 Stage *stage_create(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0, int l1,
                     int max_B, int max_T);
+/* The same with the base matrices stored as `weight_dtype` (stage_create: f32). bf16 halves
+ * the weights' memory; every pass computes as if the f32 weights had been rounded to bf16. */
+Stage *stage_create_typed(Backend *be, const LlamaConfig *cfg, const LoraConfig *lora, int l0,
+                          int l1, int max_B, int max_T, TvDtype weight_dtype);
 void stage_destroy(Stage *s);
 /* Room for `slots` micro-batches in flight at once (never shrinks). Each slot holds its own
  * records, outputs, and on the end stages its tokens, targets and logits. Not while a
@@ -107,6 +122,14 @@ LoraSet *stage_lora(Stage *s);
  * double): the stage's and the KV-cache decoder's, so both rotate alike. */
 void stage_rope_tables(Backend *be, const LlamaConfig *cfg, int T, float **cos_out,
                        float **sin_out);
+
+TvDtype stage_weight_dtype(const Stage *s);
+
+/* Host f32 values into / out of one base matrix of the stage (n elements of a StageWeights
+ * matrix): rounded to nearest even when the stage stores bf16, widened (exactly) on the way
+ * out. Loaders, exporters and tests go through these, never through the raw bytes. */
+void stage_matrix_from_host(Stage *s, void *matrix, const float *host, size_t n);
+void stage_matrix_to_host(Stage *s, float *host, const void *matrix, size_t n);
 
 /* Random base weights (normal(0, std), norms = 1) from the counter RNG; for tests, demos
  * and benchmarks. Deterministic per (seed, global layer), independent of the stage split. */
@@ -145,7 +168,9 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
  * slot's [B*T, D], valid until the next backward of the slot); otherwise NULL. */
 void stage_backward(Stage *s, const PassPlan *plan, int slot, const float *dy_in, float **dx_out);
 
-/* Full-parameter training: allocates gradients and AdamW moments shaped like the weights. */
+/* Full-parameter training: allocates gradients and AdamW moments shaped like the weights.
+ * Needs f32 weights: a bf16 stage is refused with one error line (AdamW updates of 1e-3
+ * relative would vanish in bf16's 8-bit mantissa). */
 void stage_enable_full_training(Stage *s);
 void stage_zero_weight_grads(Stage *s);
 /* Squared L2 norms of this stage's weight gradients by part, so ranks can add them in one
@@ -160,13 +185,30 @@ void stage_weight_grad_part_sums(Stage *s, double *parts);
 /* Every base weight with its gradient and moments, as one AdamW block (optim_adamw_block). */
 AdamwBlock stage_weight_block(Stage *s);
 
-/* Folds every adapter into its base weight, W += (alpha / r) B A, and sets B = 0 so the
+/* Folds every adapter into its base weight, W += (alpha / r) B A (a bf16 W: the sum is formed
+ * in f32 and rounded once to bf16), and sets B = 0 so the
  * stage computes the same function with the LoRA term contributing nothing (A is kept, so
  * training can resume from a zero-B adapter exactly as PEFT's fresh LoRA does). */
 void stage_merge_lora(Stage *s);
 
-/* Logits [B*T, V] of the last forward on the last stage (backend memory). Valid between
- * stage_forward and stage_backward, which overwrites them with dLoss/dlogits. */
+/* The LM head and its cross-entropy run in chunks of rows, so the last stage never holds
+ * [B*T, V] f32 logits (256 MB at 10 x 200 tokens of a 32000 vocabulary) but one chunk of at
+ * most STAGE_LOGIT_CHUNK_BYTES; backward recomputes each chunk's logits (one more head GEMM).
+ * Results do not depend on the chunk size, but for the loss's summation order (double). */
+#define STAGE_LOGIT_CHUNK_BYTES ((size_t)32 << 20)
+/* Rows of logits one chunk holds for micro-batches of N rows of a vocabulary of V. */
+int stage_logit_chunk_rows(size_t N, size_t V);
+/* Tests: a chunk of `rows` rows instead (>= 1; reallocates the chunk buffer). */
+void stage_set_logit_chunk_rows(Stage *s, int rows);
+/* keep = 1: keep the logits of every row of each forward (generation without a KV cache,
+ * tests), [max_B*max_T, V] per slot, and backward reuses them instead of recomputing chunks;
+ * keep = 0 (the default) frees them. From the next forward on; not between a forward and
+ * its backward. */
+void stage_keep_logits(Stage *s, int keep);
+
+/* Logits [B*T, V] of the last forward on the last stage (backend memory), for a stage that
+ * keeps them (stage_keep_logits). Valid between stage_forward and stage_backward, which
+ * overwrites them with dLoss/dlogits. */
 const float *stage_logits(const Stage *s);
 
 /* Bytes held on the stage's backend, by class. */

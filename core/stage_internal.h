@@ -31,7 +31,7 @@ typedef struct {
   float *x_final;        /* [N, D] last stage: input of the final norm (kept for backward) */
   float *inv_final;      /* [N] */
   float *x_final_normed; /* [N, D] final-norm output (kept only for full training) */
-  float *logits;         /* [N, V] last stage */
+  float *logits;         /* [N, V] last stage, only when the stage keeps logits */
   int32_t *tokens;       /* [N] first stage: this micro-batch's tokens (backend memory) */
   int32_t *targets;      /* [N] last stage: this micro-batch's targets (backend memory) */
   float *x_out, *dx_out; /* [N, D] stage outputs, read by transfers still in flight */
@@ -46,9 +46,12 @@ struct Stage {
   LoraConfig lora_cfg;
   int l0, l1, max_B, max_T;
   StageWeights w;
+  /* f32 base weights: norms and biases, and the matrices too when w.dtype is f32 */
   float *weight_arena;
   float *weight_grads, *weight_m, *weight_v; /* full training only, shaped like the arena */
   size_t weight_bytes;
+  uint16_t *matrix_arena; /* the matrices when w.dtype is bf16, else NULL */
+  size_t matrix_bytes;
   LoraSet *lora;
   float *rope_cos, *rope_sin; /* [max_T, Dh/2] */
 
@@ -68,6 +71,11 @@ struct Stage {
   float *dq, *dk, *dv;  /* [N, H*Dh], [N, Hkv*Dh] x2 */
   float *du;            /* [N, r] */
   float *lora_tmp;      /* [N, max(D, F, H*Dh)] dropout(x) regenerated / dropout backward */
+  /* Last stage: logits (then dlogits) of one chunk of rows, [logit_rows, V], unless the
+   * slots keep every row's logits; the loss accumulates on the device in loss_sum. */
+  float *logit_chunk;
+  int logit_rows, keep_logits;
+  double *loss_sum;
   size_t workspace_bytes;
 };
 

@@ -22,18 +22,20 @@ static float *act_take(Stage *s, size_t floats) {
   return p;
 }
 
-/* Gradient of a base weight: the gradient arena mirrors the weight arena. */
-static float *grad_of(const Stage *s, const float *w) {
-  return s->weight_grads + (w - s->weight_arena);
+/* Gradient of a base weight: the gradient arena mirrors the f32 weight arena (full training
+ * needs f32 weights, stage_enable_full_training). */
+static float *grad_of(const Stage *s, const void *w) {
+  return s->weight_grads + ((const float *)w - s->weight_arena);
 }
 
 /* y[N,out] = x W^T (+ bias) + the adapter's term (lora_forward, which keeps A->u[t]). */
 static void proj_forward(Stage *s, int l, LoraTarget t, LayerActs *A, float *y, const float *x,
-                         const float *W, const float *bias) {
+                         const void *W, const float *bias) {
   Backend *be = s->be;
   int N = s->run->B * s->run->T, in, out;
   lora_target_shape(t, &s->cfg, &in, &out);
-  be->gemm_weight(be, 0, 1, N, out, in, 1.0f, x, in, weight_f32(W), in, 0.0f, y, out);
+  be->gemm_weight(be, 0, 1, N, out, in, 1.0f, x, in, stage_weight_ref(&s->w, W), in, 0.0f, y,
+                  out);
   if (bias) be->add_bias(be, y, bias, N, out);
   lora_forward(&s->run->lora_pass, l, t, x, A->u[t], y);
 }
@@ -41,7 +43,8 @@ static void proj_forward(Stage *s, int l, LoraTarget t, LayerActs *A, float *y, 
 /* What proj_backward reads and where it writes: dy of the output, the forward's input x and
  * base weight W; dx (NULL when not needed) is written, or added to with accumulate. */
 typedef struct {
-  const float *dy, *x, *W;
+  const float *dy, *x;
+  const void *W;
   float *dx;
   int accumulate;
 } ProjGrad;
@@ -57,7 +60,7 @@ static void proj_backward(Stage *s, const PassPlan *plan, int l, LoraTarget t,
   if (plan->train_base) /* dW[out,in] += dy^T x: the base weight sees x without dropout */
     be->gemm(be, 1, 0, out, in, N, 1.0f, g->dy, out, g->x, in, 1.0f, grad_of(s, g->W), in);
   if (g->dx)
-    be->gemm_weight(be, 0, 0, N, in, out, 1.0f, g->dy, out, weight_f32(g->W), in,
+    be->gemm_weight(be, 0, 0, N, in, out, 1.0f, g->dy, out, stage_weight_ref(&s->w, g->W), in,
                     g->accumulate ? 1.0f : 0.0f, g->dx, in);
   lora_backward(&s->run->lora_pass, l, t, g->dy, g->x, A->u[t], g->dx, train);
 }
@@ -214,6 +217,49 @@ static void check_ids(const int32_t *ids, int n, int V, int allow_negative, cons
       tv_die("%s[%d] = %d is outside the vocabulary [0, %d)", what, i, ids[i], V);
 }
 
+/* Rows per chunk of the head: all N when the slot keeps its logits (one GEMM, as they are
+ * stored whole anyway), else the stage's chunk. */
+static int logit_rows(const Stage *s, int N) {
+  return s->keep_logits || s->logit_rows > N ? N : s->logit_rows;
+}
+
+/* Logits [n, V] of rows r0 .. r0 + n of the slot's micro-batch from its final-normed state xnf:
+ * into the slot's kept logits, or the stage's chunk buffer. */
+static float *head_logits(Stage *s, StageSlot *sl, const float *xnf, int r0, int n) {
+  size_t V = s->cfg.vocab_size, D = s->cfg.hidden_size;
+  float *lg = s->keep_logits ? sl->logits + (size_t)r0 * V : s->logit_chunk;
+  s->be->gemm_weight(s->be, 0, 1, n, (int)V, (int)D, 1.0f, xnf + (size_t)r0 * D, (int)D,
+                     stage_weight_ref(&s->w, s->w.lm_head), (int)D, 0.0f, lg, (int)V);
+  return lg;
+}
+
+/* Last stage, backward from the loss: per chunk of rows, dlogits (in place over the logits,
+ * recomputed unless kept), then dh = dlogits W_head, and in full training
+ * dHead += dlogits^T xnf (the embedding's gradient when tied). */
+static void head_backward(Stage *s, const PassPlan *plan, StageSlot *sl) {
+  Backend *be = s->be;
+  const LlamaConfig *c = &s->cfg;
+  int N = sl->B * sl->T, D = c->hidden_size, V = c->vocab_size;
+  const float *xnf = sl->x_final_normed; /* kept in full training */
+  if (!plan->train_base && !s->keep_logits) { /* rebuilt: it lived in workspace */
+    be->rmsnorm_forward(be, s->tmp.xn1, s->tmp.inv1, sl->x_final, s->w.final_norm, N, D,
+                        c->rms_norm_eps);
+    xnf = s->tmp.xn1;
+  }
+  int rows = logit_rows(s, N);
+  for (int r0 = 0; r0 < N; r0 += rows) {
+    int n = N - r0 < rows ? N - r0 : rows;
+    float *lg = s->keep_logits ? sl->logits + (size_t)r0 * V : head_logits(s, sl, xnf, r0, n);
+    /* The loss is not wanted again (NULL sum): dlogits only. */
+    be->cross_entropy_acc(be, lg, lg, sl->targets + r0, n, V, sl->loss_scale, NULL);
+    be->gemm_weight(be, 0, 0, n, D, V, 1.0f, lg, V, stage_weight_ref(&s->w, s->w.lm_head), D,
+                    0.0f, s->dh + (size_t)r0 * D, D);
+    if (plan->train_base)
+      be->gemm(be, 1, 0, V, D, n, 1.0f, lg, V, xnf + (size_t)r0 * D, D, 1.0f,
+               grad_of(s, s->w.lm_head), D);
+  }
+}
+
 double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float **x_out) {
   Backend *be = s->be;
   const LlamaConfig *c = &s->cfg;
@@ -257,7 +303,7 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   if (first) {
     check_ids(tokens, N, c->vocab_size, 0, "input token");
     be->from_host(be, sl->tokens, tokens, (size_t)N * sizeof(int32_t));
-    be->embedding_forward(be, cur, s->w.embed, sl->tokens, N, D);
+    be->embedding_forward(be, cur, stage_weight_ref(&s->w, s->w.embed), sl->tokens, N, D);
   } else {
     TV_CHECK(mb->x_in, "a stage after the first needs its input hidden state");
     be->copy(be, cur, mb->x_in, (size_t)N * D * sizeof(float));
@@ -301,17 +347,27 @@ double stage_forward(Stage *s, const PassPlan *plan, const MicroBatch *mb, float
   sl->x_final_normed = xnf;
   TV_CHECK(sl->used == need, "activation arena: took %zu bytes, planned %zu", sl->used, need);
   be->rmsnorm_forward(be, xnf, sl->inv_final, cur, s->w.final_norm, N, D, c->rms_norm_eps);
-  be->gemm_weight(be, 0, 1, N, c->vocab_size, D, 1.0f, xnf, D, weight_f32(s->w.lm_head), D, 0.0f,
-                  sl->logits, c->vocab_size);
   if (x_out) *x_out = NULL;
-  if (!targets) return 0.0;
-  check_ids(targets, N, c->vocab_size, 1, "target token");
-  be->from_host(be, sl->targets, targets, (size_t)N * sizeof(int32_t));
-  if (mb->loss_sum) {
-    be->cross_entropy_acc(be, sl->logits, NULL, sl->targets, N, c->vocab_size, 1.0f, mb->loss_sum);
-    return 0.0;
+  if (targets) {
+    check_ids(targets, N, c->vocab_size, 1, "target token");
+    be->from_host(be, sl->targets, targets, (size_t)N * sizeof(int32_t));
+  } else if (!s->keep_logits) {
+    return 0.0; /* neither a loss nor logits wanted */
   }
-  double sum = be->cross_entropy(be, sl->logits, NULL, sl->targets, N, c->vocab_size, 1.0f);
+  /* The loss sums on the device over the chunks: into the micro-batch's own sum when the
+   * caller gave one (read back once per pass), else into the stage's, read back here. */
+  double *loss_dst = mb->loss_sum ? mb->loss_sum : s->loss_sum;
+  if (!mb->loss_sum) be->zero(be, s->loss_sum, sizeof(double));
+  int rows = logit_rows(s, N);
+  for (int r0 = 0; r0 < N; r0 += rows) {
+    int n = N - r0 < rows ? N - r0 : rows;
+    float *lg = head_logits(s, sl, xnf, r0, n);
+    if (targets)
+      be->cross_entropy_acc(be, lg, NULL, sl->targets + r0, n, c->vocab_size, 1.0f, loss_dst);
+  }
+  if (!targets || mb->loss_sum) return 0.0;
+  double sum;
+  be->to_host(be, &sum, s->loss_sum, sizeof sum);
   return sum * mb->loss_scale;
 }
 
@@ -324,7 +380,7 @@ void stage_backward(Stage *s, const PassPlan *plan, int slot, const float *dy_in
   TV_CHECK(sl->has_forward, "stage_backward of slot %d without a matching stage_forward", slot);
   sl->has_forward = 0;
   s->run = sl;
-  int B = sl->B, T = sl->T, N = B * T, D = c->hidden_size, V = c->vocab_size;
+  int B = sl->B, T = sl->T, N = B * T, D = c->hidden_size;
   int bstop = plan->backward_stop;
   if (dx_out) *dx_out = NULL;
   if (bstop >= s->l1) { /* no layer of this stage runs backward; the slot kept nothing */
@@ -335,13 +391,8 @@ void stage_backward(Stage *s, const PassPlan *plan, int slot, const float *dy_in
 
   const float *dy = dy_in;
   if (stage_is_last(s)) {
-    /* dlogits in place over the logits, then through the frozen head and the final norm. */
-    be->cross_entropy_acc(be, sl->logits, sl->logits, sl->targets, N, V, sl->loss_scale, NULL);
-    be->gemm_weight(be, 0, 0, N, D, V, 1.0f, sl->logits, V, weight_f32(s->w.lm_head), D, 0.0f,
-                    s->dh, D);
-    if (plan->train_base) /* dHead[V,D] += dlogits^T xnf (the embedding's when tied) */
-      be->gemm(be, 1, 0, V, D, N, 1.0f, sl->logits, V, sl->x_final_normed, D, 1.0f,
-               grad_of(s, s->w.lm_head), D);
+    /* Through the frozen head, chunk by chunk, and the final norm. */
+    head_backward(s, plan, sl);
     float *dfinal = plan->train_base ? grad_of(s, s->w.final_norm) : NULL;
     be->rmsnorm_backward(be, s->ping, dfinal, s->dh, sl->x_final, s->w.final_norm, sl->inv_final,
                          N, D);

@@ -149,6 +149,7 @@ static void batch_full(Gen *g, size_t b0, int nb) {
   int V = stage_config(s)->vocab_size, max_new = g->o->max_new_tokens;
   PassPlan plan = {.layers = g->layer_plans, .backward_stop = 1 << 30, .pass_seed = 0,
                    .train_base = 0};
+  stage_keep_logits(s, 1); /* every row's logits are read below */
   for (;;) {
     int T = 0, m = 0;
     for (int i = 0; i < nb; i++) {

@@ -47,9 +47,10 @@ static void report_ranks(AlignRun *r, int files, double mapped_mib) {
   comm_allreduce_sum(r->comm, info, 5 * n);
   if (r->rank == 0)
     for (int k = 0; k < n; k++)
-      printf("align: rank %d: layers [%d, %d) from %d weight file(s); resident %.0f MiB while "
-             "mapped, %.0f MiB after\n", k, (int)info[5 * k], (int)info[5 * k + 1],
-             (int)info[5 * k + 2], info[5 * k + 3], info[5 * k + 4]);
+      printf("align: rank %d: layers [%d, %d) from %d weight file(s), %s matrices; resident "
+             "%.0f MiB while mapped, %.0f MiB after\n", k, (int)info[5 * k], (int)info[5 * k + 1],
+             (int)info[5 * k + 2], tv_dtype_name(stage_weight_dtype(r->stage)), info[5 * k + 3],
+             info[5 * k + 4]);
   free(info);
 }
 
@@ -317,7 +318,8 @@ static void setup(AlignRun *r) {
   }
 
   int micro = run_config_micro_batch(c);
-  r->stage = run_setup_hf_stage(r->be, r->hf, &c->lora, r->l0, r->l1, micro, c->max_len);
+  r->stage = run_setup_hf_stage(r->be, r->hf, &c->lora, r->l0, r->l1, micro, c->max_len,
+                                run_config_weight_dtype(c));
   r->model_digest = sum_over_ranks(r, hf_model_digest(r->hf));
   /* The weights now live in the stage: drop the mapping so its pages leave this process. */
   int files = hf_model_files_opened(r->hf);

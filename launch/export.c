@@ -92,8 +92,11 @@ static void export_merged(HfModel *model, const char *adapter, const char *out, 
   const HfConfig *hc = hf_model_config(model);
   PeftConfig pc = peft_read_config(adapter, hc->cfg.num_layers);
   Backend *be = run_setup_backend(BACKEND_CPU, 0, threads);
-  /* One token of activation room: the stage is only a holder of weights here. */
-  Stage *s = run_setup_hf_stage(be, model, &pc.lora, 0, hc->cfg.num_layers, 1, 1);
+  /* One token of activation room: the stage is only a holder of weights here. A bf16 model
+   * written as bf16 is held in bf16 (half the memory; the base is exact and the merged sum is
+   * rounded once, as writing it would); anything else in f32, so nothing is rounded twice. */
+  TvDtype held = dtype == ST_BF16 && hc->dtype == ST_BF16 ? TV_BF16 : TV_F32;
+  Stage *s = run_setup_hf_stage(be, model, &pc.lora, 0, hc->cfg.num_layers, 1, 1, held);
   peft_load(adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
   hf_model_write(out, hc, s, dtype, shard);

@@ -188,10 +188,11 @@ int cmd_generate(int argc, char **argv) {
   if (a.adapter) lc = peft_read_config(a.adapter, hc->cfg.num_layers).lora;
   lc.dropout = 0.0f; /* inference */
   Backend *be = run_setup_backend(BACKEND_CPU, 0, a.threads);
-  /* The KV-cache decoder keeps its own state: the stage needs no activation room then. */
+  /* The KV-cache decoder keeps its own state: the stage needs no activation room then. The
+   * CPU keeps f32 weights (a bf16 file widens exactly; the merge is not rounded again). */
   Stage *s = a.no_cache ? run_setup_hf_stage(be, model, &lc, l0, l1, a.batch,
-                                             generate_context_length(&ps, &o))
-                        : run_setup_hf_stage(be, model, &lc, l0, l1, 1, 1);
+                                             generate_context_length(&ps, &o), TV_F32)
+                        : run_setup_hf_stage(be, model, &lc, l0, l1, 1, 1, TV_F32);
   if (a.adapter) peft_load(a.adapter, &hc->cfg, be, stage_lora(s));
   stage_merge_lora(s);
 

@@ -124,6 +124,14 @@ int cmd_plan(int argc, char **argv) {
          rc.lora.r, tv_dtype_name(dtype), in.batch, in.seq_len,
          in.micro_batch > 0 && in.micro_batch < in.batch ? in.micro_batch : in.batch, ranks,
          gib(gpu_mem));
+  size_t micro_rows = (size_t)(in.micro_batch > 0 && in.micro_batch < in.batch ? in.micro_batch
+                                                                                : in.batch) *
+                      (size_t)in.seq_len;
+  int chunk = stage_logit_chunk_rows(micro_rows, (size_t)model.vocab_size);
+  printf("plan: matrices %s, norms f32; the LM head and its loss run in chunks of %d of %zu "
+         "rows (%.1f MiB of f32 logits at a time)\n",
+         tv_dtype_name(dtype), chunk, micro_rows,
+         (double)chunk * model.vocab_size * sizeof(float) / (1 << 20));
   printf("%-5s %-9s %9s %9s %9s %9s %9s %9s %9s %9s  (GiB)\n", "rank", "layers", "weights",
          "lora+adam", "activ.", "perturb", "workspace", "transfer", "reserve", "total");
   int fits = 1;

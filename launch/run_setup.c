@@ -14,8 +14,9 @@ void run_setup_comm(RunSetup *s, int *argc, char ***argv) {
 }
 
 Stage *run_setup_hf_stage(Backend *be, HfModel *hf, const LoraConfig *lora, int l0, int l1,
-                          int micro, int T) {
-  Stage *s = stage_create(be, &hf_model_config(hf)->cfg, lora, l0, l1, micro, T);
+                          int micro, int T, TvDtype weight_dtype) {
+  Stage *s = stage_create_typed(be, &hf_model_config(hf)->cfg, lora, l0, l1, micro, T,
+                                weight_dtype);
   hf_model_load_stage(hf, s);
   return s;
 }
@@ -45,7 +46,8 @@ void run_setup_random(RunSetup *s, const RunConfig *c, const LlamaConfig *model,
                       char ***argv) {
   memset(s, 0, sizeof *s);
   s->be = run_setup_backend(c->device, 0, c->threads);
-  s->stage = stage_create(s->be, model, &c->lora, 0, model->num_layers, micro, T);
+  s->stage = stage_create_typed(s->be, model, &c->lora, 0, model->num_layers, micro, T,
+                                run_config_weight_dtype(c));
   stage_init_random_weights(s->stage, weight_seed, scale);
   lora_set_init(s->be, stage_lora(s->stage), c->seed);
   run_setup_comm(s, argc, argv);

@@ -33,9 +33,10 @@ Backend *run_setup_backend(BackendKind kind, int device, int threads);
 void run_setup_comm(RunSetup *s, int *argc, char ***argv);
 
 /* A stage of decoder layers [l0, l1) of an open Hugging Face model folder (align, export,
- * generate), with room for micro-batches of `micro` rows of T tokens, its weights loaded. */
+ * generate), with room for micro-batches of `micro` rows of T tokens, its weights loaded and
+ * its base matrices stored as weight_dtype (run_config_weight_dtype for a run). */
 Stage *run_setup_hf_stage(Backend *be, HfModel *hf, const LoraConfig *lora, int l0, int l1,
-                          int micro, int T);
+                          int micro, int T, TvDtype weight_dtype);
 
 /* The trainer settings of a resolved run config: method, rho, the T-Vaccine keys, the
  * optimizer (with the run's total_steps), seed, activation policy and pipeline schedule. */

@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "check.h"
 #include "hf_model.h"
+#include "memory_plan.h"
 #include "model.h"
 #include "peft.h"
 #include "rng.h"
@@ -58,6 +59,7 @@ static float *model_logits(const char *dir, const char *adapter) {
   HfModel *m = hf_model_open(dir);
   LoraConfig l = lc;
   Stage *s = stage_create(be, &hf_model_config(m)->cfg, &l, 0, cfg.num_layers, B, T);
+  stage_keep_logits(s, 1);
   hf_model_load_stage(m, s);
   if (adapter) peft_load(adapter, &cfg, be, stage_lora(s));
   float *out = logits_of(s);
@@ -86,6 +88,86 @@ static void set_args(const char *first, ...) {
   g_argv = g_args;
 }
 #define DIES(...) set_args(__VA_ARGS__, (const char *)NULL)
+
+
+/* ---- bf16 base weights held in bf16 ---- */
+
+static void enable_full_training(void *stage) { stage_enable_full_training(stage); }
+
+/* Every tensor of the one-file model in dir a has the same bytes in dir b. */
+static int same_tensor_bytes(const char *a, const char *b) {
+  char *pa = path_in(a, "model.safetensors"), *pb = path_in(b, "model.safetensors");
+  SafeTensors *x = safetensors_open(pa), *y = safetensors_open(pb);
+  int same = safetensors_count(x) == safetensors_count(y);
+  for (int i = 0; same && i < safetensors_count(x); i++) {
+    const StTensor *t = safetensors_tensor(x, i), *u = safetensors_find(y, t->name);
+    same = u && t->dtype == u->dtype && t->end - t->begin == u->end - u->begin &&
+           !memcmp(safetensors_data(x, t), safetensors_data(y, u), (size_t)(t->end - t->begin));
+  }
+  safetensors_close(x), safetensors_close(y);
+  free(pa), free(pb);
+  return same;
+}
+
+/* A BF16 folder loads into a bf16 stage bit for bit and writes back byte for byte; a merged
+ * bf16 export of it (held in bf16) is the f32-held merge rounded once; full training refuses
+ * the bf16 stage. */
+static void test_bf16_held(const char *root, const char *ad) {
+  char *b16 = path_in(root, "base16"), *back = path_in(root, "base16_back");
+  char *m16 = path_in(root, "merged16_held"), *m32 = path_in(root, "merged32_of16");
+  Stage *s = stage_create(be, &cfg, &lc, 0, cfg.num_layers, B, T);
+  stage_init_random_weights(s, 4, 0.4f);
+  HfConfig hc = hf_config_from_llama(&cfg);
+  hf_model_write(b16, &hc, s, ST_BF16, 0);
+  stage_destroy(s);
+
+  HfModel *m = hf_model_open(b16);
+  s = stage_create_typed(be, &cfg, &lc, 0, cfg.num_layers, B, T, TV_BF16);
+  hf_model_load_stage(m, s);
+  int ndim;
+  int64_t shape[2];
+  float *file = hf_model_read_tensor(m, "model.layers.1.mlp.down_proj.weight", &ndim, shape);
+  size_t n = (size_t)shape[0] * (size_t)shape[1];
+  float *held = malloc(n * sizeof(float));
+  stage_matrix_to_host(s, held, stage_weights(s)->layers[1].w_down, n);
+  EXPECT(memcmp(file, held, n * sizeof(float)) == 0, "bf16 stage holds the file's bf16 values");
+  EXPECT(stage_memory(s).weights < 0.6 * (double)memory_plan_weight_elems(&cfg, 0, cfg.num_layers) *
+                                       sizeof(float), "bf16 stage: %zu weight bytes",
+         stage_memory(s).weights);
+  hf_model_write(back, &hc, s, ST_BF16, 0);
+  EXPECT(same_tensor_bytes(b16, back), "a bf16 model written back from a bf16 stage keeps bytes");
+  EXPECT_DIES(enable_full_training, s, "full-parameter training needs f32", "bf16");
+  free(file), free(held);
+  stage_destroy(s);
+  hf_model_close(m);
+
+  const char *argv1[] = {"export", "--model", b16, "--adapter", ad, "--out", m16, "--merge"};
+  EXPECT(run_export(8, argv1) == 0, "bf16 merge of a bf16 model");
+  const char *argv2[] = {"export", "--model", b16, "--adapter", ad, "--out", m32, "--merge",
+                         "--dtype", "f32"};
+  EXPECT(run_export(10, argv2) == 0, "f32 merge of a bf16 model");
+  HfModel *h16 = hf_model_open(m16), *h32 = hf_model_open(m32);
+  EXPECT(hf_model_config(h16)->dtype == ST_BF16, "merge keeps the model's bfloat16");
+  size_t total = 0, exact = 0, far = 0;
+  for (int l = 0; l < cfg.num_layers; l++) {
+    char name[96];
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", l);
+    float *x = hf_model_read_tensor(h16, name, &ndim, shape);
+    float *y = hf_model_read_tensor(h32, name, &ndim, shape);
+    for (size_t k = 0; k < (size_t)shape[0] * (size_t)shape[1]; k++) {
+      float want = st_bf16_to_f32(st_f32_to_bf16(y[k]));
+      total++;
+      exact += x[k] == want;
+      far += !(fabsf(x[k] - y[k]) <= ldexpf(fabsf(y[k]), -8));
+    }
+    free(x), free(y);
+  }
+  EXPECT(far == 0 && exact * 1000 >= total * 999,
+         "bf16-held merge: %zu of %zu equal the rounded f32 merge, %zu beyond half an ulp", exact,
+         total, far);
+  hf_model_close(h16), hf_model_close(h32);
+  free(b16), free(back), free(m16), free(m32);
+}
 
 int main(void) {
   be = backend_cpu_create(1);
@@ -157,6 +239,8 @@ int main(void) {
   EXPECT(bad == 0, "%zu adapter values differ after the f16 export", bad);
   PeftConfig pc = peft_read_config(ad2, cfg.num_layers);
   EXPECT(!strcmp(pc.base_model, base) && pc.lora.alpha == 16, "adapter config carried over");
+
+  test_bf16_held(root, ad);
 
   /* Bad command lines: one clear line each. */
   DIES("--model", base, "--adapter", ad, "--out", base, "--merge");

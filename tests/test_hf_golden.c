@@ -108,6 +108,7 @@ int main(int argc, char **argv) {
   LoraConfig lc = lora_config_default();
   lc.dropout = 0.0f;
   Stage *s = stage_create(be, c, &lc, 0, c->num_layers, B, T);
+  stage_keep_logits(s, 1);
   lora_set_init(be, stage_lora(s), 1);
   hf_model_load_stage(m, s);
   if (hc->dtype != ST_F32 || strstr(name, "sharded"))
@@ -128,6 +129,7 @@ int main(int argc, char **argv) {
            adapter);
     plc.dropout = 0.0f; /* a forward-only pass: no dropout either way; keeps create happy */
     s = stage_create(be, c, &plc, 0, c->num_layers, B, T);
+    stage_keep_logits(s, 1);
     hf_model_load_stage(m, s);
     peft_load(adir, c, be, stage_lora(s));
     forward(s, ids);

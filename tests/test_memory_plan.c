@@ -64,6 +64,14 @@ static void test_against_stage(void) {
       EXPECT(memory_plan_weight_elems(&c, l0, l1) * sizeof(float) == m.weights,
              "variant %d [%d,%d): weights %zu, stage %zu", variant, l0, l1,
              memory_plan_weight_elems(&c, l0, l1) * sizeof(float), m.weights);
+      EXPECT(memory_plan_weight_bytes(&c, l0, l1, TV_F32) == m.weights,
+             "variant %d [%d,%d): f32 weight bytes", variant, l0, l1);
+      Stage *s16 = stage_create_typed(be, &c, &lc, l0, l1, B, T, TV_BF16);
+      EXPECT(memory_plan_weight_bytes(&c, l0, l1, TV_BF16) == stage_memory(s16).weights,
+             "variant %d [%d,%d): bf16 weights %zu, stage %zu", variant, l0, l1,
+             memory_plan_weight_bytes(&c, l0, l1, TV_BF16), stage_memory(s16).weights);
+      EXPECT(stage_memory(s16).workspace == m.workspace, "variant %d: bf16 workspace", variant);
+      stage_destroy(s16);
       size_t ws = memory_plan_workspace_bytes(&c, lc.r, N, l0 == 0, l1 == c.num_layers);
       EXPECT(ws == m.workspace, "variant %d [%d,%d): workspace %zu, stage %zu", variant, l0, l1,
              ws, m.workspace);
@@ -107,7 +115,11 @@ static void test_methods(void) {
   EXPECT(tv.activations == 3 * all + rec, "tvaccine: %zu want %zu", tv.activations, 3 * all + rec);
   EXPECT(sft.perturbation == 0 && tv.perturbation == 3 * N * 64 * sizeof(float),
          "perturbation: sft %zu, tvaccine %zu", sft.perturbation, tv.perturbation);
-  EXPECT(tv.weights == memory_plan_weight_elems(&c, 0, 4) * 2, "bf16 weights: %zu", tv.weights);
+  /* bf16 matrices; the 2 norms of 64 of each of the stage's 4 layers (of 8: no final norm
+   * here) stay f32, 2 bytes more each. */
+  size_t norms = 4 * 2 * 64;
+  EXPECT(tv.weights == memory_plan_weight_elems(&c, 0, 4) * 2 + norms * 2, "bf16 weights: %zu",
+         tv.weights);
   EXPECT(tv.lora == 4 * 4 * memory_plan_lora_layer_elems(&c, &lc) * sizeof(float),
          "LoRA + grads + two moments");
 }

@@ -367,6 +367,9 @@ static void test_gemm_weight(Backend *be) {
   gemm_weight_case(be, 1, 5, 7, 33, 3);
   gemm_weight_case(be, 0, 4, 9, 17, 2);
   gemm_weight_case(be, 1, 64, 48, 96, 0);
+  /* A weight this large makes the CPU widen it in tiles of 279 output columns (2 tiles). */
+  gemm_weight_case(be, 1, 3, 300, 30000, 1);
+  gemm_weight_case(be, 0, 3, 300, 30000, 1);
 }
 
 /* The accumulate-into-memory reductions add (+=) exactly the value the returning ones give,

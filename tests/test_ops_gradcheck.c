@@ -29,7 +29,7 @@ static void test_embedding(Backend *be) {
   int32_t *d_tok = be->alloc(be, sizeof tok);
   be->from_host(be, d_tok, tok, sizeof tok);
   float *d_out = dev_filled(be, (size_t)N * D, GARBAGE);
-  be->embedding_forward(be, d_out, d_table, d_tok, N, D);
+  be->embedding_forward(be, d_out, weight_f32(d_table), d_tok, N, D);
   float *out = host_download(be, d_out, (size_t)N * D);
   int bad = 0;
   for (int n = 0; n < N; n++)
@@ -37,6 +37,23 @@ static void test_embedding(Backend *be) {
       if (out[n * D + d] != table[tok[n] * D + d]) bad++; /* a copy: exact */
   EXPECT(bad == 0, "[%s] embedding_forward: %d of %d elements differ from table rows", g_label,
          bad, N * D);
+  /* A bf16 table: each element is its bf16 value widened, which is exact. */
+  uint16_t *t16 = malloc((size_t)V * D * sizeof(uint16_t));
+  for (int i = 0; i < V * D; i++) t16[i] = tv_bf16_from_f32(table[i]);
+  uint16_t *d_t16 = be->alloc(be, (size_t)V * D * sizeof(uint16_t));
+  be->from_host(be, d_t16, t16, (size_t)V * D * sizeof(uint16_t));
+  WeightRef ref16 = {.dtype = TV_BF16, .data = d_t16};
+  be->embedding_forward(be, d_out, ref16, d_tok, N, D);
+  free(out);
+  out = host_download(be, d_out, (size_t)N * D);
+  bad = 0;
+  for (int n = 0; n < N; n++)
+    for (int d = 0; d < D; d++)
+      if (out[n * D + d] != tv_f32_from_bf16(t16[tok[n] * D + d])) bad++;
+  EXPECT(bad == 0, "[%s] embedding_forward bf16: %d of %d elements differ from the widened rows",
+         g_label, bad, N * D);
+  be->free(be, d_t16);
+  free(t16);
   be->free(be, d_table), be->free(be, d_tok), be->free(be, d_out);
   free(table), free(out);
 }

@@ -13,13 +13,20 @@ typedef struct {
   float *scratch;          /* [threads * scratch_per_thread] */
   size_t scratch_per_thread;
   double *partials;        /* [CPU_REDUCE_CHUNKS] for order-fixed reductions */
-  float *widened;          /* a bf16 weight widened to f32 for one GEMM (grown, never shrunk) */
+  float *widened;          /* a tile of a bf16 weight widened to f32 (grown, never shrunk) */
   size_t widened_cap;      /* floats */
 } CpuContext;
 
 /* Reductions split the input into this many fixed chunks whatever the thread count, so
  * sums are bit-identical for 1 or 64 threads. */
 #define CPU_REDUCE_CHUNKS 256
+
+/* A bf16 weight GEMM widens at most this many floats of the weight at a time (32 MiB), but
+ * never fewer than CPU_WIDEN_MIN_COLUMNS output columns per sgemm: sgemm re-packs A for
+ * every call, so narrow tiles cost more than the widening (measured: 16-column tiles of a
+ * 32000 x 4096 head ran 7x slower than f32). */
+#define CPU_WIDEN_TILE_FLOATS ((size_t)1 << 23)
+#define CPU_WIDEN_MIN_COLUMNS 256
 
 /* context_cpu.c: threads <= 0 keeps OpenMP's default thread count. */
 CpuContext *cpu_context_create(int threads);

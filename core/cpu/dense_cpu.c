@@ -16,9 +16,10 @@ static void cpu_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K,
               trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* bf16 weights are widened row by row into the context's buffer and multiplied by sgemm:
- * the products and sums are the f32 GEMM's on exactly the bf16 values. The buffer grows to
- * the largest weight once, outside any step's steady state. */
+/* bf16 weights are widened tile by tile into the context's buffer (at most
+ * CPU_WIDEN_TILE_FLOATS, a few MiB that stay in cache) and each tile multiplied by sgemm.
+ * Tiles split the output columns N only, never the summed K, so every element of C is the f32
+ * GEMM's dot product on exactly the bf16 values (bf16 -> f32 is exact). */
 static void cpu_gemm_weight(Backend *be, int trans_a, int trans_b, int M, int N, int K,
                             float alpha, const float *A, int lda, WeightRef B, int ldb,
                             float beta, float *C, int ldc) {
@@ -26,20 +27,36 @@ static void cpu_gemm_weight(Backend *be, int trans_a, int trans_b, int M, int N,
     cpu_gemm(be, trans_a, trans_b, M, N, K, alpha, A, lda, B.data, ldb, beta, C, ldc);
     return;
   }
+  if (M == 0 || N == 0) return;
   CpuContext *c = be->ctx;
-  size_t rows = trans_b ? (size_t)N : (size_t)K, cols = trans_b ? (size_t)K : (size_t)N;
-  if (rows * cols > c->widened_cap) {
+  size_t k = (size_t)(K > 0 ? K : 1);
+  size_t tile = CPU_WIDEN_TILE_FLOATS / k;
+  if (tile < CPU_WIDEN_MIN_COLUMNS) tile = CPU_WIDEN_MIN_COLUMNS;
+  if (tile > (size_t)N) tile = (size_t)N;
+  if (tile * k > c->widened_cap) { /* grown once to the widest K seen, never per step */
     free(c->widened);
-    c->widened = aligned_alloc(64, (rows * cols * sizeof(float) + 63) / 64 * 64);
-    if (!c->widened) tv_die("out of host memory widening a %zu x %zu bf16 weight", rows, cols);
-    c->widened_cap = rows * cols;
+    c->widened = aligned_alloc(64, (tile * k * sizeof(float) + 63) / 64 * 64);
+    if (!c->widened) tv_die("out of host memory widening a %zu x %d bf16 tile", tile, K);
+    c->widened_cap = tile * k;
   }
   const uint16_t *src = B.data;
+  float *buf = c->widened;
+  for (size_t n0 = 0; n0 < (size_t)N; n0 += tile) {
+    size_t nb = (size_t)N - n0 < tile ? (size_t)N - n0 : tile;
+    if (trans_b) { /* B [N, K]: rows n0 .. n0 + nb, as [nb, K] */
 #pragma omp parallel for schedule(static)
-  for (size_t r = 0; r < rows; r++)
-    for (size_t j = 0; j < cols; j++)
-      c->widened[r * cols + j] = tv_f32_from_bf16(src[r * (size_t)ldb + j]);
-  cpu_gemm(be, trans_a, trans_b, M, N, K, alpha, A, lda, c->widened, (int)cols, beta, C, ldc);
+      for (size_t r = 0; r < nb; r++)
+        for (size_t j = 0; j < (size_t)K; j++)
+          buf[r * k + j] = tv_f32_from_bf16(src[(n0 + r) * (size_t)ldb + j]);
+      cpu_gemm(be, trans_a, 1, M, (int)nb, K, alpha, A, lda, buf, K, beta, C + n0, ldc);
+    } else { /* B [K, N]: columns n0 .. n0 + nb, as [K, nb] */
+#pragma omp parallel for schedule(static)
+      for (size_t r = 0; r < (size_t)K; r++)
+        for (size_t j = 0; j < nb; j++)
+          buf[r * nb + j] = tv_f32_from_bf16(src[r * (size_t)ldb + n0 + j]);
+      cpu_gemm(be, trans_a, 0, M, (int)nb, K, alpha, A, lda, buf, (int)nb, beta, C + n0, ldc);
+    }
+  }
 }
 
 static void cpu_axpy(Backend *be, size_t n, float alpha, const float *x, float *y) {

@@ -7,12 +7,23 @@
 
 #include "cpu_ops.h"
 
-static void cpu_embedding_forward(Backend *be, float *out, const float *table,
+static void cpu_embedding_forward(Backend *be, float *out, WeightRef table,
                                   const int32_t *tokens, int N, int D) {
   (void)be;
+  if (table.dtype == TV_F32) {
+    const float *t = table.data;
 #pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++)
-    memcpy(out + (size_t)n * D, table + (size_t)tokens[n] * D, (size_t)D * sizeof(float));
+    for (int n = 0; n < N; n++)
+      memcpy(out + (size_t)n * D, t + (size_t)tokens[n] * D, (size_t)D * sizeof(float));
+    return;
+  }
+  const uint16_t *t = table.data; /* bf16: widening is exact */
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    const uint16_t *src = t + (size_t)tokens[n] * D;
+    float *dst = out + (size_t)n * D;
+    for (int i = 0; i < D; i++) dst[i] = tv_f32_from_bf16(src[i]);
+  }
 }
 
 /* Rows may repeat a token, so threads split the columns: each element has one writer and

@@ -4,12 +4,13 @@
  * Twin of core/cpu/norm_cpu.c. */
 #include "cuda_common.cuh"
 
-__global__ static void embedding_forward_kernel(float *out, const float *table,
+template <typename W>
+__global__ static void embedding_forward_kernel(float *out, const W *table,
                                                 const int32_t *tokens, int N, int D) {
   size_t n = (size_t)N * D;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x)
-    out[i] = table[(size_t)tokens[i / D] * D + i % D];
+    out[i] = (float)table[(size_t)tokens[i / D] * D + i % D];
 }
 
 /* Thread per column: rows repeating a token add into the same row of dtable. */
@@ -20,11 +21,18 @@ __global__ static void embedding_backward_kernel(float *dtable, const float *dou
   for (int n = 0; n < N; n++) dtable[(size_t)tokens[n] * D + i] += dout[(size_t)n * D + i];
 }
 
-static void cuda_embedding_forward(Backend *be, float *out, const float *table,
+/* A bf16 table is widened (exactly) as it is read. */
+static void cuda_embedding_forward(Backend *be, float *out, WeightRef table,
                                    const int32_t *tokens, int N, int D) {
   if (!N) return;
-  embedding_forward_kernel<<<cuda_blocks_for((size_t)N * D, 256), 256, 0,
-                             cuda_ctx(be)->stream>>>(out, table, tokens, N, D);
+  unsigned blocks = cuda_blocks_for((size_t)N * D, 256);
+  cudaStream_t stream = cuda_ctx(be)->stream;
+  if (table.dtype == TV_BF16)
+    embedding_forward_kernel<<<blocks, 256, 0, stream>>>(
+        out, (const __nv_bfloat16 *)table.data, tokens, N, D);
+  else
+    embedding_forward_kernel<<<blocks, 256, 0, stream>>>(out, (const float *)table.data, tokens,
+                                                         N, D);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -222,17 +222,19 @@ int hf_model_files_opened(const HfModel *m) { return m->opened; }
  * and expected shape. */
 typedef struct {
   char name[96];
-  float *dst;
+  void *dst;
+  int matrix; /* stored in the stage's weight dtype (else f32: norms, biases) */
   int ndim;
   int64_t shape[2];
   int digested; /* counted in the model digest by this stage (the tied head is not) */
 } Want;
 
-static void want(Want *w, int *n, const char *name, float *dst, int64_t d0, int64_t d1,
+static void want(Want *w, int *n, const char *name, void *dst, int64_t d0, int64_t d1,
                  int digested) {
   Want *x = &w[(*n)++];
   snprintf(x->name, sizeof x->name, "%s", name);
   x->dst = dst;
+  x->matrix = 0;
   x->ndim = d1 ? 2 : 1;
   x->shape[0] = d0;
   x->shape[1] = d1;
@@ -246,13 +248,15 @@ static int list_wants(const LlamaConfig *c, int l0, int l1, StageWeights *sw, Wa
   int64_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
   int64_t HD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
   int first = l0 == 0, last = l1 == c->num_layers, n = 0;
-  if (first || (last && c->tie_word_embeddings))
+  if (first || (last && c->tie_word_embeddings)) {
     want(w, &n, "model.embed_tokens.weight", sw ? sw->embed : NULL, V, D, first);
+    w[n - 1].matrix = 1;
+  }
   for (int l = l0; l < l1; l++) {
     LayerWeights *lw = sw ? &sw->layers[l - l0] : NULL;
-    float *dst[SLOT_COUNT] = {0};
+    void *dst[SLOT_COUNT] = {0};
     if (lw) {
-      float *d[SLOT_COUNT] = {lw->attn_norm, lw->wq, lw->wk, lw->wv, lw->wo, lw->bq,
+      void *d[SLOT_COUNT] = {lw->attn_norm, lw->wq, lw->wk, lw->wv, lw->wo, lw->bq,
                               lw->bk, lw->bv, lw->mlp_norm, lw->w_gate, lw->w_up, lw->w_down};
       memcpy(dst, d, sizeof dst);
     }
@@ -264,11 +268,14 @@ static int list_wants(const LlamaConfig *c, int l0, int l1, StageWeights *sw, Wa
       char name[96];
       snprintf(name, sizeof name, "model.layers.%d.%s", l, slot_suffix[k]);
       want(w, &n, name, dst[k], shp[k][0], shp[k][1], 1);
+      w[n - 1].matrix = shp[k][1] != 0; /* the 2-D ones: projections */
     }
   }
   if (last) want(w, &n, "model.norm.weight", sw ? sw->final_norm : NULL, D, 0, 1);
-  if (last && !c->tie_word_embeddings)
+  if (last && !c->tie_word_embeddings) {
     want(w, &n, "lm_head.weight", sw ? sw->lm_head : NULL, V, D, 1);
+    w[n - 1].matrix = 1;
+  }
   return n;
 }
 
@@ -366,7 +373,12 @@ static void load_stage(HfModel *m, Stage *s, int headless) {
       uint64_t h = run_digest_bytes(RUN_DIGEST_SEED, w[i].name, strlen(w[i].name));
       m->digest += run_digest_bytes(h, safetensors_data(st, t), (size_t)(t->end - t->begin));
     }
-    be->from_host(be, w[i].dst, host, bytes);
+    /* Into a bf16 stage a bf16 file's values come back bit for bit (widening was exact);
+     * f32 / f16 values are rounded to nearest even. */
+    if (w[i].matrix)
+      stage_matrix_from_host(s, w[i].dst, host, (size_t)t->numel);
+    else
+      be->from_host(be, w[i].dst, host, bytes);
   }
   free(host);
   free(w);

@@ -44,8 +44,9 @@ const HfConfig *hf_model_config(const HfModel *m);
 const char *hf_model_dir(const HfModel *m);
 
 /* Fills the stage's base weights (its layers [l0, l1), plus the embedding, final norm and
- * LM head it holds) from the folder, converting F16/BF16/F32 to float32. Opens only the
- * files holding those tensors. Missing or wrongly shaped tensors: one line naming them.
+ * LM head it holds) from the folder, converting F16/BF16/F32 to the stage's types (f32
+ * norms; matrices f32, or bf16 rounded to nearest even, so BF16 files keep their bits). Opens
+ * only the files holding those tensors. Missing or wrongly shaped tensors: one line naming them.
  * The stage's model config must equal the folder's. */
 void hf_model_load_stage(HfModel *m, Stage *s);
 /* The same for a sequence classifier's body (LlamaForSequenceClassification: a `score` head

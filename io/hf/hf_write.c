@@ -141,13 +141,13 @@ int hf_parse_size(const char *text, uint64_t *bytes) {
 
 typedef struct {
   char name[96];
-  const float *src; /* backend memory */
+  const void *src; /* backend memory: a matrix (2-D) in the stage's dtype, else f32 */
   int ndim;
   int64_t shape[2];
   size_t numel;
 } Out;
 
-static void out(Out *o, int *n, const char *name, const float *src, int64_t d0, int64_t d1) {
+static void out(Out *o, int *n, const char *name, const void *src, int64_t d0, int64_t d1) {
   Out *x = &o[(*n)++];
   snprintf(x->name, sizeof x->name, "%s", name);
   x->src = src;
@@ -235,7 +235,11 @@ void hf_model_write(const char *dir, const HfConfig *cfg, Stage *s, StDtype dtyp
         host_cap = o[i].numel * sizeof(float);
         host = tv_malloc(host_cap);
       }
-      be->to_host(be, host, o[i].src, o[i].numel * sizeof(float));
+      /* A bf16 stage's matrices widen exactly, so writing them as bf16 keeps every bit. */
+      if (o[i].ndim == 2)
+        stage_matrix_to_host(s, host, o[i].src, o[i].numel);
+      else
+        be->to_host(be, host, o[i].src, o[i].numel * sizeof(float));
       st_writer_add(w, o[i].name, dtype, o[i].ndim, o[i].shape, host);
     }
     st_writer_finish(w);

@@ -22,13 +22,15 @@ const char *const rc_sections[RC_N_SECTIONS] = {"lora",  "optim",  "tvaccine", "
 
 static const char *const bench_config_names[] = {"M", "S"}; /* launch/bench_config.c order */
 static const char *const plan_dtype_names[] = {"f32", "bf16"}; /* TvDtype order */
+const char *const weight_dtype_names[3] = {"auto", "f32", "bf16"}; /* WeightDtypeChoice order */
 _Static_assert(TV_F32 == 0 && TV_BF16 == 1, "plan.weight_dtype names follow TvDtype");
 
 /* Enums are read and written through an int. */
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(int) &&
                    sizeof(FreezeScope) == sizeof(int) && sizeof(ActivationPolicy) == sizeof(int) &&
                    sizeof(BackendKind) == sizeof(int) && sizeof(PipelineSchedule) == sizeof(int) &&
-                   sizeof(LayerSplit) == sizeof(int) && sizeof(TvDtype) == sizeof(int),
+                   sizeof(LayerSplit) == sizeof(int) && sizeof(TvDtype) == sizeof(int) &&
+                   sizeof(WeightDtypeChoice) == sizeof(int),
                "enums must be int-sized");
 
 /* clang-format off */
@@ -61,6 +63,7 @@ const RcKey rc_keys[] = {
     {.name = "seed", .kind = K_U64, .off = OFF(seed)},
     INT("threads", threads, 0, 4096),
     ENUM("device", device, backend_kind_names),
+    ENUM("weight_dtype", weight_dtype, weight_dtype_names),
     STR("out", out),
     I64("save_every", save_every, 0, BIG),
     I64("log_every", log_every, 1, BIG),
@@ -653,6 +656,14 @@ char *run_config_to_yaml(const RunConfig *c) {
 
 const char *run_config_tokenizer(const RunConfig *c) {
   return c->tokenizer[0] ? c->tokenizer : c->model;
+}
+
+TvDtype run_config_weight_dtype(const RunConfig *c) {
+  switch (c->weight_dtype) {
+  case WEIGHT_DTYPE_F32: return TV_F32;
+  case WEIGHT_DTYPE_BF16: return TV_BF16;
+  default: return c->device == BACKEND_CUDA ? TV_BF16 : TV_F32;
+  }
 }
 
 int64_t run_config_total_steps(const RunConfig *c, int64_t n_samples) {

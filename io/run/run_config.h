@@ -19,6 +19,10 @@
  * overrun). libcyaml's own log never reaches stderr: it is captured and turned into that line. */
 #define RUN_CONFIG_ERR_MAX 512
 
+/* How the Stage stores frozen base matrices (`weight_dtype`): auto = bf16 on cuda, f32 on
+ * cpu (run_config_weight_dtype resolves it). */
+typedef enum { WEIGHT_DTYPE_AUTO = 0, WEIGHT_DTYPE_F32 = 1, WEIGHT_DTYPE_BF16 = 2 } WeightDtypeChoice;
+extern const char *const weight_dtype_names[3]; /* auto, f32, bf16 */
 typedef struct {
   int S;             /* layers activated per resample */
   int J;             /* resample interval (steps) */
@@ -132,6 +136,7 @@ typedef struct {
   uint64_t seed;
   int threads;        /* 0 = all cores (device: cpu) */
   BackendKind device; /* cpu | cuda: where the math runs (one GPU per rank) */
+  WeightDtypeChoice weight_dtype; /* frozen base matrices: auto (bf16 on cuda) | f32 | bf16 */
   char *out;          /* output folder (required) */
   int64_t save_every; /* checkpoint every N steps; 0 = only at the end */
   int64_t log_every;
@@ -212,6 +217,8 @@ int run_config_may_change_on_resume(const char *key);
 
 /* The tokenizer folder: tokenizer, or the model folder when tokenizer is "". */
 const char *run_config_tokenizer(const RunConfig *c);
+/* The base weights' dtype of a run: weight_dtype, with auto = bf16 on device cuda, f32 on cpu. */
+TvDtype run_config_weight_dtype(const RunConfig *c);
 /* Optimizer steps of the run: max_steps, or epochs * ceil(n_samples / batch_size). */
 int64_t run_config_total_steps(const RunConfig *c, int64_t n_samples);
 /* Effective micro-batch rows: ceil(batch_size / dist.micro_batches), else micro_batch, else

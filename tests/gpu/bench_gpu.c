@@ -1,6 +1,7 @@
 /* GPU benchmark: one sft / vaccine / T-Vaccine step of a randomly initialised
  * Llama-2-7B-shaped model (32 layers, width 4096, MLP 11008, vocab 32000, 32 heads) on the
- * CUDA backend, batch 10 x 200, LoRA r 8 on all seven targets. Prints one JSON line per
+ * CUDA backend (bf16 base weights; --weight-dtype f32 for comparison), batch 10 x 200, LoRA
+ * r 8 on all seven targets. Prints one JSON line per
  * method: step time (fastest of --steps after --warmup), tokens/s, MFU against --peak-tflops
  * and the device memory in use after the step (cudaMemGetInfo; everything is allocated by
  * then, so it is the run's peak plus the CUDA context). Reports; never passes or fails on a
@@ -29,12 +30,22 @@ static size_t device_used(void) {
   return total_b - free_b;
 }
 
-/* Base weights: a 1M-float block of normal(0, 0.02) tiled over the arena (timing does not
- * depend on the values, and generating 6.7e9 Box-Muller draws on the host takes minutes);
- * RMSNorm weights 1. The arena starts at layer 0's attn_norm (model.c lays layers first). */
+/* Copies the block (elem bytes each, `block` of them) over n elements at dst, tiled. */
+static void tile_fill(Backend *be, void *dst, size_t n, const void *blk, size_t block,
+                      size_t elem) {
+  for (size_t off = 0; off < n; off += block) {
+    size_t m = n - off < block ? n - off : block;
+    be->from_host(be, (char *)dst + off * elem, blk, m * elem);
+  }
+}
+
+/* Base matrices: a 1M-element block of normal(0, 0.02) in the stage's weight dtype tiled over
+ * each (timing does not depend on the values, and generating 6.7e9 Box-Muller draws on the
+ * host takes minutes); RMSNorm weights 1. */
 static void fill_weights(Backend *be, Stage *s) {
   const size_t block = (size_t)1 << 20;
   float *h = tv_malloc(block * sizeof(float));
+  uint16_t *h16 = tv_malloc(block * sizeof(uint16_t));
   Rng r = rng_make(7, 1);
   for (size_t i = 0; i < block; i += 2) {
     double u1 = rng_next_double(&r) + 1e-12, u2 = rng_next_double(&r);
@@ -42,21 +53,29 @@ static void fill_weights(Backend *be, Stage *s) {
     h[i] = (float)(rad * cos(6.283185307179586 * u2));
     h[i + 1] = (float)(rad * sin(6.283185307179586 * u2));
   }
+  for (size_t i = 0; i < block; i++) h16[i] = tv_bf16_from_f32(h[i]);
   StageWeights *w = stage_weights(s);
-  char *p = (char *)w->layers[0].attn_norm;
-  size_t bytes = stage_memory(s).weights;
-  for (size_t off = 0; off < bytes; off += block * sizeof(float)) {
-    size_t n = bytes - off < block * sizeof(float) ? bytes - off : block * sizeof(float);
-    be->from_host(be, p + off, h, n);
-  }
+  const void *blk = w->dtype == TV_BF16 ? (const void *)h16 : (const void *)h;
+  size_t elem = tv_dtype_size(w->dtype);
   const LlamaConfig *c = stage_config(s);
-  for (int i = 0; i < c->hidden_size; i++) h[i] = 1.0f;
+  size_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+  size_t HD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
   for (int l = 0; l < c->num_layers; l++) {
-    be->from_host(be, w->layers[l].attn_norm, h, (size_t)c->hidden_size * sizeof(float));
-    be->from_host(be, w->layers[l].mlp_norm, h, (size_t)c->hidden_size * sizeof(float));
+    LayerWeights *x = &w->layers[l];
+    void *mats[7] = {x->wq, x->wk, x->wv, x->wo, x->w_gate, x->w_up, x->w_down};
+    size_t sizes[7] = {HD * D, KD * D, KD * D, D * HD, F * D, F * D, D * F};
+    for (int j = 0; j < 7; j++) tile_fill(be, mats[j], sizes[j], blk, block, elem);
   }
-  be->from_host(be, w->final_norm, h, (size_t)c->hidden_size * sizeof(float));
+  tile_fill(be, w->embed, V * D, blk, block, elem);
+  if (w->lm_head != w->embed) tile_fill(be, w->lm_head, V * D, blk, block, elem);
+  for (size_t i = 0; i < D; i++) h[i] = 1.0f;
+  for (int l = 0; l < c->num_layers; l++) {
+    be->from_host(be, w->layers[l].attn_norm, h, D * sizeof(float));
+    be->from_host(be, w->layers[l].mlp_norm, h, D * sizeof(float));
+  }
+  be->from_host(be, w->final_norm, h, D * sizeof(float));
   free(h);
+  free(h16);
 }
 
 /* FLOPs of one sft step with a frozen base: forward and input-gradient GEMMs of every
@@ -76,6 +95,7 @@ int main(int argc, char **argv) {
   int layers = 32, B = 10, T = 200, S = 8, steps = 3, warmup = 1;
   double peak_tflops = 989.0; /* H100 / H200 SXM dense bf16 */
   const char *methods = "sft,vaccine,tvaccine";
+  TvDtype weight_dtype = TV_BF16; /* the design: frozen base weights in bf16 */
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--batch")) B = atoi(argv[i + 1]);
@@ -85,6 +105,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--peak-tflops")) peak_tflops = atof(argv[i + 1]);
     else if (!strcmp(argv[i], "--methods")) methods = argv[i + 1];
+    else if (!strcmp(argv[i], "--weight-dtype") && !strcmp(argv[i + 1], "f32")) weight_dtype = TV_F32;
+    else if (!strcmp(argv[i], "--weight-dtype") && !strcmp(argv[i + 1], "bf16")) weight_dtype = TV_BF16;
     else tv_die("bench_gpu: unknown option %s", argv[i]);
   }
   if (layers < 1 || B < 1 || T < 2 || steps < 1 || warmup < 0 || S < 1 || S > layers)
@@ -113,7 +135,7 @@ int main(int argc, char **argv) {
   for (int m = 0; m < 3; m++) {
     if (!strstr(methods, names[m])) continue;
     Backend *be = backend_create(kind, 0, 0);
-    Stage *s = stage_create(be, &cfg, &lc, 0, layers, B, T);
+    Stage *s = stage_create_typed(be, &cfg, &lc, 0, layers, B, T, weight_dtype);
     fill_weights(be, s);
     lora_set_init(be, stage_lora(s), 9);
     CoreStepConfig sc = {.method = kinds[m], .S = S, .rho = 3.0,
@@ -132,10 +154,10 @@ int main(int argc, char **argv) {
     double flops = sft_step_flops(&cfg, lc.r, B, T);
     StageMemory sm = stage_memory(s);
     printf("{\"impl\": \"tvaccine-%s\", \"method\": \"%s\", \"layers\": %d, \"batch\": %d, "
-           "\"seq\": %d, \"S\": %d, \"step_s\": %.4f, \"tokens_per_s\": %.1f, "
+           "\"seq\": %d, \"S\": %d, \"weight_dtype\": \"%s\", \"step_s\": %.4f, \"tokens_per_s\": %.1f, "
            "\"mfu_sft_flops\": %.4f, \"device_used_gib\": %.3f, \"weights_gib\": %.3f, "
            "\"activation_peak_gib\": %.3f, \"loss\": %.5f}\n",
-           be->name, names[m], layers, B, T, S, best, B * T / best,
+           be->name, names[m], layers, B, T, S, tv_dtype_name(weight_dtype), best, B * T / best,
            flops / best / (peak_tflops * 1e12), device_used() / 1073741824.0,
            sm.weights / 1073741824.0, sm.activations / 1073741824.0, loss);
     fflush(stdout);

@@ -169,9 +169,21 @@ static void test_embedding_norm(void) {
   for (int i = 0; i < N; i++) tok[i] = (int32_t)(urand() * V) % V; /* repeats on purpose */
   Twin t = twin_upload(tok, sizeof tok), table = twin_random((size_t)V * D, -1, 1);
   Twin out = twin_random((size_t)N * D, -1, 1);
-  cpu->embedding_forward(cpu, out.c, table.c, t.c, N, D);
-  gpu->embedding_forward(gpu, out.g, table.g, t.g, N, D);
+  cpu->embedding_forward(cpu, out.c, weight_f32(table.c), t.c, N, D);
+  gpu->embedding_forward(gpu, out.g, weight_f32(table.g), t.g, N, D);
   EXPECT(twin_equal(out, (size_t)N * D * sizeof(float)), "embedding_forward differs");
+  {
+    float *th = host_random((size_t)V * D, -1, 1);
+    uint16_t t16[13 * 96];
+    for (int i = 0; i < V * D; i++) t16[i] = tv_bf16_from_f32(th[i]);
+    Twin table16 = twin_upload(t16, sizeof t16);
+    WeightRef rc = {.dtype = TV_BF16, .data = table16.c}, rg = {.dtype = TV_BF16, .data = table16.g};
+    cpu->embedding_forward(cpu, out.c, rc, t.c, N, D);
+    gpu->embedding_forward(gpu, out.g, rg, t.g, N, D);
+    EXPECT(twin_equal(out, (size_t)N * D * sizeof(float)), "embedding_forward bf16 differs");
+    twin_free(table16);
+    free(th);
+  }
   cpu->embedding_backward(cpu, table.c, out.c, t.c, N, D);
   gpu->embedding_backward(gpu, table.g, out.g, t.g, N, D);
   EXPECT_TWIN(table, (size_t)V * D, 1e-6, "embedding_backward (accumulated)");
