@@ -409,7 +409,9 @@ void stage_zero_weight_grads(Stage *s) {
 }
 
 size_t stage_layer_weight_numel(const Stage *s) {
-  return (size_t)(s->w.layers[0].w_down - s->w.layers[0].attn_norm) +
+  /* Full training holds f32 weights, one layer's contiguous in the f32 arena. */
+  TV_CHECK(s->w.dtype == TV_F32, "full training needs f32 weights");
+  return (size_t)((const float *)s->w.layers[0].w_down - s->w.layers[0].attn_norm) +
          (size_t)s->cfg.intermediate_size * s->cfg.hidden_size;
 }
 
