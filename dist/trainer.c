@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "lora.h"
+#include "replica_reduce.h"
 
 struct Trainer {
   Comm *comm;
@@ -27,9 +28,17 @@ struct Trainer {
   int *active_list;   /* [S] */
   int num_active;
   Rng sampling;
+  /* Per-micro-batch sums taken out after each backward (pipeline hook), folded in micro-batch
+   * order across the grid's replicas (replica_reduce.h). */
+  double *micro_norms; /* [micro-batches of the pass][L] ||dLoss/da_l||^2 */
+  size_t micro_norms_cap;
+  int harvest_norms;   /* this pass adds layer norms into norms[] */
+  GradFold *fold;      /* this pass's LoRA gradients, when it trains */
+  int fold_grads;
 };
 
 static void release_grad_buffer(Trainer *t, int i);
+static void after_backward(void *ctx, int micro);
 
 Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int micro_B) {
   Trainer *t = tv_calloc(1, sizeof(Trainer));
@@ -40,6 +49,8 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->l0 = stage_first_layer(stage);
   t->nl = stage_end_layer(stage) - t->l0;
   t->pipe = pipeline_create(comm, stage, micro_B, cfg->schedule);
+  pipeline_set_backward_hook(t->pipe, after_backward, t);
+  t->fold = grad_fold_create(comm, stage_backend(stage));
   t->micro_B = micro_B;
   t->layers = tv_calloc((size_t)t->nl, sizeof(LayerPlan));
   t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));
@@ -73,6 +84,8 @@ void trainer_destroy(Trainer *t) {
   if (!t) return;
   for (int i = 0; i < t->nl; i++) release_grad_buffer(t, i);
   pipeline_destroy(t->pipe);
+  grad_fold_destroy(t->fold);
+  free(t->micro_norms);
   free(t->layers);
   free(t->train);
   free(t->g);
@@ -152,13 +165,40 @@ static uint64_t pass_seed(const Trainer *t, int64_t step, int pass) {
   return rng_mix(rng_stream_id(RNG_TAG_DROPOUT, (uint32_t)pass, 0, 0), t->cfg.seed ^ ((uint64_t)step << 8));
 }
 
-/* Sum over the recorded local layers of ||g_l||^2 into norms[l] (others 0), then allreduce. */
-static void recorded_norms_sq(Trainer *t, size_t n) {
-  Backend *be = stage_backend(t->stage);
+/* After each backward: the micro-batch's layer norms (added by the stage into norms[]) move
+ * to its row of the table, and its LoRA gradients into the fold. */
+static void after_backward(void *ctx, int micro) {
+  Trainer *t = ctx;
+  if (t->harvest_norms)
+    for (int i = 0; i < t->nl; i++)
+      if (t->layers[i].grad_a_sum_squares) {
+        t->micro_norms[(size_t)micro * t->L + t->l0 + i] = t->norms[t->l0 + i];
+        t->norms[t->l0 + i] = 0;
+      }
+  if (t->fold_grads) grad_fold_take(t->fold, micro);
+}
+
+/* Before a pass whose plan adds layer norms into norms[]: an empty table for its micro-batches. */
+static void begin_norms(Trainer *t, const Batch *batch) {
+  int m, m0, m1;
+  pipeline_micro_range(t->pipe, batch, &m, &m0, &m1);
+  size_t n = (size_t)m * t->L;
+  if (n > t->micro_norms_cap) {
+    free(t->micro_norms);
+    t->micro_norms = tv_malloc(n * sizeof(double));
+    t->micro_norms_cap = n;
+  }
+  memset(t->micro_norms, 0, n * sizeof(double));
   memset(t->norms, 0, (size_t)t->L * sizeof(double));
-  for (int i = 0; i < t->nl; i++)
-    if (t->layers[i].record_grad_a) t->norms[t->l0 + i] = be->sum_squares(be, n, t->g[i]);
-  comm_allreduce_sum(t->comm, t->norms, t->L);
+  t->harvest_norms = 1;
+}
+
+/* After it: norms[l] = sum over the batch's micro-batches, in order, on every rank. */
+static void end_norms(Trainer *t, const Batch *batch) {
+  int m, m0, m1;
+  pipeline_micro_range(t->pipe, batch, &m, &m0, &m1);
+  replica_fold_table(t->comm, t->micro_norms, m, t->L, t->norms);
+  t->harvest_norms = 0;
 }
 
 static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepReport *r) {
@@ -168,7 +208,6 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
              (long long)step);
     /* Probe: ||dLoss/da_l||^2 of every layer summed micro-batch by micro-batch; nothing is
      * trained and no [rows, D] gradient is kept. */
-    memset(t->norms, 0, (size_t)t->L * sizeof(double));
     for (int i = 0; i < t->nl; i++)
       t->layers[i] = (LayerPlan){
           .grad_a_sum_squares = &t->norms[t->l0 + i],
@@ -176,8 +215,9 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
       };
     PassPlan plan = {.layers = t->layers, .backward_stop = 0, .pass_seed = pass_seed(t, step, 0)};
     fit_activation_budget(t, &plan, probe);
+    begin_norms(t, probe);
     pipeline_pass(t->pipe, &plan, probe, 1);
-    comm_allreduce_sum(t->comm, t->norms, t->L);
+    end_norms(t, probe);
     for (int l = 0; l < t->L; l++) t->probe_norms[l] = sqrt(t->norms[l]);
     tvaccine_probabilities(t->probe_norms, t->L, t->probs);
     r->probed = 1;
@@ -233,21 +273,26 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
       int active = t->active[t->l0 + i];
       t->layers[i] = (LayerPlan){
           .record_grad_a = active ? grad_buffer(t, i, rows) : NULL,
+          .grad_a_sum_squares = active ? &t->norms[t->l0 + i] : NULL,
           .keep_activations = method_layer_keep(c->activations, 0, active),
       };
     }
     PassPlan plan1 = {.layers = t->layers, .backward_stop = lowest_active,
                       .pass_seed = pass_seed(t, step, 1)};
     fit_activation_budget(t, &plan1, batch);
+    begin_norms(t, batch);
     r->loss_pass1 = pipeline_pass(t->pipe, &plan1, batch, 1);
-    recorded_norms_sq(t, rows * D);
+    end_norms(t, batch);
     double sum_sq = 0;
     for (int l = 0; l < t->L; l++) sum_sq += t->norms[l];
     r->perturb_norm = sqrt(sum_sq);
     float scale = (float)vaccine_perturb_scale(c->rho, sum_sq);
+    /* This replica's rows: the others' rows of the whole-batch buffer are never read. */
+    size_t row0, row1;
+    pipeline_row_range(t->pipe, batch, &row0, &row1);
     for (int i = 0; i < t->nl; i++)
       if (t->layers[i].record_grad_a) {
-        be->scale(be, rows * D, scale, t->g[i]);
+        be->scale(be, (row1 - row0) * D, scale, t->g[i] + row0 * D);
         t->layers[i].perturb = t->g[i];
         t->layers[i].record_grad_a = NULL;
       }
@@ -267,7 +312,13 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
   PassPlan plan2 = {.layers = t->layers, .backward_stop = lowest,
                     .pass_seed = pass_seed(t, step, 2)};
   fit_activation_budget(t, &plan2, batch);
+  int m, m0, m1;
+  pipeline_micro_range(t->pipe, batch, &m, &m0, &m1);
+  grad_fold_begin(t->fold, lora, t->train, m0, m1);
+  t->fold_grads = 1;
   r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
+  t->fold_grads = 0;
+  grad_fold_finish(t->fold);
   double sq = trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
   r->lr = lr_at_step(&c->optim, step);
