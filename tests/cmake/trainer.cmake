@@ -70,3 +70,9 @@ set_tests_properties(run_safety_e2e PROPERTIES TIMEOUT 600)
 add_test(NAME ranks_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/ranks_e2e.sh
          $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
 set_tests_properties(ranks_e2e PROPERTIES TIMEOUT 300)
+
+# The data x pipeline grid end to end: 2 x 2 and 2 x 1 == 1 rank, resume 2 x 2 -> 1 x 2 -> 1 x 1,
+# dist.stages, and bad grids in one error line.
+add_test(NAME grid_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/grid_e2e.sh
+         $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
+set_tests_properties(grid_e2e PROPERTIES TIMEOUT 300)
