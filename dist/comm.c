@@ -79,8 +79,9 @@ static void free_sub(Comm *c) {
 Comm *comm_split_grid(Comm *world, int data_parallel) {
   int W = world->size, D = data_parallel;
   if (D < 1 || W % D != 0)
-    tv_die("dist.data_parallel: %d replicas do not divide the %d rank(s) of this job; the "
-           "ranks must be D pipelines of equal length (W = D x P)", D, W);
+    tv_die("dist.data_parallel: %d replicas do not divide the %d rank(s) of this job: the "
+           "ranks must form D pipelines of equal length (ranks = D x stages); set a divisor "
+           "(a resumed run may change it: --set dist.data_parallel=1)", D, W);
   int P = W / D, replica = world->rank / P, stage = world->rank % P;
   free_sub(world->grid);
   Comm *pipe = split_of(world, replica, stage);
