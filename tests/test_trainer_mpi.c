@@ -27,7 +27,9 @@ static const int micro_rows[] = {8, 4, 3, 2, 1}; /* 1, 2, 3, 4 and 8 micro-batch
 enum { N_METHODS = 3, N_MICRO = 5 };
 
 typedef struct {
-  double losses[2 * STEPS];
+  /* per step: unperturbed loss, loss, perturbation norm N, gradient norm; then the last
+   * probe's n_l: every double the ranks reduce, compared bit for bit */
+  double losses[4 * STEPS + L];
   float *adapter; /* [L * per] on rank 0, allocated by the first run */
   size_t per;     /* LoRA parameters per layer */
   int wrong_buffers, wrong_slots;
@@ -68,9 +70,12 @@ static void run_case(Comm *comm, Method method, int micro_B, PipelineSchedule sc
   for (int s = 0; s < STEPS; s++) {
     StepReport r;
     trainer_step(tr, s, &batch, &probe, &r);
-    out->losses[2 * s] = r.loss_pass1;
-    out->losses[2 * s + 1] = r.loss;
+    out->losses[4 * s] = r.loss_pass1;
+    out->losses[4 * s + 1] = r.loss;
+    out->losses[4 * s + 2] = r.perturb_norm;
+    out->losses[4 * s + 3] = r.grad_norm;
   }
+  memcpy(out->losses + 4 * STEPS, trainer_probe_norms(tr), L * sizeof(double));
   /* dLoss/da_l buffers exist only on the rank that owns a layer of the current A, and only
    * for those layers (every layer for vaccine, none for sft); stages receive activations / gradients only when there are several. */
   int count, wrong = 0;
@@ -140,9 +145,10 @@ int main(int argc, char **argv) {
           fwrite(got.adapter, sizeof(float), (size_t)L * per, fp);
           continue;
         }
-        for (int i = 0; i < 2 * STEPS; i++)
-          EXPECT(got.losses[i] == ref.losses[i], "%s, %d x %d ranks, %d micro-batches, %s: loss "
-                 "%d = %.17g, one rank %.17g", what, replicas, size, m, schedule_name(sched), i,
+        for (int i = 0; i < 4 * STEPS + L; i++)
+          EXPECT(got.losses[i] == ref.losses[i], "%s, %d x %d ranks, %d micro-batches, %s: "
+                 "reduced value %d (per step: loss 1, loss 2, N, grad norm; then n_l) = %.17g, "
+                 "one rank %.17g", what, replicas, size, m, schedule_name(sched), i,
                  got.losses[i], ref.losses[i]);
         EXPECT(!memcmp(got.adapter, ref.adapter, (size_t)L * per * sizeof(float)),
                "%s, %d x %d ranks, %d micro-batches, %s: adapters differ from the one-rank run",
