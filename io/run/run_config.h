@@ -67,6 +67,7 @@ typedef struct {
   int ranks;         /* boolean: pipeline steps on the ranks mpirun started */
   int micro_batches; /* micro-batches of --ranks */
   PipelineSchedule schedule;
+  int data_parallel; /* --ranks: the ranks as D pipeline replicas */
 } RunBench;
 
 typedef struct {
