@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The data x pipeline grid (dist.data_parallel, dist.stages) end to end, on a 3-layer world:
 #  1. 2 replicas x 2 stages (4 ranks) and 2 replicas x 1 stage give the adapter of 1 rank,
-#     bit for bit (T-Vaccine, 4 micro-batches; sft on 2 x 1 too);
+#     bit for bit (T-Vaccine, 4 micro-batches; sft on 2 x 1 with 3 micro-batches, split 2 + 1);
 #  2. a 2 x 2 checkpoint resumed on 1 x 2, whose checkpoint is resumed on 1 x 1, ends at the
 #     straight run's adapter; an explicit dist.stages split gives it too;
 #  3. bad grids end in one error line: W % D != 0, dist.stages of the wrong count or sum,
@@ -36,8 +36,10 @@ grep -q "rank 3 (replica 1, stage 1): layers \[" "$W/g22.log" || { cat "$W/g22.l
 cmp "$(adapter one)" "$(adapter g22)" || fail "2 x 2 grid gives a different adapter than 1 rank"
 run g21 2 "${common[@]}" --set dist.data_parallel=2
 cmp "$(adapter one)" "$(adapter g21)" || fail "2 x 1 grid gives a different adapter than 1 rank"
-run sft1 1 "${common[@]}" --set method=sft --set dist.micro_batches=3
-run sft21 2 "${common[@]}" --set method=sft --set dist.micro_batches=3 --set dist.data_parallel=2
+# 3 rows in 3 micro-batches: replica 0 runs two, replica 1 one
+sft=(--set method=sft --set batch_size=3 --set dist.micro_batches=3)
+run sft1 1 "${common[@]}" "${sft[@]}"
+run sft21 2 "${common[@]}" "${sft[@]}" --set dist.data_parallel=2
 cmp "$(adapter sft1)" "$(adapter sft21)" || fail "sft: 2 x 1 grid (3 micro-batches) differs from 1 rank"
 echo "ok: 2 x 2 and 2 x 1 grids give the 1-rank adapter bit for bit (tvaccine, sft)"
 
