@@ -308,9 +308,8 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
              "rank %d: a receive of slot %d was never consumed", p->rank, k);
   }
   p->stats.passes++;
-  /* The loss lives on the last stage of each replica; every rank reports the batch's. */
-  if (!last)
-    for (int i = 0; i < ps.m_all; i++) p->micro_loss[i] = 0;
+  /* The loss lives on the last stage of each replica (the others' entries stay 0); every rank
+   * reports the batch's. */
   double total;
   replica_fold_table(p->comm, p->micro_loss, ps.m_all, 1, &total);
   return total;
