@@ -52,11 +52,58 @@ Comm *comm_init(int *argc, char ***argv) {
   MPI_CHECK(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
   MPI_CHECK(MPI_Comm_rank(node, &c->local_rank));
   MPI_CHECK(MPI_Comm_free(&node));
+  c->num_replicas = 1;
   return c;
 }
 
+/* A Comm over ranks of the world split by `color`, ordered by `key`. */
+static Comm *split_of(Comm *world, int color, int key) {
+  Comm *c = tv_calloc(1, sizeof(Comm));
+  MPI_CHECK(MPI_Comm_split(world->world, color, key, &c->world));
+  MPI_CHECK(MPI_Comm_rank(c->world, &c->rank));
+  MPI_CHECK(MPI_Comm_size(c->world, &c->size));
+  c->local_rank = world->local_rank;
+  c->num_replicas = 1;
+  c->is_sub = 1;
+  return c;
+}
+
+static void free_sub(Comm *c) {
+  if (!c) return;
+  free_sub(c->replicas);
+  MPI_Comm_free(&c->world);
+  free(c->split);
+  free(c);
+}
+
+Comm *comm_split_grid(Comm *world, int data_parallel) {
+  int W = world->size, D = data_parallel;
+  if (D < 1 || W % D != 0)
+    tv_die("dist.data_parallel: %d replicas do not divide the %d rank(s) of this job: the "
+           "ranks must form D pipelines of equal length (ranks = D x stages); set a divisor "
+           "(a resumed run may change it: --set dist.data_parallel=1)", D, W);
+  int P = W / D, replica = world->rank / P, stage = world->rank % P;
+  free_sub(world->grid);
+  Comm *pipe = split_of(world, replica, stage);
+  pipe->replica = replica;
+  pipe->num_replicas = D;
+  Comm *peers = split_of(world, stage, replica);
+  if (D > 1)
+    pipe->replicas = peers;
+  else
+    free_sub(peers);
+  world->grid = pipe;
+  return pipe;
+}
+
+int comm_replica(const Comm *c) { return c->replica; }
+int comm_num_replicas(const Comm *c) { return c->num_replicas > 0 ? c->num_replicas : 1; }
+Comm *comm_replica_peers(Comm *c) { return c->replicas; }
+
 void comm_finalize(Comm *c) {
   if (!c) return;
+  TV_CHECK(!c->is_sub, "comm_finalize on a split of the world (the world frees it)");
+  free_sub(c->grid);
   tv_set_abort_hook(NULL);
   tv_set_report_hook(NULL);
   if (c->initialized_here) MPI_Finalize();

@@ -16,6 +16,20 @@ int comm_rank(const Comm *c);
 int comm_size(const Comm *c);
 int comm_local_rank(const Comm *c); /* rank among the ranks of this node = its GPU index */
 
+/* The data x pipeline grid: the world's W ranks as D replicas of P = W / D pipeline stages.
+ * World rank w is stage w % P of replica w / P: a replica's stages sit on consecutive ranks,
+ * so under a block distribution of ranks over nodes (mpirun's and Slurm's default) a
+ * pipeline's neighbours share a node. Returns the pipeline communicator of this rank's
+ * replica (its ranks are the stages in order); the world keeps it and comm_finalize frees
+ * it. Collective over the world; one error line when W is not a multiple of D. */
+Comm *comm_split_grid(Comm *world, int data_parallel);
+/* On a pipeline communicator: this rank's replica index and D (0 and 1 on any other Comm),
+ * and the communicator of the D ranks that hold the same stage (NULL when D = 1), in
+ * replica order. */
+int comm_replica(const Comm *c);
+int comm_num_replicas(const Comm *c);
+Comm *comm_replica_peers(Comm *c);
+
 /* Contiguous, balanced split of L layers over `ranks` stages: stage `rank` owns [l0, l1).
  * Earlier stages get the extra layer when L is not divisible. Fails (one error line) when
  * there are more ranks than layers. */

@@ -14,6 +14,12 @@ struct Comm {
   MPI_Comm world;
   int *split;   /* [size] layers per rank set by comm_set_layer_split, or NULL (even) */
   int split_L;  /* the layer count the split is for */
+  /* The data x pipeline grid (comm_split_grid). On the world: grid = this rank's pipeline
+   * communicator, owned. On a pipeline communicator: replicas = its peers holding the same
+   * stage (NULL when D = 1), replica = its index, num_replicas = D. */
+  Comm *grid, *replicas;
+  int replica, num_replicas;
+  int is_sub; /* a split of the world: MPI_Comm_free, never MPI_Finalize */
 };
 
 /* Names the call, file:line and MPI's own message, then ends every rank (abort hook). */

@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "p2p.h"
+#include "replica_reduce.h"
 
 int pipeline_schedule_ops(PipelineSchedule kind, int P, int rank, int m, int backward,
                           PipeOp *ops) {
@@ -48,7 +49,12 @@ struct Pipeline {
   Stage *stage;
   P2p *p2p; /* NULL on one rank */
   int micro_B, rank, size;
+  int replica, replicas; /* this pipeline's index among the grid's D, and D */
   PipelineSchedule schedule;
+  PipelineBackwardHook hook;
+  void *hook_ctx;
+  double *micro_loss; /* [max_batch_micro] the last stage's loss of each global micro-batch */
+  int max_batch_micro;
   PipeOp *ops;  /* [2 * max_micro] */
   double *loss_sums; /* [max_micro] backend memory, last stage: each micro-batch's sum CE */
   double *host_loss_sums; /* [max_micro] their host copy */
@@ -71,6 +77,8 @@ Pipeline *pipeline_create(Comm *comm, Stage *stage, int micro_B, PipelineSchedul
   p->schedule = schedule;
   p->rank = comm ? comm_rank(comm) : 0;
   p->size = comm ? comm_size(comm) : 1;
+  p->replica = comm ? comm_replica(comm) : 0;
+  p->replicas = comm ? comm_num_replicas(comm) : 1;
   /* Collective (it duplicates the communicator): every rank creates its pipeline together. */
   if (p->size > 1) p->p2p = p2p_create(comm, stage_backend(stage), 4);
   TV_CHECK(stage_is_first(stage) == (p->rank == 0) && stage_is_last(stage) == (p->rank == p->size - 1),
@@ -104,6 +112,7 @@ void pipeline_destroy(Pipeline *p) {
   free(p->ops);
   free(p->host_loss_sums);
   if (p->loss_sums) stage_backend(p->stage)->free(stage_backend(p->stage), p->loss_sums);
+  free(p->micro_loss);
   free(p);
 }
 
@@ -139,10 +148,32 @@ static void ensure_slots(Pipeline *p, int slots) {
 
 size_t pipeline_buffer_bytes(const Pipeline *p) { return p->buffer_bytes; }
 
+void pipeline_set_backward_hook(Pipeline *p, PipelineBackwardHook hook, void *ctx) {
+  p->hook = hook;
+  p->hook_ctx = ctx;
+}
+
+void pipeline_micro_range(const Pipeline *p, const Batch *batch, int *m, int *m0, int *m1) {
+  *m = (batch->B + p->micro_B - 1) / p->micro_B;
+  replica_micro_range(*m, p->replicas, p->replica, m0, m1);
+}
+
+void pipeline_row_range(const Pipeline *p, const Batch *batch, size_t *r0, size_t *r1) {
+  int m, m0, m1;
+  pipeline_micro_range(p, batch, &m, &m0, &m1);
+  size_t b0 = (size_t)m0 * p->micro_B, b1 = (size_t)m1 * p->micro_B;
+  if (b1 > (size_t)batch->B) b1 = (size_t)batch->B;
+  if (b0 > b1) b0 = b1;
+  *r0 = b0 * (size_t)batch->T;
+  *r1 = b1 * (size_t)batch->T;
+}
+
 int pipeline_micro_batches_held(const Pipeline *p, const PassPlan *plan, const Batch *batch) {
-  int m = (batch->B + p->micro_B - 1) / p->micro_B;
+  int m, m0, m1;
+  pipeline_micro_range(p, batch, &m, &m0, &m1);
+  if (m1 == m0) return 1; /* a replica with no micro-batch this pass holds none */
   int runs_backward = plan->backward_stop < stage_end_layer(p->stage);
-  return pipeline_schedule_slots(p->schedule, p->size, p->rank, m, runs_backward);
+  return pipeline_schedule_slots(p->schedule, p->size, p->rank, m1 - m0, runs_backward);
 }
 
 PipelineStats pipeline_stats(const Pipeline *p) {
@@ -170,13 +201,15 @@ static int tag_of(int kind, int micro) { return kind + 2 * micro; }
 /* One pass's shape: what this rank does and the micro-batch geometry. */
 typedef struct {
   const Batch *batch;
-  int m, slots, T, D;
+  int m, slots, T, D; /* m: this replica's micro-batches, local index 0 .. m-1 */
+  int m0, m_all;      /* global index of local micro-batch 0; micro-batches of the batch */
   int runs_backward, sends_dx;
   int next_x, next_dy; /* the next micro-batch whose receive is not yet posted */
 } Pass;
 
+/* Rows of local micro-batch i. */
 static size_t micro_rows(const Pipeline *p, const Pass *ps, int i) {
-  int b0 = i * p->micro_B, mb = ps->batch->B - b0 < p->micro_B ? ps->batch->B - b0 : p->micro_B;
+  int b0 = (ps->m0 + i) * p->micro_B, mb = ps->batch->B - b0 < p->micro_B ? ps->batch->B - b0 : p->micro_B;
   return (size_t)mb * ps->T;
 }
 
@@ -203,10 +236,10 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
   TV_CHECK(batch->B >= 1, "a pipeline pass needs a batch of at least one row");
   PassPlan local = *plan;
   if (!backward) local.backward_stop = 1 << 30;
-  Pass ps = {.batch = batch,
-             .m = (batch->B + p->micro_B - 1) / p->micro_B,
-             .T = batch->T,
-             .D = stage_config(s)->hidden_size};
+  Pass ps = {.batch = batch, .T = batch->T, .D = stage_config(s)->hidden_size};
+  int m1;
+  pipeline_micro_range(p, batch, &ps.m_all, &ps.m0, &m1);
+  ps.m = m1 - ps.m0;
   /* MPI guarantees tags up to 32767 only; tag_of uses 2 per micro-batch. */
   if (ps.m > 16383) tv_die("%d micro-batches in one pass: at most 16383 fit the MPI tags", ps.m);
   ps.runs_backward = local.backward_stop < stage_end_layer(s);
@@ -214,6 +247,12 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
   ps.slots = pipeline_schedule_slots(p->schedule, p->size, p->rank, ps.m, ps.runs_backward);
   ensure_slots(p, ps.slots);
   Backend *be = stage_backend(s);
+  if (ps.m_all > p->max_batch_micro) {
+    free(p->micro_loss);
+    p->micro_loss = tv_malloc((size_t)ps.m_all * sizeof(double));
+    p->max_batch_micro = ps.m_all;
+  }
+  for (int i = 0; i < ps.m_all; i++) p->micro_loss[i] = 0;
   if (ps.m > p->max_micro) {
     free(p->ops);
     p->ops = tv_malloc((size_t)2 * ps.m * sizeof(PipeOp));
@@ -224,15 +263,19 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
     p->max_micro = ps.m;
   }
   /* The losses stay on the device until the pass ends: one host sync, not one per micro. */
-  if (last) be->zero(be, p->loss_sums, (size_t)ps.m * sizeof(double));
-  int n_ops = pipeline_schedule_ops(p->schedule, p->size, p->rank, ps.m, ps.runs_backward, p->ops);
+  if (last && ps.m) be->zero(be, p->loss_sums, (size_t)ps.m * sizeof(double));
+  /* A replica given no micro-batch (fewer micro-batches than replicas) only joins the sums. */
+  int n_ops = ps.m == 0 ? 0
+                        : pipeline_schedule_ops(p->schedule, p->size, p->rank, ps.m,
+                                                ps.runs_backward, p->ops);
   float scale = batch->n_targets > 0 ? 1.0f / (float)batch->n_targets : 0.0f;
   int fwd_done = 0, bwd_done = 0;
   if (p->p2p) post_receives(p, &ps, 0, 0);
   for (int o = 0; o < n_ops; o++) {
     const PipeOp *op = &p->ops[o];
     int k = op->micro % ps.slots;
-    size_t rows = micro_rows(p, &ps, op->micro), row0 = (size_t)op->micro * p->micro_B * ps.T;
+    int global = ps.m0 + op->micro;
+    size_t rows = micro_rows(p, &ps, op->micro), row0 = (size_t)global * p->micro_B * ps.T;
     if (op->kind == PIPE_FORWARD) {
       if (!first) wait_counted(p, &p->recv_x[k]);
       if (!last) wait_counted(p, &p->send_x[k]); /* the slot's x_out is still being sent */
@@ -260,6 +303,7 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
       stage_backward(s, &local, k, last ? NULL : p->dy[k], &dx);
       p->stats.compute_s += now_s() - t0;
       bwd_done++;
+      if (p->hook) p->hook(p->hook_ctx, global);
       if (ps.sends_dx) {
         TV_CHECK(dx, "stage %d produced no input gradient for the stage below", p->rank);
         p->send_dx[k] = p2p_post_send(p->p2p, dx, rows * ps.D, p->rank - 1,
@@ -276,15 +320,15 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
              "rank %d: a receive of slot %d was never consumed", p->rank, k);
   }
   p->stats.passes++;
-  /* The loss lives on the last stage: its micro-batches' sums, scaled and added in
-   * micro-batch order (the order its forwards run); every rank reports it. */
-  double loss = 0;
-  if (last) {
+  /* The loss lives on the last stage of each replica: its micro-batches' sums come back
+   * from the device once, scaled, into their global entries (the others' stay 0); every
+   * rank reports the batch's. */
+  if (last && ps.m) {
     double *sums = p->host_loss_sums;
     be->to_host(be, sums, p->loss_sums, (size_t)ps.m * sizeof(double));
-    for (int i = 0; i < ps.m; i++) loss += sums[i] * scale;
+    for (int i = 0; i < ps.m; i++) p->micro_loss[ps.m0 + i] = sums[i] * scale;
   }
-  double total = loss;
-  if (p->comm) comm_allreduce_sum(p->comm, &total, 1);
+  double total;
+  replica_fold_table(p->comm, p->micro_loss, ps.m_all, 1, &total);
   return total;
 }

@@ -33,7 +33,9 @@ double pipeline_head_cost(const LlamaConfig *mc);
 
 typedef struct Pipeline Pipeline;
 
-/* micro_B rows per micro-batch; the stages of ranks 0 .. P-1 of comm in rank order. */
+/* micro_B rows per micro-batch; the stages of ranks 0 .. P-1 of comm in rank order. On a
+ * pipeline communicator of a grid (comm_split_grid), each pass runs this replica's block of
+ * the batch's micro-batches (replica_micro_range), at their global rows. */
 Pipeline *pipeline_create(Comm *comm, Stage *stage, int micro_B, PipelineSchedule schedule);
 void pipeline_destroy(Pipeline *p);
 
@@ -41,8 +43,19 @@ void pipeline_destroy(Pipeline *p);
  * all lie below plan->backward_stop only forwards). Layer plans' record_grad_a / perturb
  * point at whole-batch buffers [B*T, D]; the stage uses each micro-batch's rows. Every
  * transfer has completed on return (NCCL: in the backend's stream order, see p2p.h).
- * Returns the batch loss on every rank. */
+ * Returns the batch loss on every rank of every replica: the micro-batches' losses added in
+ * micro-batch order (replica_fold_table). */
 double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int backward);
+
+/* Called after each backward of this rank with the global micro-batch index, before the next
+ * operation: where per-micro-batch sums are taken out (replica_reduce.h). NULL: none. */
+typedef void (*PipelineBackwardHook)(void *ctx, int micro);
+void pipeline_set_backward_hook(Pipeline *p, PipelineBackwardHook hook, void *ctx);
+
+/* The micro-batches [*m0, *m1) of `batch` (of *m in all) this rank's replica runs. */
+void pipeline_micro_range(const Pipeline *p, const Batch *batch, int *m, int *m0, int *m1);
+/* Rows (sequence rows x T) [*r0, *r1) of the batch those micro-batches cover. */
+void pipeline_row_range(const Pipeline *p, const Batch *batch, size_t *r0, size_t *r1);
 
 /* Micro-batches this rank holds at once when running `plan` over `batch` (its schedule's
  * slots): what its activation records for one micro-batch are multiplied by. */

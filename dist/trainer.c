@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "lora.h"
+#include "replica_reduce.h"
 
 struct Trainer {
   Comm *comm;
@@ -28,9 +29,18 @@ struct Trainer {
   int *active_list;   /* [S] */
   int num_active;
   Rng sampling;
+  /* Per-micro-batch sums taken out after each backward (pipeline hook), folded in micro-batch
+   * order across the grid's replicas (replica_reduce.h). */
+  double *micro_norms; /* [micro-batches of the pass][L] ||dLoss/da_l||^2, host */
+  double *device_micro_norms; /* the same table in backend memory, filled by after_backward */
+  size_t micro_norms_cap;
+  int harvest_norms;   /* this pass adds layer norms into norms[] */
+  GradFold *fold;      /* this pass's LoRA gradients, when it trains */
+  int fold_grads;
 };
 
 static void release_grad_buffer(Trainer *t, int i);
+static void after_backward(void *ctx, int micro);
 
 Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int micro_B) {
   Trainer *t = tv_calloc(1, sizeof(Trainer));
@@ -41,6 +51,8 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->l0 = stage_first_layer(stage);
   t->nl = stage_end_layer(stage) - t->l0;
   t->pipe = pipeline_create(comm, stage, micro_B, cfg->schedule);
+  pipeline_set_backward_hook(t->pipe, after_backward, t);
+  t->fold = grad_fold_create(comm, stage_backend(stage));
   t->micro_B = micro_B;
   t->layers = tv_calloc((size_t)t->nl, sizeof(LayerPlan));
   t->train = tv_calloc((size_t)t->nl, sizeof(unsigned));
@@ -74,6 +86,10 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
       tv_die("full-parameter training runs method sft, not %s", method_names[cfg->method]);
     if (stage_config(stage)->tie_word_embeddings && !(stage_is_first(stage) && stage_is_last(stage)))
       tv_die("full-parameter training of a model with tied embeddings needs one rank");
+    /* The replica fold (replica_reduce.h) carries LoRA gradients only. */
+    if (comm && comm_num_replicas(comm) > 1)
+      tv_die("full-parameter training runs on one pipeline replica (dist.data_parallel 1), not %d",
+             comm_num_replicas(comm));
     stage_enable_full_training(stage);
   }
   return t;
@@ -83,6 +99,10 @@ void trainer_destroy(Trainer *t) {
   if (!t) return;
   for (int i = 0; i < t->nl; i++) release_grad_buffer(t, i);
   pipeline_destroy(t->pipe);
+  grad_fold_destroy(t->fold);
+  free(t->micro_norms);
+  if (t->device_micro_norms)
+    stage_backend(t->stage)->free(stage_backend(t->stage), t->device_micro_norms);
   free(t->layers);
   free(t->train);
   free(t->g);
@@ -174,14 +194,47 @@ static void device_norms_read(Trainer *t) {
   be->to_host(be, t->norms, t->device_norms, (size_t)t->L * sizeof(double));
 }
 
-/* Sum over the recorded local layers of ||g_l||^2 into norms[l] (others 0), then allreduce. */
-static void recorded_norms_sq(Trainer *t, size_t n) {
+/* After each backward: the micro-batch's layer norms (added by the stage into device_norms)
+ * move to its row of the device table, and its LoRA gradients into the fold; device copies
+ * only, so a pass still reads back once. */
+static void after_backward(void *ctx, int micro) {
+  Trainer *t = ctx;
+  if (t->harvest_norms) {
+    Backend *be = stage_backend(t->stage);
+    size_t bytes = (size_t)t->nl * sizeof(double);
+    be->copy(be, t->device_micro_norms + (size_t)micro * t->L + t->l0, t->device_norms + t->l0, bytes);
+    be->zero(be, t->device_norms + t->l0, bytes);
+  }
+  if (t->fold_grads) grad_fold_take(t->fold, micro);
+}
+
+/* Before a pass whose plan adds layer norms into device_norms: an empty table for its
+ * micro-batches. */
+static void begin_norms(Trainer *t, const Batch *batch) {
   Backend *be = stage_backend(t->stage);
+  int m, m0, m1;
+  pipeline_micro_range(t->pipe, batch, &m, &m0, &m1);
+  size_t n = (size_t)m * t->L;
+  if (n > t->micro_norms_cap) {
+    free(t->micro_norms);
+    if (t->device_micro_norms) be->free(be, t->device_micro_norms);
+    t->micro_norms = tv_malloc(n * sizeof(double));
+    t->device_micro_norms = be->alloc(be, n * sizeof(double));
+    t->micro_norms_cap = n;
+  }
+  be->zero(be, t->device_micro_norms, n * sizeof(double));
   device_norms_zero(t);
-  for (int i = 0; i < t->nl; i++)
-    if (t->layers[i].record_grad_a) be->sum_squares_acc(be, n, t->g[i], &t->device_norms[t->l0 + i]);
-  device_norms_read(t);
-  comm_allreduce_sum(t->comm, t->norms, t->L);
+  t->harvest_norms = 1;
+}
+
+/* After it: norms[l] = sum over the batch's micro-batches, in order, on every rank. */
+static void end_norms(Trainer *t, const Batch *batch) {
+  Backend *be = stage_backend(t->stage);
+  int m, m0, m1;
+  pipeline_micro_range(t->pipe, batch, &m, &m0, &m1);
+  be->to_host(be, t->micro_norms, t->device_micro_norms, (size_t)m * t->L * sizeof(double));
+  replica_fold_table(t->comm, t->micro_norms, m, t->L, t->norms);
+  t->harvest_norms = 0;
 }
 
 static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepReport *r) {
@@ -191,7 +244,6 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
              (long long)step);
     /* Probe: ||dLoss/da_l||^2 of every layer summed micro-batch by micro-batch; nothing is
      * trained and no [rows, D] gradient is kept. */
-    device_norms_zero(t);
     for (int i = 0; i < t->nl; i++)
       t->layers[i] = (LayerPlan){
           .grad_a_sum_squares = &t->device_norms[t->l0 + i],
@@ -199,9 +251,9 @@ static void probe_and_sample(Trainer *t, int64_t step, const Batch *probe, StepR
       };
     PassPlan plan = {.layers = t->layers, .backward_stop = 0, .pass_seed = pass_seed(t, step, 0)};
     fit_activation_budget(t, &plan, probe);
+    begin_norms(t, probe);
     pipeline_pass(t->pipe, &plan, probe, 1);
-    device_norms_read(t);
-    comm_allreduce_sum(t->comm, t->norms, t->L);
+    end_norms(t, probe);
     for (int l = 0; l < t->L; l++) t->probe_norms[l] = sqrt(t->norms[l]);
     tvaccine_probabilities(t->probe_norms, t->L, t->probs);
     r->probed = 1;
@@ -271,21 +323,26 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
       int active = t->active[t->l0 + i];
       t->layers[i] = (LayerPlan){
           .record_grad_a = active ? grad_buffer(t, i, rows) : NULL,
+          .grad_a_sum_squares = active ? &t->device_norms[t->l0 + i] : NULL,
           .keep_activations = method_layer_keep(c->activations, 0, active),
       };
     }
     PassPlan plan1 = {.layers = t->layers, .backward_stop = lowest_active,
                       .pass_seed = pass_seed(t, step, 1)};
     fit_activation_budget(t, &plan1, batch);
+    begin_norms(t, batch);
     r->loss_pass1 = pipeline_pass(t->pipe, &plan1, batch, 1);
-    recorded_norms_sq(t, rows * D);
+    end_norms(t, batch);
     double sum_sq = 0;
     for (int l = 0; l < t->L; l++) sum_sq += t->norms[l];
     r->perturb_norm = sqrt(sum_sq);
     float scale = (float)vaccine_perturb_scale(c->rho, sum_sq);
+    /* This replica's rows: the others' rows of the whole-batch buffer are never read. */
+    size_t row0, row1;
+    pipeline_row_range(t->pipe, batch, &row0, &row1);
     for (int i = 0; i < t->nl; i++)
       if (t->layers[i].record_grad_a) {
-        be->scale(be, rows * D, scale, t->g[i]);
+        be->scale(be, (row1 - row0) * D, scale, t->g[i] + row0 * D);
         t->layers[i].perturb = t->g[i];
         t->layers[i].record_grad_a = NULL;
       }
@@ -309,7 +366,13 @@ void trainer_step(Trainer *t, int64_t step, const Batch *batch, const Batch *pro
   PassPlan plan2 = {.layers = t->layers, .backward_stop = lowest,
                     .pass_seed = pass_seed(t, step, 2), .train_base = c->train_base};
   fit_activation_budget(t, &plan2, batch);
+  int m, m0, m1;
+  pipeline_micro_range(t->pipe, batch, &m, &m0, &m1);
+  grad_fold_begin(t->fold, lora, t->train, m0, m1);
+  t->fold_grads = 1;
   r->loss = pipeline_pass(t->pipe, &plan2, batch, 1);
+  t->fold_grads = 0;
+  grad_fold_finish(t->fold);
   double sq = c->train_base ? base_grad_sum_squares(t) : trainable_grad_sum_squares(t);
   r->grad_norm = sqrt(sq);
   r->lr = lr_at_step(&c->optim, step);

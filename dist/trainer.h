@@ -64,7 +64,8 @@ Rng *trainer_sampling_rng(Trainer *t);
 /* n_l of the last probe (zeros before the first), [L] on every rank. */
 const double *trainer_probe_norms(const Trainer *t);
 /* e_l = rho g_l / (N + 1e-7) of the last step for a local layer of A ([rows, D] backend
- * memory, rows of that step's batch), else NULL. */
+ * memory, rows of that step's batch; on a data x pipeline grid only this replica's rows are
+ * filled), else NULL. */
 const float *trainer_perturbation(const Trainer *t, int layer);
 void trainer_restore(Trainer *t, const double *probs, const int *active, int count);
 

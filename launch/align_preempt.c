@@ -337,11 +337,13 @@ void preempt_save_kept(Preempt *p) {
   float *all[3] = {NULL, NULL, NULL};
   const float *mine[3] = {s->params, s->m, s->v};
   int64_t *steps = r->rank == 0 ? tv_malloc((size_t)L * LORA_NUM_TARGETS * sizeof(int64_t)) : NULL;
-  for (int a = 0; a < 3; a++) {
+  /* Replica 0's pipeline holds the whole state; the other replicas hold copies of it. */
+  for (int a = 0; a < 3 && r->replica == 0; a++) {
     if (r->rank == 0) all[a] = tv_malloc(block * (size_t)L);
-    comm_gather_layers(r->comm, mine[a], block, L, all[a]);
+    comm_gather_layers(r->pipe, mine[a], block, L, all[a]);
   }
-  comm_gather_layers(r->comm, s->steps, LORA_NUM_TARGETS * sizeof(int64_t), L, steps);
+  if (r->replica == 0)
+    comm_gather_layers(r->pipe, s->steps, LORA_NUM_TARGETS * sizeof(int64_t), L, steps);
   if (r->rank == 0) {
     pthread_mutex_lock(&p->io_lock);
     char *path = align_write_checkpoint(r, &s->meta, all[0], all[1], all[2], steps);

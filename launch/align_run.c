@@ -34,37 +34,64 @@ static double current_rss_mib(void) {
   return resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
 }
 
-/* One line per rank after loading: its layers, the weight files it mapped, and its resident
- * memory while mapped and after the mapping is dropped. */
+/* One line per rank after loading: its place in the grid, its layers, the weight files it
+ * mapped, and its resident memory while mapped and after the mapping is dropped. */
 static void report_ranks(AlignRun *r, int files, double mapped_mib) {
+  enum { F = 7 };
   int n = r->size;
-  double *info = tv_calloc((size_t)n * 5, sizeof(double));
-  info[5 * r->rank + 0] = r->l0;
-  info[5 * r->rank + 1] = r->l1;
-  info[5 * r->rank + 2] = files;
-  info[5 * r->rank + 3] = mapped_mib;
-  info[5 * r->rank + 4] = current_rss_mib();
-  comm_allreduce_sum(r->comm, info, 5 * n);
+  double *info = tv_calloc((size_t)n * F, sizeof(double));
+  double mine[F] = {r->replica, r->stage_rank, r->l0, r->l1, files, mapped_mib, current_rss_mib()};
+  for (int j = 0; j < F; j++) info[F * r->rank + j] = mine[j];
+  comm_allreduce_sum(r->comm, info, F * n);
   if (r->rank == 0)
-    for (int k = 0; k < n; k++)
-      printf("align: rank %d: layers [%d, %d) from %d weight file(s), %s matrices; resident "
-             "%.0f MiB while mapped, %.0f MiB after\n", k, (int)info[5 * k], (int)info[5 * k + 1],
-             (int)info[5 * k + 2], tv_dtype_name(stage_weight_dtype(r->stage)), info[5 * k + 3],
-             info[5 * k + 4]);
+    for (int k = 0; k < n; k++) {
+      const double *x = info + F * k;
+      printf("align: rank %d (replica %d, stage %d): layers [%d, %d) from %d weight file(s), %s "
+             "matrices; resident %.0f MiB while mapped, %.0f MiB after\n", k, (int)x[0], (int)x[1],
+             (int)x[2], (int)x[3], (int)x[4], tv_dtype_name(stage_weight_dtype(r->stage)), x[5],
+             x[6]);
+    }
   free(info);
 }
 
-/* Stage sizes: under dist.split cost, the head (V x D) weighs against a decoder layer's
- * projections, so the last stage takes fewer layers (config M on 2 ranks: 5 + 3). */
+/* The data x pipeline grid of dist.data_parallel (after the ranks agree on the config, so
+ * every rank splits alike). */
+static void split_grid(AlignRun *r) {
+  r->pipe = comm_split_grid(r->comm, r->cfg.dist.data_parallel);
+  r->stage_rank = comm_rank(r->pipe);
+  r->stages = comm_size(r->pipe);
+  r->replica = comm_replica(r->pipe);
+  r->replicas = comm_num_replicas(r->pipe);
+  const RunDist *d = &r->cfg.dist;
+  if (d->n_stages > 0 && d->n_stages != r->stages)
+    tv_die("dist.stages: %d stage sizes for %d pipeline stages (%d rank(s) / "
+           "dist.data_parallel %d): list one size per stage", d->n_stages, r->stages, r->size,
+           r->replicas);
+}
+
+/* Stage sizes: dist.stages when given, else under dist.split cost the head (V x D) weighs
+ * against a decoder layer's projections, so the last stage takes fewer layers (config M on 2
+ * ranks: 5 + 3). */
 static void split_layers(AlignRun *r, const LlamaConfig *mc) {
-  int L = mc->num_layers;
-  if (r->cfg.dist.split == SPLIT_COST) {
-    int *sizes = tv_malloc((size_t)r->size * sizeof(int));
-    comm_split_by_cost(L, r->size, pipeline_head_cost(mc), sizes);
-    comm_set_layer_split(r->comm, L, sizes);
+  int L = mc->num_layers, P = r->stages;
+  const RunDist *d = &r->cfg.dist;
+  if (P > L)
+    tv_die("%d pipeline stages (%d rank(s) / dist.data_parallel %d) for the %d decoder layers "
+           "of %s: every stage needs at least one layer; use fewer ranks or a larger "
+           "dist.data_parallel", P, r->size, r->replicas, L, r->cfg.model);
+  if (d->n_stages > 0) {
+    int sum = 0;
+    for (int k = 0; k < d->n_stages; k++) sum += d->stages[k];
+    if (sum != L)
+      tv_die("dist.stages: the stage sizes add up to %d layers; %s has %d", sum, r->cfg.model, L);
+    comm_set_layer_split(r->pipe, L, d->stages);
+  } else if (d->split == SPLIT_COST) {
+    int *sizes = tv_malloc((size_t)P * sizeof(int));
+    comm_split_by_cost(L, P, pipeline_head_cost(mc), sizes);
+    comm_set_layer_split(r->pipe, L, sizes);
     free(sizes);
   }
-  comm_rank_layers(r->comm, L, r->rank, &r->l0, &r->l1);
+  comm_rank_layers(r->pipe, L, r->stage_rank, &r->l0, &r->l1);
 }
 
 /* A config function's error message, if any, is the run's one error line. */
@@ -266,11 +293,11 @@ static void load_probe_set(AlignRun *r) {
   example_set_free(&chosen);
 }
 
-/* Sum mod 2^64 of one value per rank, exact: 16-bit pieces summed as doubles. */
-static uint64_t sum_over_ranks(AlignRun *r, uint64_t x) {
+/* Sum mod 2^64 of one value per stage of a pipeline, exact: 16-bit pieces summed as doubles. */
+static uint64_t sum_over_stages(AlignRun *r, uint64_t x) {
   double piece[4];
   for (int k = 0; k < 4; k++) piece[k] = (double)((x >> (16 * k)) & 0xffff);
-  comm_allreduce_sum(r->comm, piece, 4);
+  comm_allreduce_sum(r->pipe, piece, 4);
   uint64_t sum = 0;
   for (int k = 0; k < 4; k++) sum += (uint64_t)piece[k] << (16 * k);
   return sum;
@@ -320,7 +347,7 @@ static void setup(AlignRun *r) {
   int micro = run_config_micro_batch(c);
   r->stage = run_setup_hf_stage(r->be, r->hf, &c->lora, r->l0, r->l1, micro, c->max_len,
                                 run_config_weight_dtype(c));
-  r->model_digest = sum_over_ranks(r, hf_model_digest(r->hf));
+  r->model_digest = sum_over_stages(r, hf_model_digest(r->hf));
   /* The weights now live in the stage: drop the mapping so its pages leave this process. */
   int files = hf_model_files_opened(r->hf);
   double mapped_mib = current_rss_mib();
@@ -332,7 +359,7 @@ static void setup(AlignRun *r) {
 
   r->total_steps = run_config_total_steps(c, (int64_t)r->data.n);
   TrainerConfig tc = run_setup_trainer_config(c, r->total_steps);
-  r->trainer = trainer_create(r->comm, r->stage, &tc, micro);
+  r->trainer = trainer_create(r->pipe, r->stage, &tc, micro);
   /* The paper activates a quarter of the layers or fewer (8 of 32 for Llama-2-7B, 5 of 28 for
    * Qwen2-7B); more defeats the memory saving and the targeting, e.g. the default 8 on a
    * small model. */
@@ -344,9 +371,10 @@ static void setup(AlignRun *r) {
 
   if (r->rank == 0) {
     char line[512];
-    printf("align: %s on %s: %d layers over %d rank(s), LoRA r %d alpha %g, %lld steps\n",
-           method_name(c->method), c->model, mc->num_layers, r->size, c->lora.r,
-           c->lora.alpha, (long long)r->total_steps);
+    printf("align: %s on %s: %d layers over %d rank(s) (%d pipeline replica(s) of %d "
+           "stage(s)), LoRA r %d alpha %g, %lld steps\n", method_name(c->method), c->model,
+           mc->num_layers, r->size, r->replicas, r->stages, c->lora.r, c->lora.alpha,
+           (long long)r->total_steps);
     dataset_role_summary(&r->data_roles, c->data, DATA_ROLE_ALIGNMENT, "max_rows",
                          (size_t)c->max_rows, line, sizeof line);
     printf("align: %s\n", line);
@@ -526,6 +554,7 @@ int align_run(const AlignArgs *args, int *argc, char ***argv) {
   r->be = backend_create(r->cfg.device, comm_local_rank(r->comm), r->cfg.threads);
   check_inputs_present(&r->cfg);
   check_ranks_agree(r);
+  split_grid(r);
   take_run_folder(r, args);
   setup(r);
   if (r->resume_state) {

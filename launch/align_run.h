@@ -37,8 +37,14 @@ typedef struct Preempt Preempt;
 
 typedef struct {
   RunConfig cfg;
-  Comm *comm;
-  int rank, size, l0, l1;
+  Comm *comm;              /* the world: every rank of the job */
+  int rank, size, l0, l1;  /* in the world; this rank's decoder layers [l0, l1) */
+  /* The data x pipeline grid (dist.data_parallel): this rank is stage `stage_rank` of the
+   * `stages` of pipeline replica `replica` of `replicas`; pipe is that pipeline's comm. The
+   * world's rank 0 (replica 0, stage 0) prints and writes; every replica holds the same
+   * adapter, so only replica 0 gathers it. */
+  Comm *pipe;
+  int stage_rank, stages, replica, replicas;
   Backend *be;
   HfModel *hf;           /* open only while the weights load */
   LlamaConfig model_cfg;

@@ -8,17 +8,20 @@
 #include "check.h"
 #include "peft.h"
 
-/* Gathers a per-layer array of the local stage onto rank 0 (whole-model, layer order). */
+/* Gathers a per-layer array of the local stage onto rank 0 (whole-model, layer order), over
+ * replica 0's pipeline: the other replicas hold the same values and skip it together. */
 static void *gather(AlignRun *r, const void *local, size_t block_bytes) {
+  if (r->replica != 0) return NULL;
   int L = stage_config(r->stage)->num_layers;
   void *all = r->rank == 0 ? tv_malloc(block_bytes * (size_t)L) : NULL;
-  comm_gather_layers(r->comm, local, block_bytes, L, all);
+  comm_gather_layers(r->pipe, local, block_bytes, L, all);
   return all;
 }
 
 /* The same for an array in backend memory: staged through the host, since a GPU's memory
  * is not host-addressable (MPI and the writers read host memory only). */
 static void *gather_backend(AlignRun *r, const void *local, size_t block_bytes) {
+  if (r->replica != 0) return NULL;
   size_t bytes = block_bytes * (size_t)(stage_end_layer(r->stage) - stage_first_layer(r->stage));
   void *host = tv_malloc(bytes ? bytes : 1);
   r->be->to_host(r->be, host, local, bytes);

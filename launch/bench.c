@@ -19,7 +19,8 @@ static void bench_usage(FILE *out) {
   fprintf(out,
           "usage: tvaccine bench [--config M|S] [--steps N] [--warmup N] [--threads N]\n"
           "                      [--reference CMD] [--methods [--tvaccine-layers S]]\n"
-          "                      [--ranks [--micro-batches M] [--schedule 1f1b|gpipe]]\n"
+          "                      [--ranks [--micro-batches M] [--schedule 1f1b|gpipe]\n"
+          "                               [--data-parallel D]]\n"
           "                      [--set KEY=VALUE ...]\n"
           "\n"
           "Times one LoRA training step (forward + backward + AdamW, dropout 0) and prints step\n"
@@ -48,6 +49,8 @@ static void bench_usage(FILE *out) {
           "                    (P-1)/(M+P-1); bench/ranks.sh compares 1 and 2 ranks\n"
           "  --micro-batches M micro-batches in --ranks (default 8)\n"
           "  --schedule S      pipeline schedule in --ranks: 1f1b (default) or gpipe\n"
+          "  --data-parallel D in --ranks: the ranks as D pipeline replicas of ranks / D stages,\n"
+          "                    each taking a block of the M micro-batches (default 1)\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
           "                    must print one JSON line with \"step_s\", and report the ratio\n"
           "\n"
@@ -144,8 +147,8 @@ int cmd_bench(int argc, char **argv) {
   const char *reference = rc.bench.reference[0] ? rc.bench.reference : NULL;
   if (rc.bench.ranks || rc.bench.methods) {
     int code = rc.bench.ranks ? bench_ranks(bc, steps, rc.bench.micro_batches,
-                                            rc.bench.tvaccine_layers, rc.bench.schedule, &argc,
-                                            &argv)
+                                            rc.bench.tvaccine_layers, rc.bench.schedule,
+                                            rc.bench.data_parallel, &argc, &argv)
                               : bench_methods(bc, steps, threads, rc.bench.tvaccine_layers,
                                               &argc, &argv);
     run_config_free(&rc);

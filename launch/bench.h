@@ -27,7 +27,7 @@ int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, 
 
 /* Pipeline steps of sft, vaccine and tvaccine (A low, A high) on the ranks mpirun started,
  * m micro-batches of one row each, 1 thread per rank (launch/bench_ranks.c). */
-int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule schedule,
+int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule schedule, int D,
                 int *argc, char ***argv);
 
 #endif

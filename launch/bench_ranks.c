@@ -1,5 +1,6 @@
 /* `tvaccine bench --ranks`: steps of sft, vaccine and tvaccine (A low, A high) through the
- * pipeline on however many ranks mpirun started, m micro-batches of one row each: step time,
+ * pipeline on however many ranks mpirun started (as D pipeline replicas with --data-parallel
+ * D), m micro-batches of one row each: step time,
  * each rank's measured bubble (the step's share spent outside stage compute) against the
  * ideal (P-1)/(m+P-1), and bytes each rank sends per step. bench/ranks.sh runs it on 1 and 2
  * ranks and prints the speed-ups. Reports only; never fails on a timing. */
@@ -9,6 +10,7 @@
 #include "bench.h"
 #include "check.h"
 #include "comm.h"
+#include "replica_reduce.h"
 #include "subcommands.h"
 #include "trainer.h"
 
@@ -18,13 +20,13 @@ typedef struct {
   const int *fixed; /* [S] fixed T-Vaccine set, or NULL */
 } RankRun;
 
-/* Per-rank figures of one run, summed into [P] vectors on every rank. */
+/* Per-rank figures of one run, summed into [P] vectors (replica 0's pipeline on its rank 0). */
 typedef struct {
   double step_s, *compute_s, *wait_s, *bytes; /* per step */
 } RankResult;
 
-static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, const RankRun *rr,
-                            int m, int S, int steps, PipelineSchedule schedule) {
+static RankResult run_ranks(Comm *world, Comm *comm, Backend *be, const BenchConfig *bc,
+                            const RankRun *rr, int m, int S, int steps, PipelineSchedule schedule) {
   int P = comm_size(comm), rank = comm_rank(comm), l0, l1;
   LlamaConfig cfg = llama_config_default(bc->V, bc->D, bc->F, bc->L, bc->H, bc->Hkv);
   /* The layer split of align (dist.split: cost): the head weighs on the last stage. */
@@ -60,7 +62,7 @@ static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, cons
   StepReport rep;
   trainer_step(tr, 0, &batch, NULL, &rep); /* warm-up: slots and buffers grow here */
   PipelineStats before = trainer_pipeline_stats(tr);
-  comm_barrier(comm);
+  comm_barrier(world);
   double t0 = now_s();
   for (int i = 1; i <= steps; i++) trainer_step(tr, i, &batch, NULL, &rep);
   double elapsed = now_s() - t0;
@@ -74,12 +76,13 @@ static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, cons
   comm_allreduce_sum(comm, r.compute_s, P);
   comm_allreduce_sum(comm, r.wait_s, P);
   comm_allreduce_sum(comm, r.bytes, P);
-  /* The step of the slowest rank is the step. */
+  /* The step of the slowest rank of any replica is the step. */
+  int W = comm_size(world);
   double slowest[1] = {0};
-  double *all = tv_calloc((size_t)P, sizeof(double));
-  all[rank] = elapsed / steps;
-  comm_allreduce_sum(comm, all, P);
-  for (int q = 0; q < P; q++) slowest[0] = all[q] > slowest[0] ? all[q] : slowest[0];
+  double *all = tv_calloc((size_t)W, sizeof(double));
+  all[comm_rank(world)] = elapsed / steps;
+  comm_allreduce_sum(world, all, W);
+  for (int q = 0; q < W; q++) slowest[0] = all[q] > slowest[0] ? all[q] : slowest[0];
   r.step_s = slowest[0];
   free(all);
   free(tokens);
@@ -89,11 +92,12 @@ static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, cons
   return r;
 }
 
-int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule schedule,
+int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule schedule, int D,
                 int *argc, char ***argv) {
-  Comm *comm = comm_init(argc, argv);
+  Comm *world = comm_init(argc, argv);
+  Comm *comm = comm_split_grid(world, D);
   Backend *be = backend_cpu_create(1);
-  int P = comm_size(comm), rank = comm_rank(comm), L = bc->L;
+  int P = comm_size(comm), rank = comm_rank(world), L = bc->L;
   if (S > L) tv_die("--tvaccine-layers %d exceeds the %d layers", S, L);
   int *low = tv_malloc((size_t)S * sizeof(int)), *high = tv_malloc((size_t)S * sizeof(int));
   for (int k = 0; k < S; k++) low[k] = k, high[k] = L - S + k;
@@ -103,16 +107,21 @@ int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule
       {.label = "tvaccine A low", .method = METHOD_TVACCINE, .fixed = low},
       {.label = "tvaccine A high", .method = METHOD_TVACCINE, .fixed = high},
   };
-  double ideal = (double)(P - 1) / (m + P - 1);
+  int m0, m1;
+  replica_micro_range(m, D, 0, &m0, &m1); /* replica 0 runs the most micro-batches */
+  double ideal = (double)(P - 1) / (m1 - m0 + P - 1);
   if (rank == 0)
-    printf("bench --ranks: config %s (%d layers, %d tokens a row), %d ranks, %d micro-batches of "
-           "one row, schedule %s, 1 thread per rank, S %d (A low {0..%d}, A high {%d..%d}), "
-           "mean of %d steps after one warm-up; ideal bubble %.3f; layers per rank by cost\n",
-           bc->name, L, bc->T, P, m, schedule_name(schedule), S, S - 1, L - S, L - 1, steps, ideal);
+    printf("bench --ranks: config %s (%d layers, %d tokens a row), %d ranks = %d replica(s) x %d "
+           "stage(s), %d micro-batches of one row (%d on replica 0), schedule %s, 1 thread per "
+           "rank, S %d (A low {0..%d}, A high {%d..%d}), mean of %d steps after one warm-up; "
+           "ideal bubble %.3f; layers per stage by cost; per-rank figures of replica 0\n",
+           bc->name, L, bc->T, comm_size(world), D, P, m, m1 - m0, schedule_name(schedule), S,
+           S - 1, L - S, L - 1, steps, ideal);
   for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-    RankResult r = run_ranks(comm, be, bc, &runs[i], m, S, steps, schedule);
+    RankResult r = run_ranks(world, comm, be, bc, &runs[i], m, S, steps, schedule);
     if (rank == 0) {
-      printf("RESULT ranks=%d method=\"%s\" step_s=%.4f", P, runs[i].label, r.step_s);
+      printf("RESULT ranks=%d grid=%dx%d method=\"%s\" step_s=%.4f", comm_size(world), D, P,
+             runs[i].label, r.step_s);
       for (int q = 0; q < P; q++)
         printf("  rank%d: compute %.3f s wait %.3f s bubble %.3f sent %.2f MiB", q,
                r.compute_s[q], r.wait_s[q], 1.0 - r.compute_s[q] / r.step_s,
@@ -127,6 +136,6 @@ int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule
   free(low);
   free(high);
   backend_destroy(be);
-  comm_finalize(comm);
+  comm_finalize(world);
   return 0;
 }

@@ -35,7 +35,7 @@ static const Command commands[] = {
     {"bench", "threads",
      {{"config", "S"}, {"steps", "2"}, {"warmup", "0"}, {"threads", "1"},
       {"reference", "echo"}, {"methods", NULL}, {"tvaccine-layers", "3"}, {"ranks", NULL},
-      {"micro-batches", "4"}, {"schedule", "gpipe"}}},
+      {"micro-batches", "4"}, {"schedule", "gpipe"}, {"data-parallel", "2"}}},
     {"export", "threads",
      {{"model", "m"}, {"adapter", "a"}, {"out", "o"}, {"merge", NULL}, {"dtype", "f16"},
       {"shard-size", "1GB"}, {"threads", "2"}}},

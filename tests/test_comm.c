@@ -1,9 +1,11 @@
 /* dist/comm under mpirun: the layer split covers every layer once, contiguously and
- * balanced, and the collectives sum and broadcast across ranks. */
+ * balanced, the collectives sum and broadcast across ranks, and the data x pipeline grid
+ * places world rank w at stage w % P of replica w / P. */
 #include <mpi.h>
 #include <string.h>
 
 #include "comm.h"
+#include "replica_reduce.h"
 #include "test_util.h"
 
 int main(int argc, char **argv) {
@@ -74,6 +76,50 @@ int main(int argc, char **argv) {
   comm_broadcast(c, msg, sizeof msg, size - 1);
   EXPECT(!strcmp(msg, "from the last"), "broadcast got '%s'", msg);
   EXPECT(comm_local_rank(c) >= 0 && comm_local_rank(c) < size, "local rank %d", comm_local_rank(c));
+
+  /* Replicas' blocks of micro-batches, by hand: contiguous, the first m mod D one longer. */
+  const struct {
+    int m, D, want[4][2];
+  } blocks[] = {
+      {3, 2, {{0, 2}, {2, 3}}},
+      {1, 2, {{0, 1}, {1, 1}}}, /* fewer micro-batches than replicas: replica 1 idles */
+      {8, 3, {{0, 3}, {3, 6}, {6, 8}}},
+      {4, 4, {{0, 1}, {1, 2}, {2, 3}, {3, 4}}},
+  };
+  for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
+    for (int r = 0; r < blocks[i].D; r++) {
+      int m0, m1;
+      replica_micro_range(blocks[i].m, blocks[i].D, r, &m0, &m1);
+      EXPECT(m0 == blocks[i].want[r][0] && m1 == blocks[i].want[r][1],
+             "%d micro-batches over %d replicas: replica %d gets [%d, %d)", blocks[i].m,
+             blocks[i].D, r, m0, m1);
+    }
+
+  /* Every grid this world size allows: the pipeline holds the consecutive ranks of one
+   * replica, the replica peers the ranks of one stage, and a sum over each covers them. */
+  for (int D = 1; D <= size; D++) {
+    if (size % D) continue;
+    int P = size / D;
+    Comm *pipe = comm_split_grid(c, D);
+    EXPECT(comm_size(pipe) == P && comm_rank(pipe) == rank % P && comm_replica(pipe) == rank / P &&
+               comm_num_replicas(pipe) == D,
+           "grid %d x %d: rank %d is stage %d of %d, replica %d of %d", D, P, rank,
+           comm_rank(pipe), comm_size(pipe), comm_replica(pipe), comm_num_replicas(pipe));
+    double who[2] = {rank, 1};
+    comm_allreduce_sum(pipe, who, 2); /* ranks of my replica: rank/P*P .. +P-1 */
+    EXPECT(who[1] == P && who[0] == (rank / P * P) * (double)P + P * (P - 1) / 2.0,
+           "grid %d x %d: rank %d's pipeline sums %g over %g ranks", D, P, rank, who[0], who[1]);
+    Comm *peers = comm_replica_peers(pipe);
+    EXPECT((D == 1) == (peers == NULL), "grid %d x %d: replica peers %s", D, P,
+           peers ? "present" : "absent");
+    if (peers) {
+      double mine[2] = {rank, 1};
+      comm_allreduce_sum(peers, mine, 2); /* ranks of my stage: rank % P + k P */
+      EXPECT(mine[1] == D && mine[0] == (rank % P) * (double)D + P * D * (D - 1) / 2.0,
+             "grid %d x %d: rank %d's stage peers sum %g over %g ranks", D, P, rank, mine[0],
+             mine[1]);
+    }
+  }
 
   int failures = tv_test_failures;
   MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

@@ -423,6 +423,28 @@ static void test_validate(void) {
   EXPECT(c.dist.split == SPLIT_EVEN, "dist.split=even");
   EXPECT(run_config_set(&c, "dist.schedule=zigzag", err, sizeof err) &&
              strstr(err, "dist.schedule") && strstr(err, "zigzag"), "%s", err);
+  /* The grid: D replicas (default 1) and explicit stage sizes (a list, repeats allowed). */
+  EXPECT(c.dist.data_parallel == 1 && c.dist.n_stages == 0, "dist.data_parallel defaults to 1");
+  set_ok(&c, "dist={data_parallel: 2, stages: [5, 3, 3]}");
+  EXPECT(c.dist.data_parallel == 2 && c.dist.n_stages == 3 && c.dist.stages[0] == 5 &&
+             c.dist.stages[1] == 3 && c.dist.stages[2] == 3, "dist.stages=[5, 3, 3]");
+  char *grid_yaml = run_config_to_yaml(&c);
+  EXPECT(strstr(grid_yaml, "stages: [5, 3, 3]") && strstr(grid_yaml, "data_parallel: 2"), "%s",
+         grid_yaml);
+  free(grid_yaml);
+  RunConfig grid_copy;
+  run_config_copy(&grid_copy, &c);
+  EXPECT(grid_copy.dist.n_stages == 3 && grid_copy.dist.stages != c.dist.stages &&
+             grid_copy.dist.stages[2] == 3, "run_config_copy copies dist.stages");
+  run_config_free(&grid_copy);
+  EXPECT(run_config_set(&c, "dist.stages=[4,0]", err, sizeof err) &&
+             strstr(err, "dist.stages: 0 is out of range"), "%s", err);
+  EXPECT(run_config_set(&c, "dist.stages=[4,x]", err, sizeof err) &&
+             strstr(err, "dist.stages: expected an integer, got 'x'"), "%s", err);
+  EXPECT(run_config_set(&c, "dist.data_parallel=0", err, sizeof err) &&
+             strstr(err, "dist.data_parallel: 0 is out of range"), "%s", err);
+  set_ok(&c, "dist.stages=[]");
+  EXPECT(c.dist.n_stages == 0, "dist.stages=[] clears the list");
   set_ok(&c, "tvaccine={probe_samples: 4, probe_batch: 5}");
   EXPECT(run_config_validate(&c, err, sizeof err) &&
              strstr(err, "tvaccine.probe_batch: 5 is out of range"),

@@ -1,7 +1,8 @@
 /* Same seed, same data => the same losses and adapters bit for bit whatever the number of
  * ranks, the number of micro-batches in flight and the schedule (SPEC sections 6-7). Run as:
  * test_trainer_mpi write FILE (reference, one rank) and mpirun -np N test_trainer_mpi compare
- * FILE. Every method runs with 1, 2, 3, 4 and 8 micro-batches; on several ranks both 1F1B
+ * FILE [D]; with D, the N ranks are D pipeline replicas of N / D stages (dist.data_parallel),
+ * each taking a block of the micro-batches, and every replica must hold the one-rank adapter. Every method runs with 1, 2, 3, 4 and 8 micro-batches; on several ranks both 1F1B
  * and GPipe are compared with the one-rank run. T-Vaccine probes, resamples (so some passes
  * leave lower ranks forward-only) and uses dropout, exercising the norm allreduces too. */
 #include <mpi.h>
@@ -12,6 +13,7 @@
 #include "comm.h"
 #include "lora.h"
 #include "model_fixture.h"
+#include "replica_reduce.h"
 #include "test_util.h"
 #include "trainer.h"
 
@@ -25,11 +27,21 @@ static const int micro_rows[] = {8, 4, 3, 2, 1}; /* 1, 2, 3, 4 and 8 micro-batch
 enum { N_METHODS = 3, N_MICRO = 5 };
 
 typedef struct {
-  double losses[2 * STEPS];
+  /* per step: unperturbed loss, loss, perturbation norm N, gradient norm; then the last
+   * probe's n_l: every double the ranks reduce, compared bit for bit */
+  double losses[4 * STEPS + L];
   float *adapter; /* [L * per] on rank 0, allocated by the first run */
   size_t per;     /* LoRA parameters per layer */
   int wrong_buffers, wrong_slots;
+  int replicas_differ; /* some replica's adapter differs from replica 0's */
 } Outcome;
+
+/* FNV-1a of the bytes: replicas compare adapters by digest. */
+static uint64_t digest_of(const void *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+  return h;
+}
 
 /* STEPS steps of one method at micro_B rows per micro-batch under `schedule`. */
 static void run_case(Comm *comm, Method method, int micro_B, PipelineSchedule schedule,
@@ -58,9 +70,12 @@ static void run_case(Comm *comm, Method method, int micro_B, PipelineSchedule sc
   for (int s = 0; s < STEPS; s++) {
     StepReport r;
     trainer_step(tr, s, &batch, &probe, &r);
-    out->losses[2 * s] = r.loss_pass1;
-    out->losses[2 * s + 1] = r.loss;
+    out->losses[4 * s] = r.loss_pass1;
+    out->losses[4 * s + 1] = r.loss;
+    out->losses[4 * s + 2] = r.perturb_norm;
+    out->losses[4 * s + 3] = r.grad_norm;
   }
+  memcpy(out->losses + 4 * STEPS, trainer_probe_norms(tr), L * sizeof(double));
   /* dLoss/da_l buffers exist only on the rank that owns a layer of the current A, and only
    * for those layers (every layer for vaccine, none for sft); stages receive activations / gradients only when there are several. */
   int count, wrong = 0;
@@ -75,26 +90,37 @@ static void run_case(Comm *comm, Method method, int micro_B, PipelineSchedule sc
   out->wrong_buffers = comm_allreduce_max_int(comm, wrong);
   /* A rank holds the micro-batches its schedule keeps in flight, no more: 1F1B at most
    * (stages - rank), GPipe all m. */
-  int m = (ROWS + micro_B - 1) / micro_B, want = schedule == SCHEDULE_GPIPE ? m : size - rank;
+  int m_all = (ROWS + micro_B - 1) / micro_B, m0, m1;
+  replica_micro_range(m_all, comm_num_replicas(comm), comm_replica(comm), &m0, &m1);
+  int m = m1 - m0, want = schedule == SCHEDULE_GPIPE ? m : size - rank;
   if (want > m) want = m;
+  if (want < 1) want = 1; /* a replica given no micro-batch keeps the stage's first slot */
   out->wrong_slots = comm_allreduce_max_int(comm, stage_num_slots(f.stage) != want);
 
   /* Gather every layer's LoRA block on rank 0, in layer order. */
   size_t per = out->per = stage_lora(f.stage)->layer_numel;
   if (!out->adapter) out->adapter = tv_malloc((size_t)L * per * sizeof(float));
   comm_gather_layers(comm, stage_lora(f.stage)->params, per * sizeof(float), L, out->adapter);
+  /* Stage 0 of every replica holds its replica's whole adapter: all must be replica 0's. */
+  Comm *peers = comm_replica_peers(comm);
+  out->replicas_differ = 0;
+  if (peers && rank == 0)
+    out->replicas_differ =
+        comm_first_rank_differing(peers, digest_of(out->adapter, (size_t)L * per * sizeof(float))) >= 0;
   trainer_destroy(tr);
   fixture_free(&f);
 }
 
 int main(int argc, char **argv) {
-  Comm *comm = comm_init(&argc, &argv);
-  TV_CHECK(argc == 3 && (!strcmp(argv[1], "write") || !strcmp(argv[1], "compare")),
-           "usage: test_trainer_mpi write|compare FILE");
+  Comm *world = comm_init(&argc, &argv);
+  TV_CHECK((argc == 3 || argc == 4) && (!strcmp(argv[1], "write") || !strcmp(argv[1], "compare")),
+           "usage: test_trainer_mpi write|compare FILE [data_parallel]");
+  Comm *comm = argc == 4 ? comm_split_grid(world, atoi(argv[3])) : world;
   int writing = !strcmp(argv[1], "write"), rank = comm_rank(comm), size = comm_size(comm);
+  int replicas = comm_num_replicas(comm), replica = comm_replica(comm);
   Outcome got = {0}, ref = {0};
   FILE *fp = NULL;
-  if (rank == 0) {
+  if (rank == 0 && replica == 0) {
     fp = fopen(argv[2], writing ? "wb" : "rb");
     TV_CHECK(fp, "cannot open %s%s", argv[2], writing ? "" : " (run the 'write' test first)");
   }
@@ -104,7 +130,7 @@ int main(int argc, char **argv) {
       for (int si = 0; si < n_schedules; si++) {
         PipelineSchedule sched = si ? SCHEDULE_GPIPE : SCHEDULE_1F1B;
         run_case(comm, methods[mi], micro_rows[bi], sched, &got);
-        if (rank != 0) continue;
+        if (rank != 0 || replica != 0) continue;
         size_t per = got.per;
         if (!writing && si == 0) {
           if (!ref.adapter) ref.adapter = tv_malloc((size_t)L * per * sizeof(float));
@@ -119,13 +145,16 @@ int main(int argc, char **argv) {
           fwrite(got.adapter, sizeof(float), (size_t)L * per, fp);
           continue;
         }
-        for (int i = 0; i < 2 * STEPS; i++)
-          EXPECT(got.losses[i] == ref.losses[i], "%s, %d ranks, %d micro-batches, %s: loss %d = "
-                 "%.17g, one rank %.17g", what, size, m, schedule_name(sched), i, got.losses[i],
-                 ref.losses[i]);
+        for (int i = 0; i < 4 * STEPS + L; i++)
+          EXPECT(got.losses[i] == ref.losses[i], "%s, %d x %d ranks, %d micro-batches, %s: "
+                 "reduced value %d (per step: loss 1, loss 2, N, grad norm; then n_l) = %.17g, "
+                 "one rank %.17g", what, replicas, size, m, schedule_name(sched), i,
+                 got.losses[i], ref.losses[i]);
         EXPECT(!memcmp(got.adapter, ref.adapter, (size_t)L * per * sizeof(float)),
-               "%s, %d ranks, %d micro-batches, %s: adapters differ from the one-rank run", what,
-               size, m, schedule_name(sched));
+               "%s, %d x %d ranks, %d micro-batches, %s: adapters differ from the one-rank run",
+               what, replicas, size, m, schedule_name(sched));
+        EXPECT(!got.replicas_differ, "%s, %d x %d ranks, %d micro-batches, %s: the replicas' "
+               "adapters differ", what, replicas, size, m, schedule_name(sched));
         EXPECT(!got.wrong_buffers, "%s, %d ranks: a rank holds a perturbation buffer for a "
                "layer outside its part of A (or lacks one), or its receive buffers are wrong",
                what, size);
@@ -135,7 +164,7 @@ int main(int argc, char **argv) {
       }
     }
   int rc = 0;
-  if (rank == 0) {
+  if (rank == 0 && replica == 0) {
     fclose(fp);
     if (writing)
       printf("wrote the one-rank reference: %d methods x %d micro-batch sizes\n", N_METHODS,
@@ -146,6 +175,6 @@ int main(int argc, char **argv) {
   MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
   free(got.adapter);
   free(ref.adapter);
-  comm_finalize(comm);
+  comm_finalize(world);
   return rc;
 }

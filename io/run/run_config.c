@@ -46,6 +46,11 @@ _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DatasetFormat) == sizeof(
 #define DBL(k, m, b) {.name = k, .kind = K_DOUBLE, .off = OFF(m), .bounds = b}
 #define BOOL(k, m) {.name = k, .kind = K_BOOL, .off = OFF(m)}
 #define U64(k, m) {.name = k, .kind = K_U64, .off = OFF(m)}
+/* A list of ints (member m, its count member cnt), entries in [lo, hi]; distinct: layer
+ * indices, each listed once. */
+#define INTLIST(k, m, cnt, lo, hi, dist)                                                   \
+  {.name = k, .kind = K_LAYERS, .off = OFF(m), .count_off = OFF(cnt), .ilo = lo, .ihi = hi, \
+   .distinct = dist}
 #define BIG INT64_C(1000000000000) /* step counts: far beyond any run, far below overflow */
 
 /* Order: top-level keys, then each section's keys together (the writer relies on it). */
@@ -91,11 +96,12 @@ const RcKey rc_keys[] = {
     INT("tvaccine.probe_samples", tvaccine.probe_samples, 1, INT_MAX),
     INT("tvaccine.probe_batch", tvaccine.probe_batch, 1, 1000000),
     ENUM("tvaccine.freeze_scope", tvaccine.freeze_scope, freeze_scope_names),
-    {.name = "tvaccine.layers", .kind = K_LAYERS, .off = OFF(tvaccine.layers), .ilo = 0,
-     .ihi = 65535},
+    INTLIST("tvaccine.layers", tvaccine.layers, tvaccine.n_layers, 0, 65535, 1),
     INT("dist.micro_batches", dist.micro_batches, 0, 1000000),
     ENUM("dist.schedule", dist.schedule, schedule_names),
     ENUM("dist.split", dist.split, layer_split_names),
+    INT("dist.data_parallel", dist.data_parallel, 1, 65536),
+    INTLIST("dist.stages", dist.stages, dist.n_stages, 1, 65535, 0),
     /* The other subcommands' options (run_config_parse_command), one section each. */
     STR("demo.out", demo.out),
     U64("demo.seed", demo.seed),
@@ -144,6 +150,7 @@ const RcKey rc_keys[] = {
     BOOL("bench.ranks", bench.ranks),
     INT("bench.micro_batches", bench.micro_batches, 1, 1024),
     ENUM("bench.schedule", bench.schedule, schedule_names),
+    INT("bench.data_parallel", bench.data_parallel, 1, 1024),
     STR("export.model", export.model),
     STR("export.adapter", export.adapter),
     STR("export.out", export.out),
@@ -242,6 +249,7 @@ void run_config_defaults(RunConfig *c) {
                                .probe_samples = 200,
                                .probe_batch = 1,
                                .freeze_scope = FREEZE_LAYER};
+  c->dist.data_parallel = 1;
   /* The demo's study. World and alignment: synth's base model and align.yaml; attack: the
    * SPEC section 10 prototype's lr 3e-4 for 200 steps, p in {0, 0.05, 0.1, 0.2}. */
   c->demo = (RunDemo){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
@@ -252,7 +260,8 @@ void run_config_defaults(RunConfig *c) {
   c->synth = (RunSynth){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
                         .ffn = 172, .epochs = 6, .batch = 16, .steps = -1, .lr = 3e-3};
   c->bench = (RunBench){.config = 0, .steps = 5, .warmup = 1, .tvaccine_layers = 2,
-                        .micro_batches = 8, .schedule = SCHEDULE_1F1B};
+                        .micro_batches = 8, .schedule = SCHEDULE_1F1B,
+                        .data_parallel = 1};
   c->generate = (RunGenerate){.max_new_tokens = 128, .batch = 16};
   c->eval = (RunEval){.judge_batch = 8};
   c->attack = (RunAttack){.p = 0.1, .n = 1000, .seed = 1};
@@ -273,10 +282,21 @@ void run_config_defaults(RunConfig *c) {
   c->attack.benign_format = dup_str("auto");
 }
 
+/* A K_LAYERS key's list and its count. */
+static int **list_of(RunConfig *c, const RcKey *k) { return (int **)at(c, k); }
+static int *count_of(RunConfig *c, const RcKey *k) { return (int *)((char *)c + k->count_off); }
+static const int *list_of_c(const RunConfig *c, const RcKey *k) {
+  return *(int *const *)at_c(c, k);
+}
+static int count_of_c(const RunConfig *c, const RcKey *k) {
+  return *(const int *)((const char *)c + k->count_off);
+}
+
 void run_config_free(RunConfig *c) {
-  for (int i = 0; i < RC_N_KEYS; i++)
+  for (int i = 0; i < RC_N_KEYS; i++) {
     if (rc_keys[i].kind == K_STR) free(*(char **)at(c, &rc_keys[i]));
-  free(c->tvaccine.layers);
+    if (rc_keys[i].kind == K_LAYERS) free(*list_of(c, &rc_keys[i]));
+  }
   memset(c, 0, sizeof *c);
 }
 
@@ -285,10 +305,13 @@ void run_config_copy(RunConfig *dst, const RunConfig *src) {
   for (int i = 0; i < RC_N_KEYS; i++)
     if (rc_keys[i].kind == K_STR)
       *(char **)at(dst, &rc_keys[i]) = dup_str(*(char *const *)at_c(src, &rc_keys[i]));
-  dst->tvaccine.layers = NULL;
-  if (src->tvaccine.n_layers > 0) {
-    size_t bytes = (size_t)src->tvaccine.n_layers * sizeof(int);
-    dst->tvaccine.layers = memcpy(tv_malloc(bytes), src->tvaccine.layers, bytes);
+  for (int i = 0; i < RC_N_KEYS; i++) {
+    const RcKey *k = &rc_keys[i];
+    if (k->kind != K_LAYERS) continue;
+    int n = count_of_c(src, k);
+    *list_of(dst, k) = NULL;
+    if (n > 0) *list_of(dst, k) = memcpy(tv_malloc((size_t)n * sizeof(int)), list_of_c(src, k),
+                                         (size_t)n * sizeof(int));
   }
 }
 
@@ -409,16 +432,17 @@ static int check_key(const RunConfig *c, const RcKey *k, char *msg, size_t n) {
                       "gate_proj, up_proj, down_proj",
                       k->name),
              -1;
-    case K_LAYERS:
-      for (int i = 0; i < c->tvaccine.n_layers; i++) {
-        int l = c->tvaccine.layers[i];
+    case K_LAYERS: {
+      const int *list = list_of_c(c, k);
+      for (int i = 0; i < count_of_c(c, k); i++) {
+        int l = list[i];
         if (l < k->ilo || l > k->ihi)
           return snprintf(t, sizeof t, "%d", l), out_of_range(k, t, msg, n);
-        for (int j = 0; j < i; j++)
-          if (c->tvaccine.layers[j] == l)
-            return snprintf(msg, n, "%s: layer %d is listed twice", k->name, l), -1;
+        for (int j = 0; j < i && k->distinct; j++)
+          if (list[j] == l) return snprintf(msg, n, "%s: layer %d is listed twice", k->name, l), -1;
       }
       return 0;
+    }
   }
   return 0;
 }
@@ -528,16 +552,16 @@ int rc_set_list(RunConfig *c, const RcKey *k, char *const *items, unsigned count
     int r = parse_i64(items[i], &v);
     if (r == 1) {
       free(layers);
-      return snprintf(msg, n, "%s: expected an integer layer index, got '%s'", k->name,
-                      rc_shown(items[i], s, sizeof s)),
+      return snprintf(msg, n, "%s: expected an integer%s, got '%s'", k->name,
+                      k->distinct ? " layer index" : "", rc_shown(items[i], s, sizeof s)),
              -1;
     }
     if (r == 2 || v < k->ilo || v > k->ihi) return free(layers), out_of_range(k, items[i], msg, n);
     layers[i] = (int)v;
   }
-  free(c->tvaccine.layers);
-  c->tvaccine.layers = layers;
-  c->tvaccine.n_layers = (int)count;
+  free(*list_of(c, k));
+  *list_of(c, k) = layers;
+  *count_of(c, k) = (int)count;
   return check_key(c, k, msg, n);
 }
 
@@ -627,8 +651,7 @@ void rc_put_value(FILE *f, const RunConfig *c, const RcKey *k) {
       break;
     case K_LAYERS:
       fputc('[', f);
-      for (int j = 0; j < c->tvaccine.n_layers; j++)
-        fprintf(f, "%s%d", j ? ", " : "", c->tvaccine.layers[j]);
+      for (int j = 0; j < count_of_c(c, k); j++) fprintf(f, "%s%d", j ? ", " : "", list_of_c(c, k)[j]);
       fputc(']', f);
       break;
   }

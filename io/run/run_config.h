@@ -40,6 +40,9 @@ typedef struct {
   int micro_batches;         /* split each batch into m micro-batches; 0 = micro_batch decides */
   PipelineSchedule schedule; /* 1f1b (default) or gpipe */
   LayerSplit split;          /* decoder layers over ranks: cost (default) or even */
+  int data_parallel;         /* D pipeline replicas, each taking 1/D of every batch */
+  int *stages;               /* [n_stages] layers per pipeline stage; none = split decides */
+  int n_stages;
 } RunDist;
 /* The options of the subcommands besides align, one section each: every option --KEY of
  * `tvaccine CMD` is the key CMD.KEY ('-' read as '_'), settable in YAML and with --set
@@ -78,6 +81,7 @@ typedef struct {
   int ranks;         /* boolean: pipeline steps on the ranks mpirun started */
   int micro_batches; /* micro-batches of --ranks */
   PipelineSchedule schedule;
+  int data_parallel; /* --ranks: the ranks as D pipeline replicas */
 } RunBench;
 
 typedef struct {

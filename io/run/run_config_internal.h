@@ -19,13 +19,15 @@ typedef struct {
   RcKind kind;
   size_t off;                    /* offset of the value in RunConfig */
   int64_t ilo, ihi;              /* K_INT, K_I64, entries of K_LAYERS: [ilo, ihi] */
+  size_t count_off;              /* K_LAYERS (a list of ints): offset of its int count */
+  int distinct;                  /* K_LAYERS: layer indices, each listed once */
   RealBounds bounds;             /* K_FLOAT, K_DOUBLE */
   const char *const *names;      /* K_ENUM */
   int n_names;
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 138
+#define RC_N_KEYS 141
 #define RC_N_SECTIONS 12
 extern const RcKey rc_keys[RC_N_KEYS];
 /* lora, optim, tvaccine, dist, then the subcommands' sections */

@@ -14,6 +14,8 @@
 static const char *const RESUME_MAY_CHANGE[] = {
     "out",   "resume", "save_every", "log_every", "threads", "init_adapter", "max_steps",
     "epochs", "model", "tokenizer",  "data",      "tvaccine.probe_data",
+    /* the grid and the stage sizes change time and memory, never the numbers */
+    "dist.data_parallel", "dist.stages", "dist.split", "dist.schedule",
 };
 
 int run_config_may_change_on_resume(const char *key) {

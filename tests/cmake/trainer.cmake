@@ -29,6 +29,17 @@ foreach(np 1 2 3 4)
   set_tests_properties(trainer_mpi_np${np} PROPERTIES FIXTURES_REQUIRED trainer_mpi_ref
     ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
 endforeach()
+# Data x pipeline grids (dist.data_parallel): 2 replicas of 1 stage and 2 replicas of 2
+# stages, each replica taking a block of the micro-batches, still the one-rank run bit for bit.
+foreach(grid "2;1" "2;2")
+  list(GET grid 0 D)
+  list(GET grid 1 P)
+  math(EXPR np "${D} * ${P}")
+  add_test(NAME trainer_mpi_grid${D}x${P} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np}
+           --oversubscribe --allow-run-as-root $<TARGET_FILE:test_trainer_mpi> compare ${TV_TRAINER_REF} ${D})
+  set_tests_properties(trainer_mpi_grid${D}x${P} PROPERTIES FIXTURES_REQUIRED trainer_mpi_ref
+    ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_mpi_yield_when_idle=1")
+endforeach()
 
 # One step of each method against the float64 PyTorch reference (tests/ref/golden_methods.py).
 tv_test(test_golden_methods test_golden_methods.c golden.c golden_model.c)
@@ -84,3 +95,9 @@ target_link_libraries(test_host_syncs PRIVATE tv_dist)
 target_include_directories(test_host_syncs PRIVATE ${PROJECT_SOURCE_DIR}/dist)
 add_test(NAME host_syncs COMMAND test_host_syncs)
 set_tests_properties(host_syncs PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1")
+
+# The data x pipeline grid end to end: 2 x 2 and 2 x 1 == 1 rank, resume 2 x 2 -> 1 x 2 -> 1 x 1,
+# dist.stages, and bad grids in one error line.
+add_test(NAME grid_e2e COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/grid_e2e.sh
+         $<TARGET_FILE:tvaccine> ${MPIEXEC_EXECUTABLE})
+set_tests_properties(grid_e2e PROPERTIES TIMEOUT 300)
