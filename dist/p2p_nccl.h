@@ -4,13 +4,11 @@
  * posted early (the pipeline posts them ahead) only holds back later messages of its own
  * channel, exactly like MPI's in-order matching, and never a send the other way. Compiled
  * only when TV_NCCL is on.
- * Not yet run on GPUs, and one hazard is known: a receive posted ahead is a kernel waiting
- * on the device, so anything that synchronises the whole device while one is in flight
- * (cudaFree, which the CUDA backend calls when a buffer grows: a stage slot's arena in the
- * first pass of a bigger plan, scratch of the loss or bf16 GEMMs) waits for a neighbour that
- * may in turn wait for this rank: with three or more stages the first step could hang.
- * Stream-ordered frees in the CUDA backend, or growing buffers before receives are posted,
- * would remove it; check it on a multi-GPU run first. */
+ * Not yet run on GPUs. A receive posted ahead is a kernel waiting on the device, so anything
+ * that synchronised the whole device while one is in flight (cudaFree does) could wait for a
+ * neighbour that in turn waits for this rank; the CUDA backend therefore allocates and frees
+ * in stream order (cudaMallocAsync / cudaFreeAsync), also when a buffer grows mid-pass.
+ * Check it on a multi-GPU run of three or more stages. */
 #ifndef TV_P2P_NCCL_H
 #define TV_P2P_NCCL_H
 

@@ -7,7 +7,9 @@ static void *cuda_alloc(Backend *be, size_t bytes) {
   void *p = NULL;
   size_t rounded = (bytes + 63) / 64 * 64;
   if (!rounded) rounded = 64;
-  cudaError_t err = cudaMalloc(&p, rounded);
+  /* Stream-ordered: neither this nor cuda_free waits for the device, so growing a buffer
+   * mid-pass cannot stall behind an NCCL receive posted ahead on the comm stream. */
+  cudaError_t err = cudaMallocAsync(&p, rounded, cuda_ctx(be)->stream);
   if (err != cudaSuccess)
     tv_die("out of GPU memory on device %d allocating %zu bytes (%s)", cuda_ctx(be)->device,
            bytes, cudaGetErrorString(err));
@@ -15,11 +17,11 @@ static void *cuda_alloc(Backend *be, size_t bytes) {
   return p;
 }
 
-/* Work queued on our non-blocking stream may still read p: finish it first. */
+/* Freed in stream order, after the work queued on our stream that may still read p. Other
+ * streams (the NCCL path's) only touch backend memory after events recorded on ours. */
 static void cuda_free(Backend *be, void *p) {
   if (!p) return;
-  CUDA_CHECK(cudaStreamSynchronize(cuda_ctx(be)->stream));
-  CUDA_CHECK(cudaFree(p));
+  CUDA_CHECK(cudaFreeAsync(p, cuda_ctx(be)->stream));
 }
 
 static void cuda_copy(Backend *be, void *dst, const void *src, size_t bytes) {

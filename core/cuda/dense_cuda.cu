@@ -36,8 +36,9 @@ static void cuda_gemm_weight(Backend *be, int trans_a, int trans_b, int M, int N
   CudaContext *c = cuda_ctx(be);
   size_t rows = trans_a ? (size_t)K : (size_t)M, cols = trans_a ? (size_t)M : (size_t)K;
   if (rows * cols > c->narrowed_capacity) { /* the first step sizes it; later steps reuse it */
-    if (c->narrowed) CUDA_CHECK(cudaFree(c->narrowed));
-    CUDA_CHECK(cudaMalloc(&c->narrowed, rows * cols * sizeof(__nv_bfloat16)));
+    /* Stream-ordered, so growing it mid-pass never waits for the device (backend_cuda.cu). */
+    if (c->narrowed) CUDA_CHECK(cudaFreeAsync(c->narrowed, c->stream));
+    CUDA_CHECK(cudaMallocAsync(&c->narrowed, rows * cols * sizeof(__nv_bfloat16), c->stream));
     c->narrowed_capacity = rows * cols;
   }
   narrow_kernel<<<cuda_blocks_for(rows * cols, 256), 256, 0, c->stream>>>(c->narrowed, A, rows,

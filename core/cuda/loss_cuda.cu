@@ -54,8 +54,9 @@ static void cuda_cross_entropy_acc(Backend *be, const float *logits, float *dlog
   if (!N) return;
   CudaContext *c = cuda_ctx(be);
   if ((size_t)N > c->row_capacity) { /* sized by the first step, reused after */
-    if (c->row_losses) CUDA_CHECK(cudaFree(c->row_losses));
-    CUDA_CHECK(cudaMalloc(&c->row_losses, (size_t)N * sizeof(double)));
+    /* Stream-ordered, so growing it mid-pass never waits for the device (backend_cuda.cu). */
+    if (c->row_losses) CUDA_CHECK(cudaFreeAsync(c->row_losses, c->stream));
+    CUDA_CHECK(cudaMallocAsync(&c->row_losses, (size_t)N * sizeof(double), c->stream));
     c->row_capacity = (size_t)N;
   }
   cross_entropy_kernel<<<N, 256, 0, c->stream>>>(logits, dlogits, targets, V, scale,
