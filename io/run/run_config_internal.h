@@ -25,7 +25,7 @@ typedef struct {
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 116
+#define RC_N_KEYS 118
 #define RC_N_SECTIONS 12
 extern const RcKey rc_keys[RC_N_KEYS];
 /* lora, optim, tvaccine, dist, then the subcommands' sections */
