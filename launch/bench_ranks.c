@@ -5,7 +5,6 @@
  * and 2 ranks and prints the speed-ups. Reports only; never fails on a timing. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
 
 #include "bench.h"
 #include "check.h"
@@ -23,17 +22,8 @@ typedef struct {
 typedef struct {
   double step_s, *compute_s, *wait_s, *bytes; /* per step */
   double *step_mem; /* activations kept + perturbation + receive buffers, peak of the steps */
-  double *cpu_s;    /* the rank's CPU seconds per step (with MPI's polling while it waits) */
+  double *cpu_s;    /* CPU seconds of the rank's compute per step (no MPI polling) */
 } RankResult;
-
-/* CPU seconds this process has used: unlike wall time, barely moved by other processes on
- * a shared machine, so on one rank (no waits) it compares methods' work under any load. */
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
-         (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
-}
 
 static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, const RankRun *rr,
                             const BenchRanksOptions *o) {
@@ -76,9 +66,9 @@ static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, cons
   PipelineStats before = trainer_pipeline_stats(tr);
   trainer_take_memory_peak(tr);
   comm_barrier(comm);
-  double t0 = now_s(), cpu0 = cpu_seconds();
+  double t0 = now_s();
   for (int i = 1; i <= steps; i++) trainer_step(tr, i, &batch, NULL, &rep);
-  double elapsed = now_s() - t0, cpu = cpu_seconds() - cpu0;
+  double elapsed = now_s() - t0;
   PipelineStats after = trainer_pipeline_stats(tr);
   TrainerMemory mem = trainer_take_memory_peak(tr);
   RankResult r = {.compute_s = tv_calloc((size_t)P, sizeof(double)),
@@ -90,7 +80,7 @@ static RankResult run_ranks(Comm *comm, Backend *be, const BenchConfig *bc, cons
   r.wait_s[rank] = (after.wait_s - before.wait_s) / steps;
   r.bytes[rank] = (double)(after.bytes_sent - before.bytes_sent) / steps;
   r.step_mem[rank] = (double)trainer_memory_step_bytes(&mem);
-  r.cpu_s[rank] = cpu / steps;
+  r.cpu_s[rank] = (after.compute_cpu_s - before.compute_cpu_s) / steps;
   comm_allreduce_sum(comm, r.compute_s, P);
   comm_allreduce_sum(comm, r.wait_s, P);
   comm_allreduce_sum(comm, r.bytes, P);
@@ -150,8 +140,8 @@ int bench_ranks(const BenchConfig *bc, const BenchRanksOptions *o, int *argc, ch
     if (o->activations == ACTIVATIONS_AUTO && o->activation_budget)
       printf(" (budget %zu MiB)", o->activation_budget >> 20);
     printf("; mean of %d steps after one warm-up; ideal bubble %.3f; layers per rank by cost; "
-           "mem = step memory (activations kept + perturbation + receive buffers); cpu = the "
-           "rank's CPU seconds a step (with MPI polling while it waits; load-proof on 1 rank)\n",
+           "mem = step memory (activations kept + perturbation + receive buffers); cpu = CPU "
+           "seconds of the rank's compute a step (its work, whatever else the machine runs)\n",
            o->steps, ideal);
   }
   for (int i = 0; i < n_runs; i++) {
