@@ -14,17 +14,22 @@ for np in 1 2; do
   OMP_NUM_THREADS=1 "$mpirun" --allow-run-as-root --oversubscribe -n "$np" \
     "$tv" bench --ranks --config M "$@" | tee "$out/np$np.txt"
 done
-echo "speed-up of 2 ranks over 1 (step time ratio); mem = the largest step memory of any rank:"
-awk '/^RESULT/ {
+echo "speed-up of 2 ranks over 1 (step time ratio); mem = the largest step memory of any rank;"
+echo "cpu = the largest CPU seconds of any rank's compute a step (its work, whatever the load):"
+awk '
+  function largest(line, label,    best, v, rest, n) {
+    best = 0; rest = line; n = length(label) + 1
+    while (match(rest, label " [0-9.]+")) {
+      v = substr(rest, RSTART + n, RLENGTH - n) + 0; if (v > best) best = v
+      rest = substr(rest, RSTART + RLENGTH) }
+    return best }
+  /^RESULT/ {
   split($0, a, "method=\""); split(a[2], b, "\""); key = b[1];
   split($0, c, "step_s="); split(c[2], d, " "); step = d[1];
-  mem = 0; rest = $0;
-  while (match(rest, /mem [0-9.]+ MiB/)) {
-    v = substr(rest, RSTART + 4, RLENGTH - 8) + 0; if (v > mem) mem = v;
-    rest = substr(rest, RSTART + RLENGTH) }
-  if ($0 ~ /ranks=1 /) { one[key] = step; mem1[key] = mem }
-  else { two[key] = step; mem2[key] = mem; order[++n] = key } }
+  mem = largest($0, "mem"); cpu = largest($0, "cpu");
+  if ($0 ~ /ranks=1 /) { one[key] = step; mem1[key] = mem; cpu1[key] = cpu }
+  else { two[key] = step; mem2[key] = mem; cpu2[key] = cpu; order[++n] = key } }
   END { for (i = 1; i <= n; i++) { k = order[i];
-    printf("  %-16s 1 rank %.3f s (mem %.1f MiB)  2 ranks %.3f s (mem %.1f MiB)  speed-up %.2fx\n",
-           k, one[k], mem1[k], two[k], mem2[k], one[k] / two[k]) } }' \
+    printf("  %-16s 1 rank %.3f s (mem %.1f MiB, cpu %.3f s)  2 ranks %.3f s (mem %.1f MiB, cpu %.3f s)  speed-up %.2fx\n",
+           k, one[k], mem1[k], cpu1[k], two[k], mem2[k], cpu2[k], one[k] / two[k]) } }' \
   "$out/np1.txt" "$out/np2.txt"
