@@ -15,13 +15,17 @@ typedef enum { METHOD_SFT = 0, METHOD_VACCINE = 1, METHOD_TVACCINE = 2, METHOD_C
 typedef enum { FREEZE_LAYER = 0, FREEZE_ATTENTION = 1, FREEZE_SCOPE_COUNT } FreezeScope;
 /* What a layer that trains nothing in a pass (T-Vaccine's frozen layers, the probe) keeps
  * for its backward: recompute (least memory), keep what its input gradient needs (no second
- * forward), or auto (keep while the stage's activations fit a budget). */
+ * forward), or auto (recompute only what the skipped backward below A pays for, so never
+ * slower than Vaccine, and more when a memory budget asks: dist/trainer.c). */
 typedef enum {
   ACTIVATIONS_RECOMPUTE = 0,
   ACTIVATIONS_KEEP = 1,
   ACTIVATIONS_AUTO = 2,
   ACTIVATION_POLICY_COUNT
 } ActivationPolicy;
+/* The default of align and bench: frozen layers cost T-Vaccine no time over Vaccine and keep
+ * less memory than keep (bench --ranks measures the three; README "Activations"). */
+#define ACTIVATIONS_DEFAULT ACTIVATIONS_AUTO
 
 /* The names configs, checkpoints and logs use, indexed by the enum. */
 extern const char *const method_names[METHOD_COUNT];            /* sft, vaccine, tvaccine */

@@ -65,10 +65,12 @@ int pipeline_micro_batches_held(const Pipeline *p, const PassPlan *plan, const B
 size_t pipeline_buffer_bytes(const Pipeline *p);
 
 /* What the passes so far cost this rank: seconds inside stage_forward / stage_backward,
- * seconds waiting for a neighbour (receives and send buffers), bytes sent. On a GPU these
- * are host seconds (launching, and on the NCCL path no transfer makes the host wait). */
+ * seconds waiting for a neighbour (receives and send buffers), bytes sent; compute_cpu_s is
+ * the calling thread's CPU seconds inside stage_forward / stage_backward (the work itself,
+ * barely moved by other load on the machine when the rank runs one thread). On a GPU the
+ * seconds are host seconds (launching; on the NCCL path no transfer makes the host wait). */
 typedef struct {
-  double compute_s, wait_s;
+  double compute_s, wait_s, compute_cpu_s;
   size_t bytes_sent;
   int passes;
 } PipelineStats;

@@ -2,6 +2,7 @@
 #include "trainer.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,27 +156,37 @@ static size_t micro_rows(const Trainer *t, const Batch *batch) {
 }
 
 /* Under ACTIVATIONS_AUTO, frozen layers (no g_l recorded, no e_l added, nothing trained)
- * that would keep their input-gradient record fall back to recompute, highest first, until
- * this stage's records for the micro-batches it holds at once fit the budget. Every frozen
- * layer costs one forward to recompute, so only how many keep matters for time. */
+ * that would keep their input-gradient record are recomputed instead, highest first:
+ * 1. as many as this rank has layers whose backward the pass skips (below backward_stop; layer 0
+ *    not counted, since Vaccine's layer 0 runs only part of a backward in pass 1). Recomputing
+ *    costs one layer forward and a skipped backward at least that, so each backward operation
+ *    of the rank costs no more than Vaccine's, whose ranks run every layer's backward: the
+ *    step is never slower than Vaccine's on the same grid;
+ * 2. then more, while a nonzero budget is exceeded by this stage's records for the
+ *    micro-batches it holds at once (each recompute then costs time).
+ * Every frozen layer costs one forward to recompute, so only how many keep matters for time. */
 static void fit_activation_budget(Trainer *t, const PassPlan *plan, const Batch *batch) {
   if (t->cfg.activations != ACTIVATIONS_AUTO) return;
   size_t rows = micro_rows(t, batch);
   size_t held = (size_t)pipeline_micro_batches_held(t->pipe, plan, batch);
-  size_t budget = t->cfg.activation_budget / held;
+  size_t budget = t->cfg.activation_budget ? t->cfg.activation_budget / held : SIZE_MAX;
+  int skip_lo = t->l0 > 1 ? t->l0 : 1;
+  int skip_hi = plan->backward_stop < t->l0 + t->nl ? plan->backward_stop : t->l0 + t->nl;
+  int free_recomputes = skip_hi > skip_lo ? skip_hi - skip_lo : 0;
   size_t total = 0;
   for (int i = 0; i < t->nl; i++)
     if (t->l0 + i >= plan->backward_stop)
       total += stage_layer_record_bytes(t->stage, rows, t->layers[i].keep_activations);
   size_t saved = stage_layer_record_bytes(t->stage, rows, LAYER_KEEP_FOR_INPUT_GRAD) -
                  stage_layer_record_bytes(t->stage, rows, LAYER_RECOMPUTE);
-  for (int i = t->nl - 1; i >= 0 && total > budget; i--) {
+  for (int i = t->nl - 1; i >= 0 && (free_recomputes > 0 || total > budget); i--) {
     LayerPlan *lp = &t->layers[i];
     if (t->l0 + i < plan->backward_stop || lp->keep_activations != LAYER_KEEP_FOR_INPUT_GRAD ||
         lp->record_grad_a || lp->perturb)
       continue;
     lp->keep_activations = LAYER_RECOMPUTE;
     total -= saved;
+    free_recomputes--;
   }
 }
 

@@ -21,9 +21,11 @@ typedef struct {
   int num_fixed;
   OptimConfig optim;
   uint64_t seed;
-  /* What frozen layers in the backward range keep (see ActivationPolicy); auto keeps frozen
-   * layers while this stage's layer records for the micro-batches it holds at once fit
-   * activation_budget bytes (the last stage's final-norm input comes on top). */
+  /* What frozen layers in the backward range keep (see ActivationPolicy). auto recomputes as
+   * many as the backward the pass skips on this rank pays for (never slower than Vaccine),
+   * and, when activation_budget is nonzero, more until this stage's layer records for the
+   * micro-batches it holds at once fit that many bytes (the last stage's final-norm input
+   * comes on top); 0 = no budget. */
   ActivationPolicy activations;
   size_t activation_budget;
   PipelineSchedule schedule; /* across ranks; 0 = 1F1B */

@@ -44,13 +44,19 @@ static void bench_usage(FILE *out) {
           "  --tvaccine-layers S  layers T-Vaccine activates in --methods / --ranks (default 2)\n"
           "  --ranks           instead: pipeline steps on the ranks mpirun started (1 thread per\n"
           "                    rank, M micro-batches of one row) of sft, vaccine, tvaccine with A\n"
-          "                    the lowest S layers and the top S: step time, each rank's compute,\n"
-          "                    wait, measured bubble and bytes sent per step, and the ideal bubble\n"
-          "                    (P-1)/(M+P-1); bench/ranks.sh compares 1 and 2 ranks\n"
+          "                    the lowest S layers, layer L/2-1 + the top S-1, and the top S:\n"
+          "                    step time, each rank's compute (wall and CPU seconds), wait,\n"
+          "                    measured bubble, bytes sent and step memory per step, and the\n"
+          "                    ideal bubble (P-1)/(M+P-1);\n"
+          "                    bench/ranks.sh compares 1 and 2 ranks\n"
           "  --micro-batches M micro-batches in --ranks (default 8)\n"
           "  --schedule S      pipeline schedule in --ranks: 1f1b (default) or gpipe\n"
           "  --data-parallel D in --ranks: the ranks as D pipeline replicas of ranks / D stages,\n"
           "                    each taking a block of the M micro-batches (default 1)\n"
+          "  --activations P   T-Vaccine's frozen layers in --ranks: auto (default, as align),\n"
+          "                    recompute or keep\n"
+          "  --activation-budget-mib N  with --activations auto: MiB of layer records a rank\n"
+          "                    may keep (default 0: no limit)\n"
           "  --reference CMD   also run CMD (e.g. 'python3 bench/ref_step.py --threads 2'), which\n"
           "                    must print one JSON line with \"step_s\", and report the ratio\n"
           "\n"
@@ -146,9 +152,14 @@ int cmd_bench(int argc, char **argv) {
   const int steps = rc.bench.steps, warmup = rc.bench.warmup, threads = rc.bench.threads;
   const char *reference = rc.bench.reference[0] ? rc.bench.reference : NULL;
   if (rc.bench.ranks || rc.bench.methods) {
-    int code = rc.bench.ranks ? bench_ranks(bc, steps, rc.bench.micro_batches,
-                                            rc.bench.tvaccine_layers, rc.bench.schedule,
-                                            rc.bench.data_parallel, &argc, &argv)
+    BenchRanksOptions ro = {.steps = steps,
+                            .m = rc.bench.micro_batches,
+                            .S = rc.bench.tvaccine_layers,
+                            .schedule = rc.bench.schedule,
+                            .D = rc.bench.data_parallel,
+                            .activations = rc.bench.activations,
+                            .activation_budget = (size_t)rc.bench.activation_budget_mib << 20};
+    int code = rc.bench.ranks ? bench_ranks(bc, &ro, &argc, &argv)
                               : bench_methods(bc, steps, threads, rc.bench.tvaccine_layers,
                                               &argc, &argv);
     run_config_free(&rc);

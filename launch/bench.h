@@ -5,7 +5,10 @@
 
 #include <stdint.h>
 
+#include <stddef.h>
+
 #include "schedule.h"
+#include "vaccine.h"
 
 typedef struct {
   const char *name;
@@ -25,9 +28,17 @@ double bench_median(double *values, int n); /* sorts values */
 int bench_methods(const BenchConfig *bc, int steps, int threads, int tv_layers, int *argc,
                   char ***argv);
 
-/* Pipeline steps of sft, vaccine and tvaccine (A low, A high) on the ranks mpirun started,
- * m micro-batches of one row each, 1 thread per rank (launch/bench_ranks.c). */
-int bench_ranks(const BenchConfig *bc, int steps, int m, int S, PipelineSchedule schedule, int D,
-                int *argc, char ***argv);
+/* What `bench --ranks` runs besides the model config. */
+typedef struct {
+  int steps, m, S; /* timed steps, micro-batches of one row, T-Vaccine's layers */
+  PipelineSchedule schedule;
+  int D;                        /* the ranks as D pipeline replicas */
+  ActivationPolicy activations; /* T-Vaccine's frozen layers */
+  size_t activation_budget;     /* bytes, with ACTIVATIONS_AUTO; 0 = no limit */
+} BenchRanksOptions;
+
+/* Pipeline steps of sft, vaccine and tvaccine (A low, A mid, A high) on the ranks mpirun
+ * started, 1 thread per rank (launch/bench_ranks.c). */
+int bench_ranks(const BenchConfig *bc, const BenchRanksOptions *o, int *argc, char ***argv);
 
 #endif

@@ -473,7 +473,7 @@ static void test_shipped_configs(const char *dir) {
                c.lora.alpha == 1.0f && c.lora.dropout == 0.1f && c.lora.target_mask == 0x7f,
            "%s settings", names[i]);
     EXPECT(strstr(c.model, "/path/to/") != NULL, "%s model is a marked placeholder", names[i]);
-    EXPECT(c.max_rows == 2000 && c.activations == ACTIVATIONS_RECOMPUTE,
+    EXPECT(c.max_rows == 2000 && c.activations == ACTIVATIONS_AUTO,
            "%s: max_rows %d (the reference aligns on 2000 rows), activations", names[i],
            c.max_rows);
     if (c.method != METHOD_SFT) EXPECT(c.rho == 3.0, "%s rho", names[i]);

@@ -174,8 +174,8 @@ static void test_perturbation_buffers_follow_A(Comm *comm) {
 
 /* Activation policies of frozen layers: the same numbers under recompute, keep and auto
  * (with dropout, a probe and a resample in the steps); keep holds more than recompute; auto
- * with no budget holds what recompute holds, with an ample one what keep holds, and with a
- * budget between the two stays within it. */
+ * with a 1-byte budget holds what recompute holds, with an ample one what keep holds, and with
+ * a budget between the two stays within it. */
 static void test_activation_policies(Comm *comm) {
   const struct {
     ActivationPolicy policy;
@@ -183,7 +183,7 @@ static void test_activation_policies(Comm *comm) {
   } runs[] = {
       {.policy = ACTIVATIONS_RECOMPUTE},
       {.policy = ACTIVATIONS_KEEP},
-      {.policy = ACTIVATIONS_AUTO, .budget = 0},
+      {.policy = ACTIVATIONS_AUTO, .budget = 1},
       {.policy = ACTIVATIONS_AUTO, .budget = (size_t)1 << 40},
       {.policy = ACTIVATIONS_AUTO}, /* budget set below */
   };
@@ -213,17 +213,68 @@ static void test_activation_policies(Comm *comm) {
     fixture_get_lora_params(&t.f, params[k]);
     run_free(&t);
   }
-  printf("activation policies: recompute %zu, keep %zu, auto(0) %zu, auto(ample) %zu, "
+  printf("activation policies: recompute %zu, keep %zu, auto(1 byte) %zu, auto(ample) %zu, "
          "auto(%zu) %zu bytes\n", act[0], act[1], act[2], act[3], (act[0] + act[1]) / 2, act[4]);
   for (int k = 1; k < NRUNS; k++) {
     EXPECT(loss[k] == loss[0] && !memcmp(params[k], params[0], n * sizeof(float)),
            "policy run %d: loss %.9g vs %.9g, or LoRA differs from recompute", k, loss[k], loss[0]);
   }
   EXPECT(act[1] > act[0], "keep %zu bytes, recompute %zu", act[1], act[0]);
-  EXPECT(act[2] == act[0] && act[3] == act[1], "auto: no budget %zu (recompute %zu), ample %zu "
+  EXPECT(act[2] == act[0] && act[3] == act[1], "auto: 1-byte budget %zu (recompute %zu), ample %zu "
          "(keep %zu)", act[2], act[0], act[3], act[1]);
   EXPECT(act[4] > act[0] && act[4] < act[1], "auto with a budget between: %zu bytes", act[4]);
   for (int k = 0; k < NRUNS; k++) free(params[k]);
+}
+
+/* auto without a budget recomputes, highest first, as many frozen layers as there are layers
+ * above layer 0 whose backward the pass skips (below A), and keeps the rest. Hand-counted on 6
+ * layers, one rank: A {2} skips 1 (layer 1) of frozen {3, 4, 5}; A {3} skips 2 ({1, 2}) of
+ * frozen {4, 5}: all; A {0} skips none of {1..5}. A frozen layer's record is the same size
+ * in every run, so keep - auto = k / f (keep - recompute) with f frozen, k recomputed. */
+static void test_auto_recomputes_what_the_skipped_backward_pays(Comm *comm) {
+  const struct {
+    int layer, frozen, recomputed;
+  } cases[] = {{2, 3, 1}, {3, 2, 2}, {0, 5, 0}};
+  const ActivationPolicy policies[3] = {ACTIVATIONS_RECOMPUTE, ACTIVATIONS_KEEP, ACTIVATIONS_AUTO};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    size_t act[3], n = 0;
+    float *params[3];
+    for (int k = 0; k < 3; k++) {
+      LlamaConfig cfg = llama_config_default(41, 32, 48, 6, 4, 2);
+      LoraConfig lc = lora_config_default();
+      lc.r = 4, lc.alpha = 8, lc.dropout = 0.1f;
+      Fixture f;
+      fixture_init(&f, &cfg, &lc, 0, 6, 4, 8, 12);
+      TrainerConfig tc = {.method = METHOD_TVACCINE, .rho = 2.0, .S = 1, .K = 1, .J = 1,
+                          .fixed_layers = &cases[c].layer, .num_fixed = 1,
+                          .optim = optim_config_default(10), .seed = 5,
+                          .activations = policies[k]};
+      Trainer *tr = trainer_create(comm, f.stage, &tc, 2);
+      Batch batch = {.tokens = f.tokens, .targets = f.targets, .B = f.B, .T = f.T};
+      for (int i = 0; i < f.B * f.T; i++) batch.n_targets += f.targets[i] >= 0;
+      trainer_take_memory_peak(tr);
+      StepReport r;
+      for (int step = 0; step < 2; step++) trainer_step(tr, step, &batch, NULL, &r);
+      act[k] = trainer_take_memory_peak(tr).activations;
+      n = fixture_lora_numel(&f);
+      params[k] = tv_malloc(n * sizeof(float));
+      fixture_get_lora_params(&f, params[k]);
+      trainer_destroy(tr);
+      fixture_free(&f);
+    }
+    printf("auto, A {%d}: recompute %zu, keep %zu, auto %zu bytes (%d of %d frozen recomputed)\n",
+           cases[c].layer, act[0], act[1], act[2], cases[c].recomputed, cases[c].frozen);
+    EXPECT(act[1] > act[0], "A {%d}: keep %zu bytes, recompute %zu", cases[c].layer, act[1], act[0]);
+    EXPECT((act[1] - act[2]) * (size_t)cases[c].frozen ==
+               (act[1] - act[0]) * (size_t)cases[c].recomputed,
+           "A {%d}: auto holds %zu bytes; %d of %d frozen recomputed would hold keep %zu - %d/%d "
+           "x (keep - recompute %zu)", cases[c].layer, act[2], cases[c].recomputed,
+           cases[c].frozen, act[1], cases[c].recomputed, cases[c].frozen, act[0]);
+    for (int k = 1; k < 3; k++)
+      EXPECT(!memcmp(params[k], params[0], n * sizeof(float)), "A {%d}: LoRA under %s differs",
+             cases[c].layer, activation_policy_names[policies[k]]);
+    for (int k = 0; k < 3; k++) free(params[k]);
+  }
 }
 
 /* A probe step without a probe batch ends in one clear line (run by ctest, which matches the
@@ -247,6 +298,7 @@ int main(int argc, char **argv) {
   }
   test_perturbation_buffers_follow_A(comm);
   test_activation_policies(comm);
+  test_auto_recomputes_what_the_skipped_backward_pays(comm);
   test_sampling_frequencies();
   test_tvaccine_all_layers_is_vaccine(comm);
   test_fixed_set_freezes_and_saves_memory(comm);

@@ -4,7 +4,9 @@
  * FILE [D]; with D, the N ranks are D pipeline replicas of N / D stages (dist.data_parallel),
  * each taking a block of the micro-batches, and every replica must hold the one-rank adapter. Every method runs with 1, 2, 3, 4 and 8 micro-batches; on several ranks both 1F1B
  * and GPipe are compared with the one-rank run. T-Vaccine probes, resamples (so some passes
- * leave lower ranks forward-only) and uses dropout, exercising the norm allreduces too. */
+ * leave lower ranks forward-only) and uses dropout, exercising the norm allreduces too; the
+ * reference recomputes frozen layers, the compared runs recompute, keep or auto (by
+ * micro-batch size), which must not change a bit. */
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +47,7 @@ static uint64_t digest_of(const void *p, size_t n) {
 
 /* STEPS steps of one method at micro_B rows per micro-batch under `schedule`. */
 static void run_case(Comm *comm, Method method, int micro_B, PipelineSchedule schedule,
-                     Outcome *out) {
+                     ActivationPolicy activations, Outcome *out) {
   int rank = comm_rank(comm), size = comm_size(comm), l0, l1;
   comm_split_layers(L, size, rank, &l0, &l1);
   LlamaConfig cfg = llama_config_default(41, 32, 48, L, 4, 2);
@@ -60,6 +62,7 @@ static void run_case(Comm *comm, Method method, int micro_B, PipelineSchedule sc
                       .J = 1,
                       .optim = optim_config_default(STEPS),
                       .seed = 5,
+                      .activations = activations,
                       .schedule = schedule};
   Trainer *tr = trainer_create(comm, f.stage, &tc, micro_B);
   Batch batch = {.tokens = f.tokens, .targets = f.targets, .B = f.B, .T = f.T};
@@ -129,7 +132,8 @@ int main(int argc, char **argv) {
     for (int bi = 0; bi < N_MICRO; bi++) {
       for (int si = 0; si < n_schedules; si++) {
         PipelineSchedule sched = si ? SCHEDULE_GPIPE : SCHEDULE_1F1B;
-        run_case(comm, methods[mi], micro_rows[bi], sched, &got);
+        ActivationPolicy act = writing ? ACTIVATIONS_RECOMPUTE : (ActivationPolicy)(bi % 3);
+        run_case(comm, methods[mi], micro_rows[bi], sched, act, &got);
         if (rank != 0 || replica != 0) continue;
         size_t per = got.per;
         if (!writing && si == 0) {
@@ -146,13 +150,14 @@ int main(int argc, char **argv) {
           continue;
         }
         for (int i = 0; i < 4 * STEPS + L; i++)
-          EXPECT(got.losses[i] == ref.losses[i], "%s, %d x %d ranks, %d micro-batches, %s: "
-                 "reduced value %d (per step: loss 1, loss 2, N, grad norm; then n_l) = %.17g, "
-                 "one rank %.17g", what, replicas, size, m, schedule_name(sched), i,
-                 got.losses[i], ref.losses[i]);
+          EXPECT(got.losses[i] == ref.losses[i], "%s, %d x %d ranks, %d micro-batches, %s, "
+                 "activations %s: reduced value %d (per step: loss 1, loss 2, N, grad norm; then "
+                 "n_l) = %.17g, one rank %.17g", what, replicas, size, m, schedule_name(sched),
+                 activation_policy_names[act], i, got.losses[i], ref.losses[i]);
         EXPECT(!memcmp(got.adapter, ref.adapter, (size_t)L * per * sizeof(float)),
-               "%s, %d x %d ranks, %d micro-batches, %s: adapters differ from the one-rank run",
-               what, replicas, size, m, schedule_name(sched));
+               "%s, %d x %d ranks, %d micro-batches, %s, activations %s: adapters differ from "
+               "the one-rank run", what, replicas, size, m, schedule_name(sched),
+               activation_policy_names[act]);
         EXPECT(!got.replicas_differ, "%s, %d x %d ranks, %d micro-batches, %s: the replicas' "
                "adapters differ", what, replicas, size, m, schedule_name(sched));
         EXPECT(!got.wrong_buffers, "%s, %d ranks: a rank holds a perturbation buffer for a "

@@ -151,6 +151,8 @@ const RcKey rc_keys[] = {
     INT("bench.micro_batches", bench.micro_batches, 1, 1024),
     ENUM("bench.schedule", bench.schedule, schedule_names),
     INT("bench.data_parallel", bench.data_parallel, 1, 1024),
+    ENUM("bench.activations", bench.activations, activation_policy_names),
+    INT("bench.activation_budget_mib", bench.activation_budget_mib, 0, INT_MAX),
     STR("export.model", export.model),
     STR("export.adapter", export.adapter),
     STR("export.out", export.out),
@@ -235,6 +237,7 @@ void run_config_defaults(RunConfig *c) {
   c->method = METHOD_TVACCINE;
   c->data_format = DATASET_FORMAT_AUTO;
   c->max_len = 200;
+  c->activations = ACTIVATIONS_DEFAULT;
   c->epochs = 20;
   c->batch_size = 10;
   c->seed = 42;
@@ -261,7 +264,7 @@ void run_config_defaults(RunConfig *c) {
                         .ffn = 172, .epochs = 6, .batch = 16, .steps = -1, .lr = 3e-3};
   c->bench = (RunBench){.config = 0, .steps = 5, .warmup = 1, .tvaccine_layers = 2,
                         .micro_batches = 8, .schedule = SCHEDULE_1F1B,
-                        .data_parallel = 1};
+                        .data_parallel = 1, .activations = ACTIVATIONS_DEFAULT};
   c->generate = (RunGenerate){.max_new_tokens = 128, .batch = 16};
   c->eval = (RunEval){.judge_batch = 8};
   c->attack = (RunAttack){.p = 0.1, .n = 1000, .seed = 1};

@@ -82,6 +82,8 @@ typedef struct {
   int micro_batches; /* micro-batches of --ranks */
   PipelineSchedule schedule;
   int data_parallel; /* --ranks: the ranks as D pipeline replicas */
+  ActivationPolicy activations; /* T-Vaccine's frozen layers in --ranks */
+  int activation_budget_mib;    /* with activations auto; 0 = no limit */
 } RunBench;
 
 typedef struct {
@@ -149,7 +151,7 @@ typedef struct {
   double rho;         /* perturbation intensity (vaccine, tvaccine) */
   int max_rows;       /* keep the first N usable alignment rows; 0 = all */
   ActivationPolicy activations;
-  int activation_budget_mib; /* auto: activations one micro-batch may keep per rank */
+  int activation_budget_mib; /* auto: layer records a rank may keep (micro-batches held at once); 0 = no limit */
   LoraConfig lora;
   OptimConfig optim; /* total_steps is not a config key: it stays 0 until the trainer
                         knows the data size (run_config_total_steps) */

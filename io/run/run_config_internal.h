@@ -27,7 +27,7 @@ typedef struct {
 } RcKey;
 
 /* Top-level keys first, then each section's keys together (the writer relies on it). */
-#define RC_N_KEYS 141
+#define RC_N_KEYS 143
 #define RC_N_SECTIONS 12
 extern const RcKey rc_keys[RC_N_KEYS];
 /* lora, optim, tvaccine, dist, then the subcommands' sections */
