@@ -15,7 +15,11 @@
 #include "subcommands.h"
 #include "synth.h"
 
+/* The defaults printed are the key table's (run_config_defaults), so help cannot drift. */
 static void demo_usage(FILE *out) {
+  RunConfig rc;
+  run_config_defaults(&rc);
+  const RunDemo *d = &rc.demo;
   fprintf(out,
           "usage: tvaccine demo [--out DIR] [--quick] [--fresh] [--KEY VALUE ...] [--set KEY=VALUE ...]\n"
           "\n"
@@ -31,33 +35,38 @@ static void demo_usage(FILE *out) {
           "one subcommand in a child process, its output in DIR/logs/; a phase whose commands and\n"
           "inputs are unchanged since it finished (DIR/stamps/) is reused by the next run.\n"
           "\n"
-          "  --out DIR             the demo's folder (default runs/demo)\n"
-          "  --seed S              seed of the world, the runs and the poison mixes (default 1)\n"
+          "  --out DIR             the demo's folder (default %s)\n"
+          "  --seed S              seed of the world, the runs and the poison mixes (default %llu)\n"
           "  --quick               a tiny world and a few steps of everything: a smoke test of the\n"
           "                        whole pipeline (about 12 s of CPU); its numbers mean nothing\n"
           "  --fresh               redo every phase (forget the stamps)\n"
           "  --threads N           CPU threads of each phase (default: all cores)\n"
-          "  --layers N            decoder layers of the base model (default 4)\n"
-          "  --width D             hidden size (default 64)   --ffn F  MLP width (default 172)\n"
-          "  --heads H             attention heads (default 4) --kv-heads K (default 2)\n"
-          "  --pretrain-epochs E   pretraining epochs of the base model (default 6)\n"
-          "  --align-steps N       alignment steps of each method (default 200)\n"
-          "  --align-lr LR         alignment learning rate (default 2e-3)\n"
-          "  --rho R               perturbation intensity of vaccine and tvaccine (default 1)\n"
-          "  --tvaccine-s S        layers T-Vaccine activates (default 1)\n"
-          "  --tvaccine-j J        T-Vaccine resample interval (default 20)\n"
-          "  --tvaccine-k K        T-Vaccine probe interval (default 50)\n"
-          "  --attack-lr LR        attack learning rate (default 3e-4)\n"
-          "  --attack-steps N      attack steps (default 200)\n"
-          "  --attack-n N          samples of each poison mix (default 1000)\n"
-          "  --p LIST              harmful fractions of the attacks (default 0,0.05,0.1,0.2)\n"
-          "  --task T              the attack's benign task, scored as FA (default sst)\n"
-          "  --second-task T       a second benign task, scored beside it (default agnews)\n"
-          "  --eval-prompts N      test prompts per measure (default 200)\n"
-          "  --max-new-tokens N    token limit of each answer (default 64)\n"
+          "  --layers N            decoder layers of the base model (default %d)\n"
+          "  --width D             hidden size (default %d)   --ffn F  MLP width (default %d)\n"
+          "  --heads H             attention heads (default %d) --kv-heads K (default %d)\n"
+          "  --pretrain-epochs E   pretraining epochs of the base model (default %d)\n"
+          "  --align-steps N       alignment steps of each method (default %d)\n"
+          "  --align-lr LR         alignment learning rate (default %g)\n"
+          "  --rho R               perturbation intensity of vaccine and tvaccine (default %g)\n"
+          "  --tvaccine-s S        layers T-Vaccine activates (default %d)\n"
+          "  --tvaccine-j J        T-Vaccine resample interval (default %d)\n"
+          "  --tvaccine-k K        T-Vaccine probe interval (default %d)\n"
+          "  --attack-lr LR        attack learning rate (default %g)\n"
+          "  --attack-steps N      attack steps (default %d)\n"
+          "  --attack-n N          samples of each poison mix (default %d)\n"
+          "  --p LIST              harmful fractions of the attacks (default %s)\n"
+          "  --task T              the attack's benign task, scored as FA (default %s)\n"
+          "  --second-task T       a second benign task, scored beside it (default %s)\n"
+          "  --eval-prompts N      test prompts per measure (default %d)\n"
+          "  --max-new-tokens N    token limit of each answer (default %d)\n"
           "\n"
           "Each option --KEY is the run-config key demo.KEY, '-' read as '_' (demo.attack_lr):\n"
-          "--set demo.p=0,0.1 and --p=0,0.1 are --p 0,0.1.\n");
+          "--set demo.p=0,0.1 and --p=0,0.1 are --p 0,0.1.\n",
+          d->out, (unsigned long long)d->seed, d->layers, d->width, d->ffn, d->heads, d->kv_heads,
+          d->pretrain_epochs, d->align_steps, d->align_lr, d->rho, d->tvaccine_s, d->tvaccine_j,
+          d->tvaccine_k, d->attack_lr, d->attack_steps, d->attack_n, d->p, d->task,
+          d->second_task, d->eval_prompts, d->max_new_tokens);
+  run_config_free(&rc);
 }
 
 /* --quick: every size and step count small, in one place. */
