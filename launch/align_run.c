@@ -79,18 +79,10 @@ static void split_layers(AlignRun *r, const LlamaConfig *mc) {
     tv_die("%d pipeline stages (%d rank(s) / dist.data_parallel %d) for the %d decoder layers "
            "of %s: every stage needs at least one layer; use fewer ranks or a larger "
            "dist.data_parallel", P, r->size, r->replicas, L, r->cfg.model);
-  if (d->n_stages > 0) {
-    int sum = 0;
-    for (int k = 0; k < d->n_stages; k++) sum += d->stages[k];
-    if (sum != L)
-      tv_die("dist.stages: the stage sizes add up to %d layers; %s has %d", sum, r->cfg.model, L);
-    comm_set_layer_split(r->pipe, L, d->stages);
-  } else if (d->split == SPLIT_COST) {
-    int *sizes = tv_malloc((size_t)P * sizeof(int));
-    comm_split_by_cost(L, P, pipeline_head_cost(mc), sizes);
-    comm_set_layer_split(r->pipe, L, sizes);
-    free(sizes);
-  }
+  int *sizes = tv_malloc((size_t)P * sizeof(int));
+  run_setup_stage_sizes(d, mc, P, r->cfg.model, sizes);
+  comm_set_layer_split(r->pipe, L, sizes);
+  free(sizes);
   comm_rank_layers(r->pipe, L, r->stage_rank, &r->l0, &r->l1);
 }
 

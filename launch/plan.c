@@ -11,6 +11,7 @@
 #include "hf_model.h"
 #include "memory_plan.h"
 #include "run_config.h"
+#include "run_setup.h"
 #include "subcommands.h"
 
 static void plan_usage(FILE *out) {
@@ -23,8 +24,9 @@ static void plan_usage(FILE *out) {
           "  method, lora, max_len, batch_size, micro_batch, tvaccine.S and activations from a\n"
           "  run config (defaults otherwise: tvaccine, S 8, batch 10 x 200, r 8 on 7 targets).\n"
           "  SIZE: a number with MB/MiB or GB/GiB (both 2^20 / 2^30 bytes: a '24 GB' card has\n"
-          "  24 GiB). Sampled layers are placed worst case (all on one rank), and layers are\n"
-          "  split evenly over the ranks.\n"
+          "  24 GiB). Sampled layers are placed worst case (all on one rank); the layers are split\n"
+          "  over the ranks as align splits them (dist.stages, else dist.split: cost by default,\n"
+          "  even; from --config).\n"
           "\n"
           "Each option --KEY is the run-config key plan.KEY, '-' read as '_' (plan.gpu_mem,\n"
           "plan.weight_dtype, plan.reserve_mib): --set plan.ranks=8 and --ranks=8 are --ranks 8.\n");
@@ -66,11 +68,11 @@ static LlamaConfig read_model_config(const char *dir) {
 static double gib(size_t b) { return (double)b / (1 << 30); }
 
 /* The largest total over ranks, and the rank it is on. */
-static size_t worst_rank(const MemoryPlanInput *in, int *rank_out, StageMemoryPlan *plan_out) {
+static size_t worst_rank(const MemoryPlanInput *in, const int *first, int *rank_out,
+                         StageMemoryPlan *plan_out) {
   size_t worst = 0;
   for (int k = 0; k < in->stages; k++) {
-    int l0, l1;
-    comm_split_layers(in->model.num_layers, in->stages, k, &l0, &l1);
+    int l0 = first[k], l1 = first[k + 1];
     StageMemoryPlan p;
     memory_plan_stage(in, k, l0, l1, &p);
     if (p.total >= worst) {
@@ -112,6 +114,14 @@ int cmd_plan(int argc, char **argv) {
   LlamaConfig model = read_model_config(model_dir);
   if (ranks > model.num_layers)
     tv_die("--ranks %d is more than the model's %d layers", ranks, model.num_layers);
+  /* The split align will use: dist.stages, else dist.split (cost by default). */
+  if (rc.dist.n_stages > 0 && rc.dist.n_stages != ranks)
+    tv_die("dist.stages of %s lists %d stage sizes for --ranks %d: list one size per rank",
+           opt.plan.config, rc.dist.n_stages, ranks);
+  int *first = tv_malloc((size_t)(ranks + 1) * sizeof(int));
+  run_setup_stage_sizes(&rc.dist, &model, ranks, model_dir, first + 1);
+  first[0] = 0;
+  for (int k = 0; k < ranks; k++) first[k + 1] += first[k];
   MemoryPlanInput in = {.model = model, .lora = rc.lora, .weight_dtype = dtype,
                         .method = rc.method, .S = rc.tvaccine.S, .activations = rc.activations,
                         .batch = batch_override ? batch_override : rc.batch_size,
@@ -136,8 +146,7 @@ int cmd_plan(int argc, char **argv) {
          "lora+adam", "activ.", "perturb", "workspace", "transfer", "reserve", "total");
   int fits = 1;
   for (int k = 0; k < ranks; k++) {
-    int l0, l1;
-    comm_split_layers(model.num_layers, ranks, k, &l0, &l1);
+    int l0 = first[k], l1 = first[k + 1];
     StageMemoryPlan p;
     memory_plan_stage(&in, k, l0, l1, &p);
     char layers[32];
@@ -154,11 +163,12 @@ int cmd_plan(int argc, char **argv) {
     MemoryPlanInput t = in;
     t.batch = b;
     if (t.micro_batch > b) t.micro_batch = 0;
-    if (worst_rank(&t, NULL, NULL) > gpu_mem) break;
+    if (worst_rank(&t, first, NULL, NULL) > gpu_mem) break;
     best = b;
   }
   printf("plan: batch %d x %d %s on %d x %.2f GiB; largest batch that fits: %d x %d\n", in.batch,
          in.seq_len, fits ? "fits" : "does NOT fit", ranks, gib(gpu_mem), best, in.seq_len);
+  free(first);
   run_config_free(&rc);
   run_config_free(&opt);
   return fits ? 0 : 1;

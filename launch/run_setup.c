@@ -3,6 +3,9 @@
 
 #include <string.h>
 
+#include "check.h"
+#include "pipeline.h"
+
 Backend *run_setup_backend(BackendKind kind, int device, int threads) {
   return backend_create(kind, device, threads);
 }
@@ -62,4 +65,24 @@ void run_setup_free(RunSetup *s) {
   if (s->be) backend_destroy(s->be);
   if (s->comm) comm_finalize(s->comm);
   memset(s, 0, sizeof *s);
+}
+
+void run_setup_stage_sizes(const RunDist *d, const LlamaConfig *mc, int P, const char *model,
+                           int *sizes) {
+  int L = mc->num_layers;
+  if (d->n_stages > 0) {
+    int sum = 0;
+    for (int k = 0; k < d->n_stages; k++) sum += d->stages[k];
+    if (sum != L)
+      tv_die("dist.stages: the stage sizes add up to %d layers; %s has %d", sum, model, L);
+    memcpy(sizes, d->stages, (size_t)P * sizeof(int));
+  } else if (d->split == SPLIT_COST) {
+    comm_split_by_cost(L, P, pipeline_head_cost(mc), sizes);
+  } else {
+    for (int k = 0; k < P; k++) {
+      int l0, l1;
+      comm_split_layers(L, P, k, &l0, &l1);
+      sizes[k] = l1 - l0;
+    }
+  }
 }

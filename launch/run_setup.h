@@ -32,6 +32,13 @@ Backend *run_setup_backend(BackendKind kind, int device, int threads);
  * over the ranks stays comm_split_layers (align, generate), defined once in dist/. */
 void run_setup_comm(RunSetup *s, int *argc, char ***argv);
 
+/* Decoder layers per pipeline stage (sizes[P]) for a model of mc's layers: dist.stages when
+ * given (checked against the model, one error line naming the key and `model`), else by
+ * dist.split (cost: the head weighs on the last stage; even). align and plan use it, so a
+ * plan shows the split the run will have. */
+void run_setup_stage_sizes(const RunDist *d, const LlamaConfig *mc, int P, const char *model,
+                           int *sizes);
+
 /* A stage of decoder layers [l0, l1) of an open Hugging Face model folder (align, export,
  * generate), with room for micro-batches of `micro` rows of T tokens, its weights loaded and
  * its base matrices stored as weight_dtype (run_config_weight_dtype for a run). */

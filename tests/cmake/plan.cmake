@@ -20,3 +20,13 @@ add_test(NAME plan_missing_model COMMAND tvaccine plan --model /nonexistent --ra
          --gpu-mem 24GB)
 set_tests_properties(plan_missing_model PROPERTIES
   PASS_REGULAR_EXPRESSION "tvaccine: error: plan: cannot open /nonexistent/config.json")
+# plan splits the layers as align will (run_setup_stage_sizes): an explicit dist.stages from
+# --config, one size per rank.
+add_test(NAME plan_stages COMMAND tvaccine plan --model ${TV_PLAN_DATA}/llama-2-7b --ranks 2
+         --gpu-mem 24GB --config ${TV_PLAN_DATA}/stages-20-12.yaml)
+set_tests_properties(plan_stages PROPERTIES
+  PASS_REGULAR_EXPRESSION "\n0 +\\[0,20\\)[^\n]*\n1 +\\[20,32\\)")
+add_test(NAME plan_stages_count COMMAND tvaccine plan --model ${TV_PLAN_DATA}/llama-2-7b
+         --ranks 3 --gpu-mem 24GB --config ${TV_PLAN_DATA}/stages-20-12.yaml)
+set_tests_properties(plan_stages_count PROPERTIES PASS_REGULAR_EXPRESSION
+  "tvaccine: error: dist.stages of [^\n]* lists 2 stage sizes for --ranks 3")
