@@ -15,6 +15,19 @@ static void before_report(void) {
   if (report_hook) report_hook();
 }
 
+/* The whole line in one write: stderr is unbuffered, and under mpirun several ranks' lines
+ * (and Open MPI's own abort banner) would otherwise interleave piece by piece. */
+static void report_line(const char *prefix, const char *fmt, va_list ap) {
+  char line[4096];
+  int n = snprintf(line, sizeof line, "%s", prefix);
+  if (n < 0 || (size_t)n > sizeof line / 2) n = 0; /* prefixes are short */
+  size_t room = sizeof line - (size_t)n - 2;         /* the text, then '\n' */
+  int m = vsnprintf(line + n, room + 1, fmt, ap);  /* longer text is cut at room */
+  size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m < room ? (size_t)m : room);
+  line[len++] = '\n';
+  fwrite(line, 1, len, stderr);
+}
+
 static void __attribute__((noreturn)) finish(int code) {
   fflush(stdout);
   fflush(stderr);
@@ -25,10 +38,10 @@ static void __attribute__((noreturn)) finish(int code) {
 void tv_fatal_at(const char *file, int line, const char *fmt, ...) {
   va_list ap;
   before_report();
+  char prefix[512];
+  snprintf(prefix, sizeof prefix, "tvaccine: internal error at %s:%d: ", file, line);
   va_start(ap, fmt);
-  fprintf(stderr, "tvaccine: internal error at %s:%d: ", file, line);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
+  report_line(prefix, fmt, ap);
   va_end(ap);
   finish(2);
 }
@@ -37,9 +50,7 @@ void tv_die(const char *fmt, ...) {
   va_list ap;
   before_report();
   va_start(ap, fmt);
-  fprintf(stderr, "tvaccine: error: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
+  report_line("tvaccine: error: ", fmt, ap);
   va_end(ap);
   finish(1);
 }
