@@ -15,6 +15,13 @@ is what this prints per layer (mean over --batches batches of --batch rows, draw
 file order), together with the per-token RMS of ||a_l|| and rho / ||a_l||_F for each
 --rho. The rows are formatted with the Alpaca template and encoded with BOS and EOS as
 the trainer does (dataset_encode.c), prompt plus answer.
+
+Where the perturbation lands matters too: e_l = rho * g_l / N with g_l = dLoss/da_l and
+N the norm over all perturbed layers, so layer l gets the share ||g_l|| / N of rho, and
+within a layer it sits on the tokens with large gradients. With the loss on the answer
+tokens (as the trainer), the program also prints each layer's share of rho, ||g_l|| / N
+(Vaccine: all layers perturbed; the squares of the shares sum to 1) and, for rho 1, the RMS over the batch's answer tokens of
+||e_l(token)|| / ||a_l(token)||: the perturbation relative to the activation it is added to.
 """
 import argparse
 import json
@@ -58,7 +65,8 @@ def main():
 
     def hook(index):
         def save(_module, _inputs, output):
-            captured[index] = output.detach()
+            output.retain_grad()
+            captured[index] = output
         return save
 
     for i, layer in enumerate(model.model.layers):
@@ -67,43 +75,65 @@ def main():
     frob = [[] for _ in range(layers)]       # per batch: ||a_l||_F over real tokens
     token_sq = [0.0] * layers                # sum of per-token squared norms
     tokens = 0
+    share = [0.0] * layers                   # sum over batches of ||g_l|| / N
+    rel_sq = [0.0] * layers                  # sum of (||e_l|| / ||a_l||)^2 per answer token, rho 1
+    answer_tokens = 0
     for b in range(args.batches):
         batch = rows[b * args.batch:(b + 1) * args.batch]
         ids = []
+        prompt_len = []
         for r in batch:
             template = PROMPT_INPUT if r.get("input") else PROMPT_NO_INPUT
             text = template.format_map({"instruction": r["instruction"],
                                         "input": r.get("input", "")}) + r["output"]
             ids.append(tok.encode(text).ids + [eos])
+            prompt_len.append(len(tok.encode(template.format_map(
+                {"instruction": r["instruction"], "input": r.get("input", "")})).ids))
         longest = max(len(x) for x in ids)
         mask = torch.tensor([[1] * len(x) + [0] * (longest - len(x)) for x in ids])
         padded = torch.tensor([x + [model.config.pad_token_id or 0] * (longest - len(x))
                                for x in ids])
-        with torch.no_grad():
-            model(input_ids=padded, attention_mask=mask)
+        labels = padded.clone()
+        labels[mask == 0] = -100
+        for i, n in enumerate(prompt_len):
+            labels[i, :n] = -100
+        model.zero_grad()
+        model(input_ids=padded, attention_mask=mask, labels=labels).loss.backward()
         m = mask.unsqueeze(-1).float()
+        answer = (labels != -100).roll(-1, dims=1)   # positions whose output is scored
+        answer[:, -1] = False
         tokens += int(mask.sum())
+        answer_tokens += int(answer.sum())
+        grads = [captured[l].grad for l in range(layers)]
+        n_all = math.sqrt(sum(float(g.pow(2).sum()) for g in grads)) + 1e-7
         for l in range(layers):
-            a = captured[l] * m
+            a = captured[l].detach() * m
             frob[l].append(float(a.pow(2).sum().sqrt()))
             token_sq[l] += float(a.pow(2).sum())
+            share[l] += float(grads[l].pow(2).sum().sqrt()) / n_all
+            e_tok = grads[l].norm(dim=-1) / n_all              # rho 1
+            a_tok = captured[l].detach().norm(dim=-1) + 1e-12
+            rel_sq[l] += float(((e_tok / a_tok) ** 2)[answer].sum())
 
     rhos = [float(x) for x in args.rho.split(",")]
     print(f"# {base}: {layers} layers, width {model.config.hidden_size}; "
           f"{args.batches} batches of {args.batch} align rows ({tokens} real tokens)")
     head = "| layer | per-token RMS of ‖a_l‖ | ‖a_l‖_F per batch (mean) |"
     head += "".join(f" rho {r:g} / ‖a_l‖_F |" for r in rhos)
+    head += " share of rho | rho 1: RMS ‖e_l‖/‖a_l‖ on answer tokens |"
     print(head)
-    print("|" + "---|" * (3 + len(rhos)))
+    print("|" + "---|" * (5 + len(rhos)))
     all_sq = 0.0
     for l in range(layers):
         f_mean = sum(frob[l]) / len(frob[l])
         all_sq += f_mean ** 2
         cells = "".join(f" {100 * r / f_mean:.1f} % |" for r in rhos)
+        cells += f" {100 * share[l] / args.batches:.0f} % |"
+        cells += f" {100 * math.sqrt(rel_sq[l] / answer_tokens):.1f} % |"
         print(f"| {l} | {math.sqrt(token_sq[l] / tokens):.3f} | {f_mean:.2f} |{cells}")
     total = math.sqrt(all_sq)
     cells = "".join(f" {100 * r / total:.1f} % |" for r in rhos)
-    print(f"| all (Vaccine's N) | | {total:.2f} |{cells}")
+    print(f"| all (Vaccine's N) | | {total:.2f} |{cells} | |")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ for seed in $seeds; do
     align_s=$(cat "$a.seconds" 2>/dev/null || echo "")
     if [ ! -s "$a/adapter/adapter_model.safetensors" ]; then
       echo "[$(date +%T)] seed $seed: align $method (epochs $align_epochs, rho $rho, S $S)"
+      mkdir -p "$(dirname "$a")"
       t0=$(now)
       run "$tv" align --config "$w/align.yaml" --out "$a" --overwrite --method "$method" \
         --seed "$seed" --rho "$rho" --epochs "$align_epochs" --threads "$threads" \
@@ -137,6 +138,7 @@ for seed in $seeds; do
         attack_s=$(cat "$k.seconds" 2>/dev/null || echo "")
         if [ ! -s "$k/run/adapter/adapter_model.safetensors" ]; then
           rm -rf "$k"
+          mkdir -p "$(dirname "$k")"
           t0=$(now)
           run "$tv" attack --model "$w/base" --adapter "$a/adapter" \
             --tokenizer "$w/tokenizer.json" --harmful "$w/attack_harmful.json" \
