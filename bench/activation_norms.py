@@ -19,9 +19,10 @@ the trainer does (dataset_encode.c), prompt plus answer.
 Where the perturbation lands matters too: e_l = rho * g_l / N with g_l = dLoss/da_l and
 N the norm over all perturbed layers, so layer l gets the share ||g_l|| / N of rho, and
 within a layer it sits on the tokens with large gradients. With the loss on the answer
-tokens (as the trainer), the program also prints each layer's share of rho, ||g_l|| / N
-(Vaccine: all layers perturbed; the squares of the shares sum to 1) and, for rho 1, the RMS over the batch's answer tokens of
-||e_l(token)|| / ||a_l(token)||: the perturbation relative to the activation it is added to.
+tokens (as the trainer), the program also prints each layer's share of rho (Vaccine:
+all layers perturbed; the squares of the shares sum to 1) and, for rho 1, the RMS over
+the batch's answer tokens of ||e_l(token)|| / ||a_l(token)||: the perturbation relative
+to the activation it is added to (it scales linearly with rho).
 """
 import argparse
 import json
