@@ -141,7 +141,7 @@ for seed in $seeds; do
           mkdir -p "$(dirname "$k")"
           t0=$(now)
           run "$tv" attack --model "$w/base" --adapter "$a/adapter" \
-            --tokenizer "$w/tokenizer.json" --harmful "$w/attack_harmful.json" \
+            --tokenizer "$w" --harmful "$w/attack_harmful.json" \
             --benign "$w/benign_sst_train.json" --out "$k" --p "$p" --n 1000 --seed "$seed" \
             --set optim.lr="$lr" --set max_steps="$attack_steps" --set max_len=96 \
             --set threads="$threads" > "$k.log" 2>&1 || die "attack failed, see $k.log"
