@@ -6,6 +6,9 @@ usage: python3 bench/study_summary.py RESULTS.tsv [--config NAME ...]
 One line per (config, method, attack lr, p): the number of seeds, then for HS, refusal
 rate and the fine-tune accuracies "mean ± sd [min-max]" over seeds (sd with n - 1; a
 single seed prints its value), then the mean alignment and attack wall seconds.
+A second table pairs each defense with sft on the same seed (same world, base, attack mix
+and attack seed): the HS and FA sst differences (defense - sft), mean ± sd over seeds,
+and how many seeds the defense's HS was below sft's.
 Rows the sweep appended again on a rerun replace the earlier ones (the last row of a
 (config, seed, method, lr, p) wins). Analysis only; CI does not run it.
 """
@@ -63,6 +66,24 @@ def main():
         print(f"| {r0['config']} | {r0['model']} | {r0['align_steps']} | {r0['rho']} | "
               f"{r0['S']} | {r0['attack_lr']} | {r0['p']} | {r0['method']} | {len(g)} | "
               f"{stats} | {seconds(g, 'align_s')} | {seconds(g, 'attack_s')} |")
+
+    print()
+    print("| config | attack lr | p | defense - sft | seeds | HS difference | FA sst difference | "
+          "seeds with lower HS |")
+    print("|" + "---|" * 8)
+    for key in sorted(groups, key=order):
+        config, lr, p, method = key
+        if method == "sft" or (config, lr, p, "sft") not in groups:
+            continue
+        sft = {r["seed"]: r for r in groups[(config, lr, p, "sft")]}
+        pairs = [(r, sft[r["seed"]]) for r in groups[key] if r["seed"] in sft]
+        if not pairs:
+            continue
+        hs = [float(r["HS"]) - float(s["HS"]) for r, s in pairs]
+        fa = [float(r["fa_sst"]) - float(s["fa_sst"]) for r, s in pairs]
+        lower = sum(1 for d in hs if d < 0)
+        print(f"| {config} | {lr} | {p} | {method} - sft | {len(pairs)} | {cell(hs)} | "
+              f"{cell(fa)} | {lower} of {len(pairs)} |")
 
 
 if __name__ == "__main__":
