@@ -24,7 +24,7 @@ def cell(values):
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return (f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} "
-            f"[{min(values):.0f}-{max(values):.0f}]")
+            f"[{min(values):.0f}, {max(values):.0f}]")
 
 
 def seconds(rows, key):
