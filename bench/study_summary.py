@@ -20,11 +20,16 @@ import sys
 METRICS = ["HS", "refusal", "fa_sst", "fa_agnews", "fa_gsm"]
 
 
+def number(x, digits):
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0"
+
+
 def cell(values):
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return (f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} "
-            f"[{min(values):.0f}, {max(values):.0f}]")
+        return number(values[0], 1)
+    return (f"{number(statistics.mean(values), 1)} ± {number(statistics.stdev(values), 1)} "
+            f"[{number(min(values), 0)}, {number(max(values), 0)}]")
 
 
 def seconds(rows, key):
