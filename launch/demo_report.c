@@ -146,7 +146,10 @@ static void write_tables(FILE *const *out, const DemoResults *r) {
   int cols = 1 + r->n_p;
   put(out, "HS: harmful score, %% of the harmful test prompts whose answer the rule judge flags "
            "(lower is safer). FA: accuracy on the attack's benign task (%s). p: harmful share "
-           "of the attack's fine-tuning data.\n\n", r->task);
+           "of the attack's fine-tuning data. One seed: an illustration of the protocol, not "
+           "evidence; bench/study_sweep.sh repeats it over seeds (bench/results/study_sweep.md: "
+           "the seed-to-seed spread is as large as the differences between methods).\n\n",
+      r->task);
   put(out, "| method |");
   measure_header(out, r, "HS");
   measure_header(out, r, "FA");

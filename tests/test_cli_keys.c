@@ -25,7 +25,7 @@ static const Command commands[] = {
      {{"out", "d"}, {"seed", "9"}, {"quick", NULL}, {"fresh", NULL}, {"threads", "2"},
       {"layers", "3"}, {"width", "48"}, {"heads", "2"}, {"kv-heads", "1"}, {"ffn", "96"},
       {"pretrain-epochs", "2"}, {"align-steps", "7"}, {"align-lr", "0.01"}, {"rho", "0.5"},
-      {"tvaccine-s", "3"}, {"tvaccine-j", "5"}, {"tvaccine-k", "9"}, {"attack-lr", "0.0005"},
+      {"tvaccine-s", "3"}, {"tvaccine-j", "5"}, {"tvaccine-k", "9"}, {"attack-lr", "0.0007"},
       {"attack-steps", "9"}, {"attack-n", "50"}, {"p", "0,0.5"}, {"task", "gsm"},
       {"second-task", "sst"}, {"eval-prompts", "9"}, {"max-new-tokens", "9"}}},
     {"synth", "threads",

@@ -253,15 +253,15 @@ void run_config_defaults(RunConfig *c) {
                                .probe_batch = 1,
                                .freeze_scope = FREEZE_LAYER};
   c->dist.data_parallel = 1;
-  /* The demo's study, from the sweep in bench/results/study_sweep.md (3 seeds a setting): with
+  /* The demo's study, from the sweep in bench/results/study_sweep.md (3-4 seeds a setting): with
    * 200 alignment steps and T-Vaccine on 1 of 4 layers T-Vaccine never learned to refuse, so
-   * 400 steps (8 epochs of the world's alignment set) and S 2; the SPEC section 10 prototype's
-   * attack lr 3e-4 then restored no model at p 0.1 (nothing to compare), so lr 1e-3 for 200
-   * steps, p in {0, 0.05, 0.1, 0.2}. rho 1: rho 3 made Vaccine and T-Vaccine worse. */
+   * 400 steps (8 epochs of the world's alignment set) and S 2; attack lr 5e-4 for 200 steps
+   * (3e-4 restored no aligned model at p 0.1; at 1e-3 T-Vaccine ends above SFT, at 5e-4 below:
+   * the ordering is not robust, the README says so); rho 1 (3 and 0.3 were no better). */
   c->demo = (RunDemo){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
                       .ffn = 172, .pretrain_epochs = 6, .align_steps = 400, .align_lr = 2e-3,
                       .rho = 1.0, .tvaccine_s = 2, .tvaccine_j = 20, .tvaccine_k = 50,
-                      .attack_lr = 1e-3, .attack_steps = 200, .attack_n = 1000,
+                      .attack_lr = 5e-4, .attack_steps = 200, .attack_n = 1000,
                       .eval_prompts = 200, .max_new_tokens = 64};
   c->synth = (RunSynth){.seed = 1, .layers = 4, .width = 64, .heads = 4, .kv_heads = 2,
                         .ffn = 172, .epochs = 6, .batch = 16, .steps = -1, .lr = 3e-3};

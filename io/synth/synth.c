@@ -394,8 +394,10 @@ SynthWorld *synth_generate(const SynthOptions *opt, const char *dir, SynthStats 
 /* The world's own files named once more, here for `tvaccine align`. */
 void synth_write_align_config(const char *dir, int num_layers) {
   char text[4096];
-  /* A quarter of the layers, as the paper's 8 of 32 (align warns above that ratio). */
-  int S = num_layers / 4 > 0 ? num_layers / 4 : 1;
+  /* Half the layers and 8 epochs: with a quarter (1 of 4) and 4 epochs T-Vaccine never learned
+   * to refuse in the sweep (bench/results/study_sweep.md); the paper's quarter is for 28-32
+   * layer models. */
+  int S = num_layers / 2 > 0 ? num_layers / 2 : 1;
   snprintf(text, sizeof text,
            "# T-Vaccine alignment of the synthetic base model (written by tvaccine synth).\n"
            "method: tvaccine\n"
@@ -403,7 +405,7 @@ void synth_write_align_config(const char *dir, int num_layers) {
            "data: %s/align.json\n"
            "out: %s/tvaccine\n"
            "max_len: 96\n"
-           "epochs: 4\n"
+           "epochs: 8\n"
            "batch_size: 16\n"
            "seed: 1\n"
            "rho: 1.0            # the paper's rho 3 is large next to this model's activations\n"

@@ -65,7 +65,7 @@ typedef struct {
 SynthWorld *synth_generate(const SynthOptions *opt, const char *dir, SynthStats *stats);
 
 /* Writes dir/align.yaml: a T-Vaccine run config over the world's files for its base model
- * of num_layers layers at dir/base (S = half the layers). */
+ * of num_layers layers at dir/base (S = half the layers, 8 epochs). */
 void synth_write_align_config(const char *dir, int num_layers);
 
 /* Reads dir/world.json (or a path to the file) back; one error line on a bad file. */

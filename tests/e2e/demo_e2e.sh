@@ -54,7 +54,7 @@ diff <(grep '^|' "$W/run1.log") <(grep '^|' "$W/run2.log") > /dev/null || fail "
 # Other attack settings: the 12 attacks run again, and so do their 12 evaluations (their own
 # commands are the same, but the attack they read ran again); the world, the alignments and
 # their evaluations (8 phases) are reused.
-"$TV" demo --quick --out "$D" --threads 1 --attack-lr 5e-4 > "$W/run3.log" 2>&1 || { cat "$W/run3.log"; fail "third run"; }
+"$TV" demo --quick --out "$D" --threads 1 --attack-lr 7e-4 > "$W/run3.log" 2>&1 || { cat "$W/run3.log"; fail "third run"; }
 [ "$(grep -c '^demo \[[0-9]*/32\] .* reused' "$W/run3.log")" = 8 ] || { cat "$W/run3.log"; fail "not 8 phases reused after the attack changed"; }
 [ "$(grep -c '^demo \[[0-9]*/32\] evaluate .*attacked.* [0-9]* s$' "$W/run3.log")" = 12 ] \
   || { cat "$W/run3.log"; fail "the evaluations of the attacks that ran again were reused"; }
