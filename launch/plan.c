@@ -84,6 +84,19 @@ static size_t worst_rank(const MemoryPlanInput *in, const int *first, int *rank_
   return worst;
 }
 
+/* The largest batch (rows of max_len tokens) for which every rank fits. */
+static int largest_batch(const MemoryPlanInput *in, const int *first, size_t gpu_mem) {
+  int best = 0;
+  for (int b = 1; b <= 4096; b++) {
+    MemoryPlanInput t = *in;
+    t.batch = b;
+    if (t.micro_batch > b) t.micro_batch = 0;
+    if (worst_rank(&t, first, NULL, NULL) > gpu_mem) break;
+    best = b;
+  }
+  return best;
+}
+
 int cmd_plan(int argc, char **argv) {
   RunConfig opt;
   run_config_defaults(&opt);
@@ -157,17 +170,20 @@ int cmd_plan(int argc, char **argv) {
            p.total <= gpu_mem ? "fits" : "DOES NOT FIT");
     fits &= p.total <= gpu_mem;
   }
-  /* The largest batch (rows of max_len tokens) for which every rank fits. */
-  int best = 0;
-  for (int b = 1; b <= 4096; b++) {
-    MemoryPlanInput t = in;
-    t.batch = b;
-    if (t.micro_batch > b) t.micro_batch = 0;
-    if (worst_rank(&t, first, NULL, NULL) > gpu_mem) break;
-    best = b;
-  }
+  int best = largest_batch(&in, first, gpu_mem);
   printf("plan: batch %d x %d %s on %d x %.2f GiB; largest batch that fits: %d x %d\n", in.batch,
          in.seq_len, fits ? "fits" : "does NOT fit", ranks, gib(gpu_mem), best, in.seq_len);
+  if (in.activations == ACTIVATIONS_AUTO && in.method == METHOD_TVACCINE) {
+    /* auto keeps frozen layers only where that costs no extra work, so its need depends on
+     * the sampled layers: the table counts them kept (its upper bound); recompute is the floor. */
+    MemoryPlanInput r = in;
+    r.activations = ACTIVATIONS_RECOMPUTE;
+    size_t need = worst_rank(&r, first, NULL, NULL);
+    printf("plan: activations auto is counted as keep above (its upper bound); with activations: "
+           "recompute (or a lower activation_budget_mib) the largest rank needs %.2f GiB, and "
+           "the largest batch that fits is %d x %d\n", gib(need),
+           largest_batch(&r, first, gpu_mem), in.seq_len);
+  }
   free(first);
   run_config_free(&rc);
   run_config_free(&opt);
