@@ -417,20 +417,22 @@ size_t stage_layer_weight_numel(const Stage *s) {
 
 void stage_weight_grad_part_sums(Stage *s, double *parts) {
   TV_CHECK(s->weight_grads, "full training is not enabled on this stage");
+  Backend *be = s->be;
   int L = s->cfg.num_layers;
-  memset(parts, 0, (size_t)STAGE_WEIGHT_PARTS(L) * sizeof(double));
+  be->zero(be, parts, (size_t)STAGE_WEIGHT_PARTS(L) * sizeof(double));
   size_t D = s->cfg.hidden_size, VD = (size_t)s->cfg.vocab_size * D;
   size_t layer_numel = stage_layer_weight_numel(s);
   for (int l = s->l0; l < s->l1; l++)
-    parts[l] = s->be->sum_squares(s->be, layer_numel,
-                                  s->weight_grads + (s->w.layers[l - s->l0].attn_norm - s->weight_arena));
+    be->sum_squares_acc(be, layer_numel,
+                        s->weight_grads + (s->w.layers[l - s->l0].attn_norm - s->weight_arena),
+                        &parts[l]);
   const float *extra[3] = {s->w.embed, s->w.lm_head != s->w.embed ? s->w.lm_head : NULL,
                            s->w.final_norm};
   size_t extra_numel[3] = {VD, VD, D};
   for (int k = 0; k < 3; k++)
     if (extra[k])
-      parts[L + k] = s->be->sum_squares(s->be, extra_numel[k],
-                                        s->weight_grads + (extra[k] - s->weight_arena));
+      be->sum_squares_acc(be, extra_numel[k], s->weight_grads + (extra[k] - s->weight_arena),
+                          &parts[L + k]);
 }
 
 AdamwBlock stage_weight_block(Stage *s) {

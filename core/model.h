@@ -176,7 +176,8 @@ void stage_zero_weight_grads(Stage *s);
 /* Squared L2 norms of this stage's weight gradients by part, so ranks can add them in one
  * order whatever the split: parts[l] for each local decoder layer l, parts[L] the embedding,
  * parts[L + 1] the untied LM head, parts[L + 2] the final norm (L = num_layers); parts this
- * stage does not hold are 0. parts has STAGE_WEIGHT_PARTS(L) entries. */
+ * stage does not hold are 0. parts has STAGE_WEIGHT_PARTS(L) entries, in backend memory (the
+ * sums stay on the device; the caller reads them back once). */
 #define STAGE_WEIGHT_PARTS(L) ((L) + 3)
 /* Floats of one decoder layer's base weights: a contiguous run of the arena that starts at
  * its attn_norm (so a rank's layers are one run from stage_weights(s)->layers[0].attn_norm). */

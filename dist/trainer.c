@@ -24,7 +24,8 @@ struct Trainer {
   size_t g_bytes, g_bytes_peak; /* bytes of g buffers held now, and the peak */
   double *probs;      /* [L] */
   double *norms;      /* [L] scratch */
-  double *device_norms; /* [L] backend memory: per-layer sums reduced there, read back once */
+  double *device_norms; /* [L + 3] backend memory: per-layer (or, in full training, per-part)
+                         * sums reduced there, read back once */
   double *probe_norms; /* [L] n_l of the last probe */
   uint8_t *active;    /* [L] membership of A */
   int *active_list;   /* [S] */
@@ -61,7 +62,7 @@ Trainer *trainer_create(Comm *comm, Stage *stage, const TrainerConfig *cfg, int 
   t->probs = tv_calloc((size_t)t->L, sizeof(double));
   t->norms = tv_calloc((size_t)STAGE_WEIGHT_PARTS(t->L), sizeof(double)); /* layers + base parts */
   Backend *be = stage_backend(stage);
-  t->device_norms = be->alloc(be, (size_t)t->L * sizeof(double));
+  t->device_norms = be->alloc(be, (size_t)STAGE_WEIGHT_PARTS(t->L) * sizeof(double));
   t->probe_norms = tv_calloc((size_t)t->L, sizeof(double));
   t->active = tv_calloc((size_t)t->L, 1);
   t->active_list = tv_calloc((size_t)t->L, sizeof(int));
@@ -299,8 +300,10 @@ static double trainable_grad_sum_squares(Trainer *t) {
 /* Full training: the global sum of squared base-weight gradients, reduced per part (each
  * decoder layer, embedding, head, final norm) and added in one order, as above. */
 static double base_grad_sum_squares(Trainer *t) {
+  Backend *be = stage_backend(t->stage);
   int n = STAGE_WEIGHT_PARTS(t->L);
-  stage_weight_grad_part_sums(t->stage, t->norms);
+  stage_weight_grad_part_sums(t->stage, t->device_norms);
+  be->to_host(be, t->norms, t->device_norms, (size_t)n * sizeof(double));
   comm_allreduce_sum(t->comm, t->norms, n);
   double sq = 0;
   for (int k = 0; k < n; k++) sq += t->norms[k];
