@@ -57,7 +57,6 @@ struct Pipeline {
   int max_batch_micro;
   PipeOp *ops;  /* [2 * max_micro] */
   double *loss_sums; /* [max_micro] backend memory, last stage: each micro-batch's sum CE */
-  double *host_loss_sums; /* [max_micro] their host copy */
   int max_micro;
   /* Per slot: receive buffers [micro_B * T_max, D] and the transfers in flight. */
   float **x_in, **dy;
@@ -110,7 +109,6 @@ void pipeline_destroy(Pipeline *p) {
   free_slots(p);
   p2p_destroy(p->p2p);
   free(p->ops);
-  free(p->host_loss_sums);
   if (p->loss_sums) stage_backend(p->stage)->free(stage_backend(p->stage), p->loss_sums);
   free(p->micro_loss);
   free(p);
@@ -266,8 +264,6 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
     p->ops = tv_malloc((size_t)2 * ps.m * sizeof(PipeOp));
     if (p->loss_sums) be->free(be, p->loss_sums);
     p->loss_sums = last ? be->alloc(be, (size_t)ps.m * sizeof(double)) : NULL;
-    free(p->host_loss_sums);
-    p->host_loss_sums = tv_malloc((size_t)ps.m * sizeof(double));
     p->max_micro = ps.m;
   }
   /* The losses stay on the device until the pass ends: one host sync, not one per micro. */
@@ -334,9 +330,9 @@ double pipeline_pass(Pipeline *p, const PassPlan *plan, const Batch *batch, int 
    * from the device once, scaled, into their global entries (the others' stay 0); every
    * rank reports the batch's. */
   if (last && ps.m) {
-    double *sums = p->host_loss_sums;
-    be->to_host(be, sums, p->loss_sums, (size_t)ps.m * sizeof(double));
-    for (int i = 0; i < ps.m; i++) p->micro_loss[ps.m0 + i] = sums[i] * scale;
+    double *mine = p->micro_loss + ps.m0;
+    be->to_host(be, mine, p->loss_sums, (size_t)ps.m * sizeof(double));
+    for (int i = 0; i < ps.m; i++) mine[i] *= scale;
   }
   double total;
   replica_fold_table(p->comm, p->micro_loss, ps.m_all, 1, &total);
