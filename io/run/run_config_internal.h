@@ -1,13 +1,16 @@
-/* Shared by io/run_config.c and io/run_config_load.c only: the key table that drives the
- * libcyaml schema, --set, validation and the writer, and the typed assignment of one value. */
+/* Shared by the run config files only (run_config.c, run_config_value.c, run_config_load.c,
+ * run_config_cli.c, run_config_resume.c): the key table that drives the libcyaml schema,
+ * --set, validation and the writer, and the typed assignment of one value. */
 #ifndef TV_RUN_CONFIG_INTERNAL_H
 #define TV_RUN_CONFIG_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bounds.h"
+#include "check.h"
 #include "run_config.h"
 
 typedef enum {
@@ -49,5 +52,26 @@ void rc_put_value(FILE *f, const RunConfig *c, const RcKey *k);
 int rc_set_scalar(RunConfig *c, const RcKey *k, const char *text, char *msg, size_t n);
 int rc_set_list(RunConfig *c, const RcKey *k, char *const *items, unsigned count, char *msg,
                 size_t n);
+
+/* Where a key's value lives in a RunConfig, for both files of the key table. */
+static inline void *rc_at(RunConfig *c, const RcKey *k) { return (char *)c + k->off; }
+static inline const void *rc_at_c(const RunConfig *c, const RcKey *k) {
+  return (const char *)c + k->off;
+}
+/* A K_LAYERS key's list and its count. */
+static inline int **rc_list_of(RunConfig *c, const RcKey *k) { return (int **)rc_at(c, k); }
+static inline int *rc_count_of(RunConfig *c, const RcKey *k) {
+  return (int *)((char *)c + k->count_off);
+}
+static inline const int *rc_list_of_c(const RunConfig *c, const RcKey *k) {
+  return *(int *const *)rc_at_c(c, k);
+}
+static inline int rc_count_of_c(const RunConfig *c, const RcKey *k) {
+  return *(const int *)((const char *)c + k->count_off);
+}
+static inline char *rc_dup_str(const char *s) {
+  size_t n = strlen(s) + 1;
+  return memcpy(tv_malloc(n), s, n);
+}
 
 #endif
